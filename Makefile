@@ -1,0 +1,39 @@
+# One entry point for building, running, testing and benchmarking raftwasm.
+# The README's two commands are `make run` and `make test`; .ci/run calls `make test`.
+
+CARGO ?= cargo
+WASM_TARGETS := wasm32-unknown-unknown wasm32-wasip2
+# Node started by `make run`.
+RUN_ID ?= node1
+RUN_ADDR ?= localhost:10001
+RUN_HTTP ?= localhost:9000
+
+.PHONY: setup build run test fmt-check lint bench ci
+
+## Install the wasm targets the guests are built for (wasm-component-ld comes with wasm32-wasip2).
+setup:
+	rustup target add $(WASM_TARGETS)
+
+## Build the host and every guest (host/build.rs builds the guests into target/wasm/).
+build: setup
+	$(CARGO) build --release --workspace --bins
+
+## Build, then start one bootstrapped node running the embedded guest-kv.
+run: build
+	./target/release/host --id $(RUN_ID) --address $(RUN_ADDR) --http $(RUN_HTTP) --bs
+
+## Unit, guest-runtime and cluster tests, all in the release profile so wasmtime compiles once.
+test: setup
+	$(CARGO) test --release --workspace
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint: setup
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+## Guest apply: wasm vs native, ns/op.
+bench: setup
+	$(CARGO) bench --bench fsm
+
+ci: test fmt-check lint

@@ -1,0 +1,446 @@
+//! The key-value map behind guest-kv, its JSON commands and queries, and its snapshot format.
+//!
+//! Commands (through `apply`, one per committed log entry):
+//! - `{"op":"put","key":K,"value":V}` → `{"prev":V|null}`
+//! - `{"op":"delete","key":K}` → `{"deleted":bool,"prev":V|null}`
+//! - `{"op":"cas","key":K,"expected":V|null,"value":V|null}` → `{"swapped":bool,"current":V|null}`:
+//!   sets `key` to `value` (deletes it when `value` is null) only if its current value equals
+//!   `expected` (null or absent: the key must not exist).
+//!
+//! Queries (through `query`, read-only):
+//! - `{"op":"get","key":K}` → `{"value":V|null}`
+//! - `{"op":"scan","prefix":P?,"start":K?,"end":K?,"limit":N?}` →
+//!   `{"items":[{"key":K,"value":V},…],"more":bool}`, keys ascending, `start` inclusive, `end`
+//!   exclusive, at most `limit` items (default [`DEFAULT_SCAN_LIMIT`], capped at [`MAX_SCAN_LIMIT`]).
+//!
+//! Keys are non-empty strings; values are strings, empty allowed. Any Unicode text round-trips.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Items a scan returns when the query gives no `limit`.
+pub const DEFAULT_SCAN_LIMIT: usize = 100;
+/// The most items one scan returns, whatever `limit` asks for.
+pub const MAX_SCAN_LIMIT: usize = 10_000;
+
+/// First bytes of every snapshot, with the format version.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"GKV1";
+
+/// Why a command or query was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvError {
+    /// Malformed JSON, an unknown `op`, a missing field, an empty key, a bad snapshot.
+    InvalidInput(String),
+    /// Well-formed but refused (reserved for rules; guest-kv has none today).
+    Rejected(String),
+}
+
+/// A state-changing operation, decoded from the JSON of one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Set `key` to `value`.
+    Put { key: String, value: String },
+    /// Remove `key` if present.
+    Delete { key: String },
+    /// Compare-and-swap: set (or delete, when `value` is null) only if the current value is `expected`.
+    Cas {
+        key: String,
+        #[serde(default)]
+        expected: Option<String>,
+        #[serde(default)]
+        value: Option<String>,
+    },
+}
+
+/// A read-only request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Query {
+    /// The value of one key.
+    Get { key: String },
+    /// Keys in ascending order, filtered by prefix and/or the range `[start, end)`.
+    Scan {
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        start: Option<String>,
+        #[serde(default)]
+        end: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Serialize)]
+struct PutResponse<'a> {
+    prev: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DeleteResponse<'a> {
+    deleted: bool,
+    prev: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct CasResponse<'a> {
+    swapped: bool,
+    current: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct GetResponse<'a> {
+    value: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ScanItem<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct ScanResponse<'a> {
+    items: Vec<ScanItem<'a>>,
+    more: bool,
+}
+
+/// The map. Ordered, so snapshots are byte-identical on every node that applied the same commands.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Kv {
+    map: BTreeMap<String, String>,
+}
+
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::InvalidInput("key must not be empty".into()));
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs of strings and bools cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Kv {
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Decodes and applies one JSON command, returning the JSON response.
+    pub fn apply_bytes(&mut self, command: &[u8]) -> Result<Vec<u8>, KvError> {
+        let command: Command = serde_json::from_slice(command)
+            .map_err(|e| KvError::InvalidInput(format!("invalid command: {e}")))?;
+        self.apply(command)
+    }
+
+    /// Applies one decoded command, returning the JSON response.
+    pub fn apply(&mut self, command: Command) -> Result<Vec<u8>, KvError> {
+        match command {
+            Command::Put { key, value } => {
+                check_key(&key)?;
+                let prev = self.map.insert(key, value);
+                Ok(to_json(&PutResponse {
+                    prev: prev.as_deref(),
+                }))
+            }
+            Command::Delete { key } => {
+                check_key(&key)?;
+                let prev = self.map.remove(&key);
+                Ok(to_json(&DeleteResponse {
+                    deleted: prev.is_some(),
+                    prev: prev.as_deref(),
+                }))
+            }
+            Command::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                check_key(&key)?;
+                let current = self.map.get(&key);
+                if current.map(String::as_str) != expected.as_deref() {
+                    return Ok(to_json(&CasResponse {
+                        swapped: false,
+                        current: current.map(String::as_str),
+                    }));
+                }
+                match value {
+                    Some(v) => {
+                        let slot = self.map.entry(key).or_default();
+                        *slot = v;
+                        Ok(to_json(&CasResponse {
+                            swapped: true,
+                            current: Some(slot),
+                        }))
+                    }
+                    None => {
+                        self.map.remove(&key);
+                        Ok(to_json(&CasResponse {
+                            swapped: true,
+                            current: None,
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes and answers one JSON query.
+    pub fn query_bytes(&self, request: &[u8]) -> Result<Vec<u8>, KvError> {
+        let query: Query = serde_json::from_slice(request)
+            .map_err(|e| KvError::InvalidInput(format!("invalid query: {e}")))?;
+        self.query(&query)
+    }
+
+    /// Answers one decoded query.
+    pub fn query(&self, query: &Query) -> Result<Vec<u8>, KvError> {
+        match query {
+            Query::Get { key } => {
+                check_key(key)?;
+                Ok(to_json(&GetResponse {
+                    value: self.map.get(key).map(String::as_str),
+                }))
+            }
+            Query::Scan {
+                prefix,
+                start,
+                end,
+                limit,
+            } => {
+                let limit = limit.unwrap_or(DEFAULT_SCAN_LIMIT).min(MAX_SCAN_LIMIT);
+                let prefix = prefix.as_deref().unwrap_or("");
+                // Begin at the later of `start` and `prefix`: every key with the prefix sorts at or after it.
+                let from = match start.as_deref() {
+                    Some(s) if s > prefix => s,
+                    _ => prefix,
+                };
+                let mut items = Vec::new();
+                let mut more = false;
+                for (k, v) in self
+                    .map
+                    .range::<str, _>((Bound::Included(from), Bound::Unbounded))
+                {
+                    if !k.starts_with(prefix) || end.as_deref().is_some_and(|e| k.as_str() >= e) {
+                        break;
+                    }
+                    if items.len() == limit {
+                        more = true;
+                        break;
+                    }
+                    items.push(ScanItem { key: k, value: v });
+                }
+                Ok(to_json(&ScanResponse { items, more }))
+            }
+        }
+    }
+
+    /// The whole map in a compact, canonical binary form: magic, entry count, then each key and
+    /// value length-prefixed, keys ascending.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let size: usize = self.map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+        let mut out = Vec::with_capacity(12 + size);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
+        for (k, v) in &self.map {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v.as_bytes());
+        }
+        out
+    }
+
+    /// Rebuilds a map from [`Kv::snapshot`] bytes, refusing anything that is not exactly such bytes.
+    pub fn restore(bytes: &[u8]) -> Result<Kv, KvError> {
+        let bad = |why: &str| KvError::InvalidInput(format!("bad snapshot: {why}"));
+        let rest = bytes
+            .strip_prefix(SNAPSHOT_MAGIC)
+            .ok_or_else(|| bad("missing GKV1 header"))?;
+        let mut reader = Reader { rest };
+        let count = u64::from_le_bytes(
+            reader
+                .take(8)
+                .ok_or_else(|| bad("truncated count"))?
+                .try_into()
+                .unwrap_or_default(),
+        );
+        let mut map = BTreeMap::new();
+        let mut last: Option<String> = None;
+        for _ in 0..count {
+            let key = reader
+                .string()
+                .ok_or_else(|| bad("truncated or non-UTF-8 key"))?;
+            let value = reader
+                .string()
+                .ok_or_else(|| bad("truncated or non-UTF-8 value"))?;
+            if key.is_empty() || last.as_ref().is_some_and(|l| *l >= key) {
+                return Err(bad("keys not strictly ascending"));
+            }
+            last = Some(key.clone());
+            map.insert(key, value);
+        }
+        if !reader.rest.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(Kv { map })
+    }
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.rest.len() < n {
+            return None;
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Some(head)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(kv: &mut Kv, json: &str) -> Result<serde_json::Value, KvError> {
+        kv.apply_bytes(json.as_bytes())
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    fn query(kv: &Kv, json: &str) -> Result<serde_json::Value, KvError> {
+        kv.query_bytes(json.as_bytes())
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn put_get_delete_cas() {
+        let mut kv = Kv::default();
+        assert_eq!(
+            apply(&mut kv, r#"{"op":"put","key":"a_b","value":"1"}"#).unwrap()["prev"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            apply(&mut kv, r#"{"op":"put","key":"a_b","value":"2"}"#).unwrap()["prev"],
+            "1"
+        );
+        assert_eq!(
+            query(&kv, r#"{"op":"get","key":"a_b"}"#).unwrap()["value"],
+            "2"
+        );
+        let r = apply(
+            &mut kv,
+            r#"{"op":"cas","key":"a_b","expected":"1","value":"3"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r["swapped"].as_bool(), r["current"].as_str()),
+            (Some(false), Some("2"))
+        );
+        let r = apply(
+            &mut kv,
+            r#"{"op":"cas","key":"a_b","expected":"2","value":"3"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r["swapped"].as_bool(), r["current"].as_str()),
+            (Some(true), Some("3"))
+        );
+        let r = apply(&mut kv, r#"{"op":"cas","key":"new","value":"x"}"#).unwrap();
+        assert_eq!(r["swapped"], true);
+        let r = apply(&mut kv, r#"{"op":"delete","key":"a_b"}"#).unwrap();
+        assert_eq!(
+            (r["deleted"].as_bool(), r["prev"].as_str()),
+            (Some(true), Some("3"))
+        );
+        assert_eq!(
+            query(&kv, r#"{"op":"get","key":"a_b"}"#).unwrap()["value"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn scan_prefix_range_limit() {
+        let mut kv = Kv::default();
+        for k in ["a", "b/1", "b/2", "b/3", "c"] {
+            kv.apply(Command::Put {
+                key: k.into(),
+                value: k.to_uppercase(),
+            })
+            .unwrap();
+        }
+        let r = query(&kv, r#"{"op":"scan","prefix":"b/","limit":2}"#).unwrap();
+        assert_eq!(r["items"].as_array().unwrap().len(), 2);
+        assert_eq!(r["more"], true);
+        assert_eq!(r["items"][0]["key"], "b/1");
+        let r = query(&kv, r#"{"op":"scan","start":"b/2","end":"c"}"#).unwrap();
+        let keys: Vec<_> = r["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["b/2", "b/3"]);
+        assert_eq!(r["more"], false);
+    }
+
+    #[test]
+    fn bad_commands_are_errors() {
+        let mut kv = Kv::default();
+        for bad in [
+            "not json",
+            r#"{"op":"explode","key":"a"}"#,
+            r#"{"op":"put","key":"a"}"#,
+            r#"{"key":"a","value":"b"}"#,
+            r#"{"op":"put","key":"","value":"b"}"#,
+            r#"{"op":"put","key":"a","value":"b","extra":1}"#,
+        ] {
+            assert!(
+                matches!(
+                    kv.apply_bytes(bad.as_bytes()),
+                    Err(KvError::InvalidInput(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_validation() {
+        let mut kv = Kv::default();
+        for (k, v) in [("x_y", ""), ("α/β γ", "ü"), ("z", "v")] {
+            kv.apply(Command::Put {
+                key: k.into(),
+                value: v.into(),
+            })
+            .unwrap();
+        }
+        let snap = kv.snapshot();
+        let back = Kv::restore(&snap).unwrap();
+        assert_eq!(back, kv);
+        assert_eq!(back.snapshot(), snap);
+        assert!(Kv::restore(&snap[..snap.len() - 1]).is_err());
+        assert!(Kv::restore(b"nope").is_err());
+        let mut extra = snap.clone();
+        extra.push(0);
+        assert!(Kv::restore(&extra).is_err());
+    }
+}

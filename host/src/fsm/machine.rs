@@ -1,0 +1,244 @@
+//! One running guest: calls with fuel and memory limits, failures classified into
+//! deterministic [`CallError`]s, and rollback of a failed call.
+//!
+//! Rollback: wasmtime poisons an instance after a trap, and a call that fails halfway may have
+//! changed guest memory. So after any failed call the instance is dropped and rebuilt from the
+//! last checkpoint (the bytes of the last successful `snapshot` or `restore`) plus a replay of
+//! every command applied since, which is exactly the state before the failed call. The journal of
+//! commands is bounded: past [`JOURNAL_MAX_BYTES`] a new checkpoint is taken.
+
+use super::bindings::Fsm;
+use super::error::{CallError, FsmError};
+use super::module::{GuestModule, StoreState};
+use std::sync::Arc;
+use wasmtime::{Store, Trap};
+
+/// Bytes of commands kept for replay before a new checkpoint is taken. A checkpoint costs one
+/// guest `snapshot`; a rebuild replays at most this much.
+const JOURNAL_MAX_BYTES: usize = 64 << 20;
+/// Fuel for replaying a command during a rebuild: it completed once, so it is given room to
+/// complete again even if the fresh instance's allocator makes it a little costlier.
+const REPLAY_FUEL: u64 = u64::MAX / 4;
+
+/// What one call produced, and the fuel it burned (equal on every node for equal histories).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<T> {
+    /// The guest's response, or why there is none.
+    pub result: Result<T, CallError>,
+    /// Fuel units the call consumed.
+    pub fuel_used: u64,
+}
+
+/// A guest component instance holding the application state.
+pub struct GuestFsm {
+    module: GuestModule,
+    store: Store<StoreState>,
+    fsm: Fsm,
+    /// State to rebuild from after a failed call; `None` means the empty initial state.
+    checkpoint: Option<Arc<Vec<u8>>>,
+    /// Commands applied since `checkpoint`, in order (successful or refused by the guest: both
+    /// ran, and both must run again for the replay to reach the same state). Stored back to back
+    /// in one buffer, with their end offsets, so recording a command allocates nothing.
+    journal: Vec<u8>,
+    journal_ends: Vec<usize>,
+}
+
+impl std::fmt::Debug for GuestFsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestFsm")
+            .field("module", &self.module)
+            .field("journal_len", &self.journal_ends.len())
+            .finish()
+    }
+}
+
+type Call<'a, R> = &'a dyn Fn(&Fsm, &mut Store<StoreState>) -> wasmtime::Result<R>;
+
+impl GuestFsm {
+    pub(super) fn new(module: GuestModule) -> Result<Self, FsmError> {
+        let (store, fsm) = module.new_instance()?;
+        Ok(GuestFsm {
+            module,
+            store,
+            fsm,
+            checkpoint: None,
+            journal: Vec::new(),
+            journal_ends: Vec::new(),
+        })
+    }
+
+    /// The module this state machine runs.
+    pub fn module(&self) -> &GuestModule {
+        &self.module
+    }
+
+    /// Applies one committed command. `Ok` carries the deterministic outcome (response or
+    /// [`CallError`]); `Err` means the state machine could not be restored after a failure.
+    pub fn apply(&mut self, command: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
+        let budget = self.module.limits().fuel_per_apply;
+        let (result, fuel_used) = call(&mut self.store, &self.fsm, budget, &|fsm, store| {
+            fsm.raftwasm_fsm_state_machine().call_apply(store, command)
+        });
+        let result = match result {
+            Ok(guest_result) => {
+                self.record(command);
+                guest_result.map_err(|e| CallError::Guest { error: e.into() })
+            }
+            Err(failure) => {
+                self.rebuild()?;
+                Err(failure)
+            }
+        };
+        Ok(Outcome { result, fuel_used })
+    }
+
+    /// Answers a read-only query against the current state.
+    pub fn query(&mut self, request: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
+        let budget = self.module.limits().fuel_per_apply;
+        let (result, fuel_used) = call(&mut self.store, &self.fsm, budget, &|fsm, store| {
+            fsm.raftwasm_fsm_state_machine().call_query(store, request)
+        });
+        let result = match result {
+            Ok(guest_result) => guest_result.map_err(|e| CallError::Guest { error: e.into() }),
+            Err(failure) => {
+                self.rebuild()?;
+                Err(failure)
+            }
+        };
+        Ok(Outcome { result, fuel_used })
+    }
+
+    /// The guest's full state. Also becomes the rollback checkpoint.
+    pub fn snapshot(&mut self) -> Result<Arc<Vec<u8>>, FsmError> {
+        let budget = self.module.limits().fuel_per_snapshot;
+        let (result, _) = call(&mut self.store, &self.fsm, budget, &|fsm, store| {
+            fsm.raftwasm_fsm_state_machine().call_snapshot(store)
+        });
+        match result {
+            Ok(bytes) => {
+                let bytes = Arc::new(bytes);
+                self.set_checkpoint(Some(bytes.clone()));
+                Ok(bytes)
+            }
+            Err(failure) => {
+                self.rebuild()?;
+                Err(FsmError::Snapshot(failure))
+            }
+        }
+    }
+
+    /// Replaces the whole state with `state` (bytes from some node's [`GuestFsm::snapshot`]).
+    /// The restore runs in a fresh instance; on any failure the current state stays as it was.
+    pub fn restore(&mut self, state: Arc<Vec<u8>>) -> Result<Outcome<()>, FsmError> {
+        let (mut store, fsm) = self.module.new_instance()?;
+        let budget = self.module.limits().fuel_per_snapshot;
+        let (result, fuel_used) = call(&mut store, &fsm, budget, &|fsm, store| {
+            fsm.raftwasm_fsm_state_machine().call_restore(store, &state)
+        });
+        let result = match result {
+            Ok(Ok(())) => {
+                self.store = store;
+                self.fsm = fsm;
+                self.set_checkpoint(Some(state));
+                Ok(())
+            }
+            Ok(Err(e)) => Err(CallError::Guest { error: e.into() }),
+            Err(failure) => Err(failure),
+        };
+        Ok(Outcome { result, fuel_used })
+    }
+
+    fn record(&mut self, command: &[u8]) {
+        self.journal.extend_from_slice(command);
+        self.journal_ends.push(self.journal.len());
+        if self.journal.len() > JOURNAL_MAX_BYTES {
+            // A failed checkpoint leaves the journal in place; the state is unaffected.
+            if let Err(e) = self.snapshot() {
+                tracing::warn!(error = %e, "checkpoint of the guest state failed");
+            }
+        }
+    }
+
+    fn set_checkpoint(&mut self, checkpoint: Option<Arc<Vec<u8>>>) {
+        self.checkpoint = checkpoint;
+        self.journal.clear();
+        self.journal_ends.clear();
+    }
+
+    /// Drops the (possibly poisoned) instance and rebuilds the state from the checkpoint plus
+    /// the journal.
+    fn rebuild(&mut self) -> Result<(), FsmError> {
+        let (mut store, fsm) = self.module.new_instance()?;
+        if let Some(state) = &self.checkpoint {
+            let budget = self.module.limits().fuel_per_snapshot;
+            let (result, _) = call(&mut store, &fsm, budget, &|fsm, store| {
+                fsm.raftwasm_fsm_state_machine().call_restore(store, state)
+            });
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(FsmError::Rebuild(format!(
+                        "restoring the checkpoint: {}",
+                        CallError::Guest { error: e.into() }
+                    )))
+                }
+                Err(e) => return Err(FsmError::Rebuild(format!("restoring the checkpoint: {e}"))),
+            }
+        }
+        let mut start = 0;
+        for (i, &end) in self.journal_ends.iter().enumerate() {
+            let command = &self.journal[start..end];
+            start = end;
+            let (result, _) = call(&mut store, &fsm, REPLAY_FUEL, &|fsm, store| {
+                fsm.raftwasm_fsm_state_machine().call_apply(store, command)
+            });
+            if let Err(e) = result {
+                return Err(FsmError::Rebuild(format!(
+                    "replaying command {i} since the checkpoint: {e}"
+                )));
+            }
+        }
+        self.store = store;
+        self.fsm = fsm;
+        Ok(())
+    }
+}
+
+/// Runs one guest call with `budget` fuel and classifies a failure.
+fn call<R>(
+    store: &mut Store<StoreState>,
+    fsm: &Fsm,
+    budget: u64,
+    f: Call<'_, R>,
+) -> (Result<R, CallError>, u64) {
+    store.data_mut().limiter.hit_memory_limit = false;
+    if let Err(e) = store.set_fuel(budget) {
+        // Only possible if fuel metering were off, which the engine configuration rules out.
+        return (
+            Err(CallError::Trap {
+                message: format!("cannot set fuel: {e}"),
+            }),
+            0,
+        );
+    }
+    let result = f(fsm, store);
+    let fuel_used = budget.saturating_sub(store.get_fuel().unwrap_or(0));
+    let result = result.map_err(|e| {
+        if store.data().limiter.hit_memory_limit {
+            CallError::MemoryLimit {
+                limit_mib: store.data().limiter_limit_mib(),
+            }
+        } else {
+            match e.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => CallError::OutOfFuel { budget },
+                Some(trap) => CallError::Trap {
+                    message: trap.to_string(),
+                },
+                None => CallError::Trap {
+                    message: e.root_cause().to_string(),
+                },
+            }
+        }
+    });
+    (result, fuel_used)
+}

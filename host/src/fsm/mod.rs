@@ -1,0 +1,31 @@
+//! The WebAssembly state machine: loads a guest component with wasmtime and runs it
+//! deterministically.
+//!
+//! Every node applies every committed entry through [`GuestFsm::apply`]. Determinism and
+//! containment are decided here, identically on every node:
+//! - fuel meters every call (a budget per call, from [`GuestLimits`]); running out is the
+//!   deterministic [`CallError::OutOfFuel`], never a hang;
+//! - one memory cap, enforced by the store's limiter, fails the call with
+//!   [`CallError::MemoryLimit`];
+//! - NaN canonicalization on, deterministic relaxed SIMD, no threads, a fixed wasm stack size;
+//! - the guest gets no clock, randomness, filesystem or network: the host provides no imports.
+//!   A guest that imports WASI anyway (built for `wasm32-wasip2`) still loads, and every call
+//!   into such an import traps with the same message on every node;
+//! - a call that traps, runs out of fuel or hits the memory cap leaves the state exactly as it
+//!   was before that call: the poisoned instance is rebuilt from the last checkpoint (a guest
+//!   snapshot) plus a replay of the commands applied since.
+//!
+//! Layout:
+//! - `bindings`: the one `bindgen!` call, and conversions out of the generated types.
+//! - `module`: engine configuration, loading and validating a component ([`GuestModule`]).
+//! - `machine`: one running guest with rollback ([`GuestFsm`]).
+//! - `error`: what callers match on.
+
+mod bindings;
+mod error;
+mod machine;
+mod module;
+
+pub use error::{CallError, FsmError, GuestError, LoadError};
+pub use machine::{GuestFsm, Outcome};
+pub use module::{GuestLimits, GuestModule};

@@ -1,0 +1,326 @@
+//! Guest runtime tests: real components built by host/build.rs, run through `host::fsm`.
+//!
+//! Areas: guest-kv behaviour and snapshots, determinism across instances, hostile guests
+//! (each with its documented error, state unchanged, next command fine), and load errors.
+
+use host::fsm::{CallError, GuestError, GuestFsm, GuestLimits, GuestModule, LoadError};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+
+const GUEST_KV: &str = env!("RAFTWASM_GUEST_KV_WASM");
+const BANK: &str = env!("RAFTWASM_BANK_WASM");
+const HOSTILE: &str = env!("RAFTWASM_HOSTILE_WASM");
+const BIGMEM: &str = env!("RAFTWASM_BIGMEM_WASM");
+const WASI_USER: &str = env!("RAFTWASM_WASI_USER_WASM");
+
+/// Small limits so hostile guests fail fast.
+fn test_limits() -> GuestLimits {
+    GuestLimits {
+        fuel_per_apply: 10_000_000,
+        fuel_per_snapshot: 1_000_000_000,
+        memory_mib: 64,
+    }
+}
+
+fn load(path: &str) -> GuestModule {
+    GuestModule::from_file(Path::new(path), test_limits()).expect("guest loads")
+}
+
+fn apply_json(fsm: &mut GuestFsm, cmd: Value) -> Result<Value, CallError> {
+    let out = fsm
+        .apply(cmd.to_string().as_bytes())
+        .expect("no host fault");
+    out.result
+        .map(|b| serde_json::from_slice(&b).expect("guest-kv answers JSON"))
+}
+
+fn query_json(fsm: &mut GuestFsm, q: Value) -> Value {
+    let out = fsm.query(q.to_string().as_bytes()).expect("no host fault");
+    serde_json::from_slice(&out.result.expect("query succeeds")).unwrap()
+}
+
+fn get(fsm: &mut GuestFsm, key: &str) -> Value {
+    query_json(fsm, json!({"op": "get", "key": key}))["value"].clone()
+}
+
+/// A deterministic command sequence touching every guest-kv operation and awkward keys.
+fn workload(n: usize) -> Vec<Value> {
+    let awkward = ["a_b", "with/slash", "with space", "ünïcødé ✓", "x_y_z/1 2"];
+    (0..n)
+        .map(|i| {
+            let key = format!("{}-{}", awkward[i % awkward.len()], i % 97);
+            match i % 7 {
+                0..=3 => {
+                    json!({"op": "put", "key": key, "value": format!("v{i}_{}", i * 31 % 1000)})
+                }
+                4 => json!({"op": "delete", "key": key}),
+                5 => json!({"op": "cas", "key": key, "expected": null, "value": ""}),
+                _ => json!({"op": "put", "key": key, "value": ""}),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn guest_kv_round_trips_awkward_keys_and_values() {
+    let mut fsm = load(GUEST_KV).start().unwrap();
+    let pairs = [
+        ("key_with_underscores", "value_1"),
+        ("a/b/c", "d/e"),
+        ("spaces in key", "spaces in value"),
+        ("ключ ✓ 鍵", "значение 🎉"),
+        ("empty-value", ""),
+    ];
+    for (k, v) in pairs {
+        apply_json(&mut fsm, json!({"op": "put", "key": k, "value": v})).unwrap();
+    }
+    for (k, v) in pairs {
+        assert_eq!(get(&mut fsm, k), json!(v), "{k}");
+    }
+    assert_eq!(get(&mut fsm, "missing"), Value::Null);
+}
+
+#[test]
+fn snapshot_restore_round_trip_is_byte_identical() {
+    let module = load(GUEST_KV);
+    let mut a = module.start().unwrap();
+    for cmd in workload(2_000) {
+        apply_json(&mut a, cmd).unwrap();
+    }
+    let snap = a.snapshot().unwrap();
+    let mut b = module.start().unwrap();
+    b.restore(snap.clone()).unwrap().result.unwrap();
+    assert_eq!(*b.snapshot().unwrap(), *snap);
+    let scan = json!({"op": "scan", "limit": 10_000});
+    let all = query_json(&mut a, scan.clone());
+    assert!(all["items"].as_array().unwrap().len() > 100);
+    assert_eq!(all, query_json(&mut b, scan));
+    for key in ["a_b-0", "with space-3", "ünïcødé ✓-3"] {
+        assert_eq!(get(&mut a, key), get(&mut b, key));
+    }
+}
+
+#[test]
+fn independent_instances_agree_on_state_and_fuel() {
+    let module_a = load(GUEST_KV);
+    // Load the module a second time, as another node would.
+    let module_b = load(GUEST_KV);
+    let (mut a, mut b) = (module_a.start().unwrap(), module_b.start().unwrap());
+    let mut fuel = (0u64, 0u64);
+    for cmd in workload(3_000) {
+        let bytes = cmd.to_string();
+        let (oa, ob) = (
+            a.apply(bytes.as_bytes()).unwrap(),
+            b.apply(bytes.as_bytes()).unwrap(),
+        );
+        assert_eq!(oa, ob, "{bytes}");
+        assert!(oa.fuel_used > 0);
+        fuel.0 += oa.fuel_used;
+        fuel.1 += ob.fuel_used;
+    }
+    assert_eq!(fuel.0, fuel.1);
+    assert_eq!(a.snapshot().unwrap(), b.snapshot().unwrap());
+}
+
+#[test]
+fn bad_commands_to_guest_kv_are_error_values() {
+    let mut fsm = load(GUEST_KV).start().unwrap();
+    apply_json(&mut fsm, json!({"op": "put", "key": "k", "value": "v"})).unwrap();
+    let before = fsm.snapshot().unwrap();
+    for bad in [
+        "not json at all".to_string(),
+        json!({"op": "explode", "key": "k"}).to_string(),
+        json!({"op": "put", "key": "k"}).to_string(),
+        json!({"key": "k", "value": "v"}).to_string(),
+        json!({"op": "put", "key": "", "value": "v"}).to_string(),
+        String::new(),
+    ] {
+        let out = fsm.apply(bad.as_bytes()).unwrap();
+        match out.result {
+            Err(CallError::Guest {
+                error: GuestError::InvalidInput(msg),
+            }) => assert!(!msg.is_empty()),
+            other => panic!("{bad:?} gave {other:?}"),
+        }
+    }
+    let out = fsm.query(b"{\"op\":\"get\"}").unwrap();
+    assert!(
+        matches!(out.result, Err(CallError::Guest { error: GuestError::InvalidInput(m) }) if m.contains("missing field"))
+    );
+    assert_eq!(fsm.snapshot().unwrap(), before);
+    assert_eq!(get(&mut fsm, "k"), json!("v"));
+}
+
+#[test]
+fn bank_example_is_swappable_and_keeps_its_invariant() {
+    let mut fsm = load(BANK).start().unwrap();
+    let mut apply = |cmd: &str| fsm.apply(cmd.as_bytes()).unwrap().result;
+    apply("open alice 100").unwrap();
+    apply("open bob 50").unwrap();
+    apply("transfer alice bob 30").unwrap();
+    assert!(matches!(
+        apply("transfer bob alice 500"),
+        Err(CallError::Guest {
+            error: GuestError::Rejected(_)
+        })
+    ));
+    assert_eq!(fsm.query(b"balance bob").unwrap().result.unwrap(), b"80");
+    assert_eq!(fsm.query(b"audit").unwrap().result.unwrap(), b"ok 150 2");
+}
+
+/// Applies `cmd` to the hostile guest and checks it fails as `expected` says, leaves the state
+/// as it was, and that the next command still works.
+fn assert_contained(fsm: &mut GuestFsm, cmd: &str, expected: impl Fn(&CallError) -> bool) {
+    let before = fsm.snapshot().unwrap();
+    let out = fsm
+        .apply(cmd.as_bytes())
+        .expect("the host survives and rebuilds");
+    let err = out.result.expect_err(cmd);
+    assert!(expected(&err), "{cmd}: unexpected error {err:?}");
+    assert_eq!(fsm.snapshot().unwrap(), before, "{cmd} changed state");
+    let next = format!("set after-{} ok", cmd.replace(' ', "-"));
+    fsm.apply(next.as_bytes())
+        .unwrap()
+        .result
+        .expect("next command works");
+}
+
+#[test]
+fn hostile_guests_are_contained() {
+    let mut fsm = load(HOSTILE).start().unwrap();
+    fsm.apply(b"set base 1").unwrap().result.unwrap();
+    assert_contained(&mut fsm, "loop", |e| {
+        matches!(e, CallError::OutOfFuel { budget: 10_000_000 })
+    });
+    assert_contained(&mut fsm, "grow", |e| {
+        matches!(e, CallError::MemoryLimit { limit_mib: 64 })
+    });
+    assert_contained(&mut fsm, "recurse", |e| matches!(e, CallError::Trap { .. }));
+    assert_contained(
+        &mut fsm,
+        "unreachable",
+        |e| matches!(e, CallError::Trap { message } if message.contains("unreachable")),
+    );
+    assert_contained(&mut fsm, "set-then-loop k lost", |e| {
+        matches!(e, CallError::OutOfFuel { .. })
+    });
+    assert_contained(&mut fsm, "set-then-trap k lost", |e| {
+        matches!(e, CallError::Trap { .. })
+    });
+    assert_eq!(fsm.query(b"get k").unwrap().result.unwrap(), b"");
+    assert_eq!(fsm.query(b"get base").unwrap().result.unwrap(), b"1");
+    // A runaway query is contained too, and leaves the state alone.
+    let out = fsm.query(b"loop now").unwrap();
+    assert!(matches!(out.result, Err(CallError::OutOfFuel { .. })));
+    assert_eq!(fsm.query(b"get base").unwrap().result.unwrap(), b"1");
+}
+
+#[test]
+fn hostile_failures_are_identical_across_instances() {
+    let (mut a, mut b) = (
+        load(HOSTILE).start().unwrap(),
+        load(HOSTILE).start().unwrap(),
+    );
+    for cmd in [
+        "set a 1",
+        "loop",
+        "grow",
+        "recurse",
+        "unreachable",
+        "set-then-trap x y",
+        "set b 2",
+        "nonsense",
+    ] {
+        let (oa, ob) = (
+            a.apply(cmd.as_bytes()).unwrap(),
+            b.apply(cmd.as_bytes()).unwrap(),
+        );
+        assert_eq!(oa, ob, "{cmd}");
+    }
+    assert_eq!(a.snapshot().unwrap(), b.snapshot().unwrap());
+}
+
+#[test]
+fn rollback_after_a_checkpoint_replays_the_journal() {
+    let mut fsm = load(HOSTILE).start().unwrap();
+    fsm.apply(b"set a 1").unwrap().result.unwrap();
+    // The snapshot becomes the checkpoint; the next two commands live only in the journal.
+    fsm.snapshot().unwrap();
+    fsm.apply(b"set b 2").unwrap().result.unwrap();
+    fsm.apply(b"set c 3").unwrap().result.unwrap();
+    let out = fsm.apply(b"set-then-trap a lost").unwrap();
+    assert!(out.result.is_err());
+    assert_eq!(*fsm.snapshot().unwrap(), b"a 1\nb 2\nc 3\n");
+}
+
+#[test]
+fn restore_failure_keeps_the_current_state() {
+    let mut fsm = load(GUEST_KV).start().unwrap();
+    apply_json(&mut fsm, json!({"op": "put", "key": "k", "value": "v"})).unwrap();
+    let out = fsm.restore(Arc::new(b"garbage".to_vec())).unwrap();
+    assert!(
+        matches!(out.result, Err(CallError::Guest { error: GuestError::InvalidInput(m) }) if m.contains("bad snapshot"))
+    );
+    assert_eq!(get(&mut fsm, "k"), json!("v"));
+}
+
+#[test]
+fn wasi_importing_guest_loads_and_its_imports_trap() {
+    let mut fsm = load(WASI_USER).start().unwrap();
+    assert_eq!(fsm.apply(b"echo hi").unwrap().result.unwrap(), b"hi");
+    for cmd in ["time", "random", "print"] {
+        let err = fsm.apply(cmd.as_bytes()).unwrap().result.expect_err(cmd);
+        assert!(
+            matches!(&err, CallError::Trap { message } if message.contains("unknown import")),
+            "{cmd}: {err:?}"
+        );
+    }
+    assert_eq!(
+        fsm.apply(b"echo still alive").unwrap().result.unwrap(),
+        b"still alive"
+    );
+}
+
+fn load_err(name: &str, bytes: &[u8]) -> String {
+    GuestModule::from_bytes(name, bytes, test_limits())
+        .expect_err("must not load")
+        .to_string()
+}
+
+#[test]
+fn bad_modules_are_refused_at_load_with_a_reason() {
+    let msg = load_err("garbage.wasm", b"this is not wasm at all");
+    assert!(
+        msg.contains("garbage.wasm") && msg.contains("not a WebAssembly file"),
+        "{msg}"
+    );
+
+    let core = wat::parse_str("(module (func (export \"apply\")))").unwrap();
+    let msg = load_err("core.wasm", &core);
+    assert!(
+        msg.contains("core.wasm") && msg.contains("not a component"),
+        "{msg}"
+    );
+
+    let empty = wat::parse_str("(component)").unwrap();
+    let err = GuestModule::from_bytes("empty.wasm", &empty, test_limits()).unwrap_err();
+    assert!(matches!(err, LoadError::WrongExports { .. }), "{err}");
+    assert!(err.to_string().contains("raftwasm:fsm"), "{err}");
+
+    let mut truncated = std::fs::read(GUEST_KV).unwrap();
+    truncated.truncate(truncated.len() / 2);
+    let err = GuestModule::from_bytes("truncated.wasm", &truncated, test_limits()).unwrap_err();
+    assert!(matches!(err, LoadError::Compile { .. }), "{err}");
+
+    let err =
+        GuestModule::from_file(Path::new("/nonexistent/guest.wasm"), test_limits()).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/guest.wasm"), "{err}");
+}
+
+#[test]
+fn huge_initial_memory_is_refused_at_load() {
+    let err = GuestModule::from_file(Path::new(BIGMEM), test_limits()).unwrap_err();
+    assert!(matches!(err, LoadError::Instantiate { .. }), "{err}");
+    assert!(err.to_string().contains("memory limit of 64 MiB"), "{err}");
+}
