@@ -32,6 +32,7 @@ fn main() -> Result<()> {
     let out_dir = root.join("target").join("wasm");
     std::fs::create_dir_all(&out_dir)?;
 
+    compile_protos()?;
     build(&root, &target_dir, "wasm32-unknown-unknown", PURE_GUESTS)?;
     build(&root, &target_dir, "wasm32-wasip2", WASI_GUESTS)?;
 
@@ -49,6 +50,18 @@ fn main() -> Result<()> {
             println!("cargo:rustc-env={var}={}", stable.display());
         }
     }
+    Ok(())
+}
+
+/// gRPC stubs from `proto/raftwasm.proto`, with the protoc shipped by `protoc-bin-vendored` so a
+/// fresh machine needs no system package.
+fn compile_protos() -> Result<()> {
+    println!("cargo:rerun-if-changed=proto");
+    let protoc = protoc_bin_vendored::protoc_bin_path().context("locating the vendored protoc")?;
+    std::env::set_var("PROTOC", protoc);
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/raftwasm.proto"], &["proto"])
+        .context("compiling proto/raftwasm.proto")?;
     Ok(())
 }
 

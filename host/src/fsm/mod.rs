@@ -24,7 +24,7 @@
 mod bindings;
 mod error;
 mod machine;
-mod module;
+pub mod module;
 
 pub use error::{CallError, FsmError, GuestError, LoadError};
 pub use machine::{GuestFsm, Outcome};

@@ -1,0 +1,148 @@
+//! `kvclient`: the command-line gRPC client.
+//!
+//! `kvclient --server localhost:10001 --command set --key k --val v`, then
+//! `kvclient --command get --key k`. Commands: monitor, status, watch, addnode, remove, set, get,
+//! delete. Any node will do: writes and membership changes are forwarded to the leader.
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use host::grpc::proto::{self, client_client::ClientClient, Consistency};
+use host::service::{ServiceError, Status};
+
+const DEFAULT_SERVER: &str = "localhost:10001";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Command {
+    /// This node's view of the cluster (JSON).
+    Monitor,
+    /// Same as monitor.
+    Status,
+    /// Print the node's view each time it changes, until interrupted.
+    Watch,
+    /// Add node --id at --address (learner, catch up, then voter).
+    Addnode,
+    /// Remove node --id.
+    Remove,
+    /// Set --key to --val.
+    Set,
+    /// Print the value of --key.
+    Get,
+    /// Delete --key.
+    Delete,
+}
+
+/// gRPC client for a raftwasm cluster.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Any node's gRPC address.
+    #[arg(long, env = "RAFTWASM_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
+    #[arg(long, value_enum)]
+    command: Command,
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long)]
+    val: Option<String>,
+    /// Node id, for addnode and remove.
+    #[arg(long)]
+    id: Option<String>,
+    /// Node gRPC address, for addnode.
+    #[arg(long)]
+    address: Option<String>,
+    /// Add as a non-voting learner only (addnode).
+    #[arg(long)]
+    learner: bool,
+    /// Read this node's state without a linearizability check (get).
+    #[arg(long)]
+    stale: bool,
+}
+
+fn need(v: Option<String>, flag: &str) -> Result<String> {
+    v.with_context(|| format!("this command needs {flag}"))
+}
+
+fn print_status(s: proto::Status) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(&Status::from(s))?);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        // A gRPC error carries the node's ServiceError; print that, not the transport wrapper.
+        match e.downcast_ref::<tonic::Status>() {
+            Some(status) => eprintln!("error: {}", ServiceError::from_status(status)),
+            None => eprintln!("error: {e:#}"),
+        }
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let mut client = ClientClient::connect(format!("http://{}", args.server))
+        .await
+        .with_context(|| format!("connecting to {}", args.server))?;
+    let consistency = if args.stale {
+        Consistency::Stale
+    } else {
+        Consistency::Linearizable
+    };
+    match args.command {
+        Command::Monitor | Command::Status => {
+            print_status(client.monitor(proto::MonitorRequest {}).await?.into_inner())?
+        }
+        Command::Watch => {
+            let mut stream = client.watch(proto::MonitorRequest {}).await?.into_inner();
+            while let Some(status) = stream.message().await? {
+                print_status(status)?;
+            }
+        }
+        Command::Addnode => {
+            let request = proto::AddNodeRequest {
+                id: need(args.id, "--id")?,
+                address: need(args.address, "--address")?,
+                learner: args.learner,
+            };
+            print_status(client.add_node(request).await?.into_inner())?
+        }
+        Command::Remove => {
+            let request = proto::RemoveNodeRequest {
+                id: need(args.id, "--id")?,
+            };
+            print_status(client.remove_node(request).await?.into_inner())?
+        }
+        Command::Set => {
+            let request = proto::PutRequest {
+                key: need(args.key, "--key")?,
+                value: need(args.val, "--val")?,
+            };
+            let reply = client.put(request).await?.into_inner();
+            println!("ok (log index {})", reply.log_index);
+        }
+        Command::Get => {
+            let request = proto::GetRequest {
+                key: need(args.key, "--key")?,
+                consistency: consistency.into(),
+            };
+            println!("{}", client.get(request).await?.into_inner().value);
+        }
+        Command::Delete => {
+            let request = proto::DeleteRequest {
+                key: need(args.key, "--key")?,
+            };
+            let reply = client.delete(request).await?.into_inner();
+            println!(
+                "{} (log index {})",
+                if reply.deleted {
+                    "deleted"
+                } else {
+                    "not found"
+                },
+                reply.log_index
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The client-facing gRPC service: translates protobuf messages to calls on the
+//! [`Service`] layer and its errors to statuses (the whole [`ServiceError`] rides in the status
+//! details as JSON, so a forwarding node relays the leader's error unchanged).
+
+use super::proto::client_server::Client;
+use super::proto::{self, Consistency as ProtoConsistency};
+use crate::service::{Consistency, ScanParams, Service, ServiceError, HOPS_HEADER};
+use futures::StreamExt;
+use std::pin::Pin;
+use tonic::{Request, Response, Status};
+
+/// Serves the `Client` gRPC service.
+#[derive(Clone, Debug)]
+pub struct ClientService {
+    service: Service,
+}
+
+impl ClientService {
+    pub fn new(service: Service) -> Self {
+        ClientService { service }
+    }
+}
+
+/// How many times the request was already forwarded.
+fn hops<T>(req: &Request<T>) -> u32 {
+    req.metadata()
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn consistency(value: i32) -> Consistency {
+    match ProtoConsistency::try_from(value) {
+        Ok(ProtoConsistency::Stale) => Consistency::Stale,
+        _ => Consistency::Linearizable,
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn reply<T, U>(result: Result<T, ServiceError>, f: impl FnOnce(T) -> U) -> Reply<U> {
+    result
+        .map(|v| Response::new(f(v)))
+        .map_err(|e| e.to_status())
+}
+
+#[tonic::async_trait]
+impl Client for ClientService {
+    async fn get(&self, req: Request<proto::GetRequest>) -> Reply<proto::GetReply> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let result = self
+            .service
+            .get(&r.key, consistency(r.consistency), hops)
+            .await;
+        reply(result, |value| proto::GetReply { value })
+    }
+
+    async fn put(&self, req: Request<proto::PutRequest>) -> Reply<proto::PutReply> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let result = self.service.put(&r.key, &r.value, hops).await;
+        reply(result, |p| proto::PutReply {
+            prev: p.prev,
+            log_index: p.log_index,
+        })
+    }
+
+    async fn delete(&self, req: Request<proto::DeleteRequest>) -> Reply<proto::DeleteReply> {
+        let hops = hops(&req);
+        let result = self.service.delete(&req.into_inner().key, hops).await;
+        reply(result, |d| proto::DeleteReply {
+            deleted: d.deleted,
+            prev: d.prev,
+            log_index: d.log_index,
+        })
+    }
+
+    async fn scan(&self, req: Request<proto::ScanRequest>) -> Reply<proto::ScanReply> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let params = ScanParams {
+            prefix: non_empty(r.prefix),
+            start: non_empty(r.start),
+            end: non_empty(r.end),
+            limit: (r.limit > 0).then_some(r.limit as usize),
+        };
+        let result = self
+            .service
+            .scan(&params, consistency(r.consistency), hops)
+            .await;
+        reply(result, |page| proto::ScanReply {
+            items: page
+                .items
+                .into_iter()
+                .map(|kv| proto::KeyValue {
+                    key: kv.key,
+                    value: kv.value,
+                })
+                .collect(),
+            more: page.more,
+        })
+    }
+
+    async fn apply(&self, req: Request<proto::ApplyRequest>) -> Reply<proto::ApplyReply> {
+        let hops = hops(&req);
+        let result = self.service.apply(req.into_inner().command, hops).await;
+        reply(result, |a| proto::ApplyReply {
+            response: a.response,
+            log_index: a.log_index,
+        })
+    }
+
+    async fn query(&self, req: Request<proto::QueryRequest>) -> Reply<proto::QueryReply> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let result = self
+            .service
+            .query(r.request, consistency(r.consistency), hops)
+            .await;
+        reply(result, |response| proto::QueryReply { response })
+    }
+
+    async fn add_node(&self, req: Request<proto::AddNodeRequest>) -> Reply<proto::Status> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let result = self
+            .service
+            .add_node(&r.id, &r.address, r.learner, hops)
+            .await;
+        reply(result, proto::Status::from)
+    }
+
+    async fn remove_node(&self, req: Request<proto::RemoveNodeRequest>) -> Reply<proto::Status> {
+        let hops = hops(&req);
+        let result = self.service.remove_node(&req.into_inner().id, hops).await;
+        reply(result, proto::Status::from)
+    }
+
+    async fn monitor(&self, _req: Request<proto::MonitorRequest>) -> Reply<proto::Status> {
+        Ok(Response::new(self.service.status().into()))
+    }
+
+    type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<proto::Status, Status>> + Send>>;
+
+    async fn watch(&self, _req: Request<proto::MonitorRequest>) -> Reply<Self::WatchStream> {
+        let stream = self.service.watch().map(|s| Ok(proto::Status::from(s)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

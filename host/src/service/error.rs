@@ -1,0 +1,141 @@
+//! The one error type of the service layer, shared by gRPC and HTTP. Each edge maps it to a
+//! status (see `grpc::client_service` and `http`); forwarding between nodes carries it whole, as
+//! JSON in the gRPC status details, so a client sees the leader's error unchanged.
+
+use crate::fsm::{CallError, GuestError};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum ServiceError {
+    /// Malformed request: bad JSON, bad node id, empty key.
+    #[error("invalid request: {message}")]
+    InvalidInput { message: String },
+    /// The key, node or route does not exist.
+    #[error("{message}")]
+    NotFound { message: String },
+    /// A key, value, command or body over its configured limit.
+    #[error("{what} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        what: String,
+        /// The offending size, when known (a streamed HTTP body is cut off at the limit).
+        size: Option<usize>,
+        limit: usize,
+    },
+    /// The guest refused or failed the command (deterministically, on every node).
+    #[error("{error}")]
+    Guest { error: CallError },
+    /// The request contradicts the cluster's state (an id reused with another address).
+    #[error("{message}")]
+    Conflict { message: String },
+    /// No leader is known, or it cannot be reached, or no quorum answered in time.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        leader_id: Option<String>,
+        leader_address: Option<String>,
+    },
+    /// A fault on this node.
+    #[error("internal error: {message}")]
+    Internal { message: String },
+}
+
+impl ServiceError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ServiceError::InvalidInput {
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ServiceError::NotFound {
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl ToString) -> Self {
+        ServiceError::Internal {
+            message: message.to_string(),
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>, leader: Option<(String, String)>) -> Self {
+        let (leader_id, leader_address) = leader.unzip();
+        ServiceError::Unavailable {
+            message: message.into(),
+            leader_id,
+            leader_address,
+        }
+    }
+
+    /// The HTTP status this error maps to.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ServiceError::InvalidInput { .. } => 400,
+            ServiceError::NotFound { .. } => 404,
+            ServiceError::TooLarge { .. } => 413,
+            ServiceError::Guest { error } => match error {
+                CallError::Guest {
+                    error: GuestError::InvalidInput(_),
+                } => 400,
+                CallError::Guest {
+                    error: GuestError::Rejected(_),
+                } => 409,
+                _ => 422,
+            },
+            ServiceError::Conflict { .. } => 409,
+            ServiceError::Unavailable { .. } => 503,
+            ServiceError::Internal { .. } => 500,
+        }
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ServiceError::InvalidInput { .. } => tonic::Code::InvalidArgument,
+            ServiceError::NotFound { .. } => tonic::Code::NotFound,
+            ServiceError::TooLarge { .. } => tonic::Code::OutOfRange,
+            ServiceError::Guest { error } => match error {
+                CallError::Guest {
+                    error: GuestError::InvalidInput(_),
+                } => tonic::Code::InvalidArgument,
+                _ => tonic::Code::FailedPrecondition,
+            },
+            ServiceError::Conflict { .. } => tonic::Code::AlreadyExists,
+            ServiceError::Unavailable { .. } => tonic::Code::Unavailable,
+            ServiceError::Internal { .. } => tonic::Code::Internal,
+        }
+    }
+
+    /// As a gRPC status, with the whole error as JSON in the details.
+    pub fn to_status(&self) -> tonic::Status {
+        let details = serde_json::to_vec(self).unwrap_or_default();
+        tonic::Status::with_details(self.grpc_code(), self.to_string(), details.into())
+    }
+
+    /// Back from a gRPC status: exact when it came from [`ServiceError::to_status`], otherwise
+    /// mapped by code (a transport failure becomes `Unavailable`).
+    pub fn from_status(status: &tonic::Status) -> Self {
+        if let Ok(e) = serde_json::from_slice::<ServiceError>(status.details()) {
+            return e;
+        }
+        let message = status.message().to_string();
+        match status.code() {
+            tonic::Code::InvalidArgument => ServiceError::InvalidInput { message },
+            tonic::Code::NotFound => ServiceError::NotFound { message },
+            tonic::Code::AlreadyExists => ServiceError::Conflict { message },
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                ServiceError::unavailable(message, None)
+            }
+            _ => ServiceError::Internal { message },
+        }
+    }
+}
+
+impl From<CallError> for ServiceError {
+    fn from(error: CallError) -> Self {
+        ServiceError::Guest { error }
+    }
+}

@@ -1,0 +1,682 @@
+//! The service layer: every client operation, called by both the gRPC `Client` service and the
+//! HTTP gateway, so neither holds logic of its own.
+//!
+//! - Writes go through the Raft log. A follower forwards them to the leader over the leader's
+//!   `Client` gRPC service and relays the answer (at most [`MAX_HOPS`] hops).
+//! - Reads are linearizable by default: the leader confirms its leadership with a quorum
+//!   (openraft's read index), waits until it has applied up to that index, then reads locally. A
+//!   follower forwards linearizable reads to the leader. [`Consistency::Stale`] reads this node's
+//!   state as it is.
+//! - Membership changes run on the leader: add as learner, wait for it to catch up (bounded),
+//!   then promote to voter.
+//!
+//! The key-value operations speak guest-kv's JSON; other guests use [`Service::apply`] and
+//! [`Service::query`] with their own bytes.
+
+mod error;
+mod status;
+
+pub use error::ServiceError;
+pub use status::{MemberStatus, Status};
+
+use crate::grpc::proto::{self, client_client::ClientClient};
+use crate::network::{PeerPool, MAX_GRPC_MESSAGE_BYTES};
+use crate::store::StateMachine;
+use crate::types::{node_id, validate_node_name, Member, NodeId, Raft, Request};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::timeout;
+use tonic::transport::Channel;
+
+/// How many times a request may be forwarded between nodes before giving up (a leader change
+/// in flight can take one extra hop).
+pub const MAX_HOPS: u32 = 3;
+/// gRPC metadata key carrying the hop count of a forwarded request.
+pub const HOPS_HEADER: &str = "x-raftwasm-hops";
+
+/// Default limits (all configurable on the command line).
+pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_COMMAND_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long AddNode waits for a new node to answer before refusing it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Size and time limits of the service.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    /// Largest `Apply` command or `Query` request.
+    pub max_command_bytes: usize,
+    /// How long a write may wait for commit, or a read for its read index.
+    pub request_timeout: Duration,
+    /// How long AddNode waits for a new learner to catch up.
+    pub catch_up_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_command_bytes: DEFAULT_MAX_COMMAND_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            catch_up_timeout: DEFAULT_CATCH_UP_TIMEOUT,
+        }
+    }
+}
+
+/// Read consistency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Sees every write acknowledged before the read started.
+    #[default]
+    Linearizable,
+    /// This node's applied state, possibly behind.
+    Stale,
+}
+
+/// A committed command's response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub response: Vec<u8>,
+    pub log_index: u64,
+}
+
+/// Result of a put.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    pub prev: Option<String>,
+    pub log_index: u64,
+}
+
+/// Result of a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteResult {
+    pub deleted: bool,
+    pub prev: Option<String>,
+    pub log_index: u64,
+}
+
+/// What a scan asks for (guest-kv's `scan` query).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanParams {
+    pub prefix: Option<String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// One page of a scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanPage {
+    pub items: Vec<KeyValue>,
+    pub more: bool,
+}
+
+/// A key and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+struct Inner {
+    name: String,
+    id: NodeId,
+    addr: String,
+    raft: Raft,
+    sm: StateMachine,
+    peers: PeerPool,
+    limits: Limits,
+}
+
+/// The node's client-facing operations. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_guest_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ServiceError::internal(format!(
+            "the guest's answer is not guest-kv JSON ({e}); is this node running guest-kv?"
+        ))
+    })
+}
+
+impl Service {
+    pub fn new(
+        name: String,
+        addr: String,
+        raft: Raft,
+        sm: StateMachine,
+        peers: PeerPool,
+        limits: Limits,
+    ) -> Self {
+        Service {
+            inner: Arc::new(Inner {
+                id: node_id(&name),
+                name,
+                addr,
+                raft,
+                sm,
+                peers,
+                limits,
+            }),
+        }
+    }
+
+    /// The service's limits.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    fn check_size(what: &str, size: usize, limit: usize) -> Result<(), ServiceError> {
+        if size > limit {
+            return Err(ServiceError::TooLarge {
+                what: what.to_string(),
+                size: Some(size),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), ServiceError> {
+        if key.is_empty() {
+            return Err(ServiceError::invalid("key must not be empty"));
+        }
+        Self::check_size("key", key.len(), self.inner.limits.max_key_bytes)
+    }
+
+    /// The leader's client, for forwarding a request that arrived with `hops` hops so far.
+    fn leader_client(
+        &self,
+        leader: Option<&Member>,
+        hops: u32,
+    ) -> Result<ClientClient<Channel>, ServiceError> {
+        let Some(leader) = leader else {
+            return Err(ServiceError::unavailable(
+                "no leader is known: the cluster is electing one or has no quorum",
+                None,
+            ));
+        };
+        if hops >= MAX_HOPS || leader.addr == self.inner.addr {
+            return Err(ServiceError::unavailable(
+                format!("request forwarded {hops} times without reaching a leader"),
+                Some((leader.name.clone(), leader.addr.clone())),
+            ));
+        }
+        let channel = self
+            .inner
+            .peers
+            .channel(&leader.addr)
+            .map_err(ServiceError::internal)?;
+        Ok(ClientClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    }
+
+    fn forwarded<T>(&self, message: T, hops: u32) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.inner.limits.request_timeout + Duration::from_secs(1));
+        if let Ok(v) = (hops + 1).to_string().parse() {
+            request.metadata_mut().insert(HOPS_HEADER, v);
+        }
+        request
+    }
+
+    fn forward_error(leader: &Member) -> impl Fn(tonic::Status) -> ServiceError + '_ {
+        move |status| match ServiceError::from_status(&status) {
+            ServiceError::Unavailable {
+                message,
+                leader_id: None,
+                ..
+            } => ServiceError::unavailable(
+                format!("forwarding to leader {leader} failed: {message}"),
+                Some((leader.name.clone(), leader.addr.clone())),
+            ),
+            other => other,
+        }
+    }
+
+    /// Proposes `command` to the log and returns the guest's response once it is applied.
+    pub async fn apply(&self, command: Vec<u8>, hops: u32) -> Result<Applied, ServiceError> {
+        Self::check_size(
+            "command",
+            command.len(),
+            self.inner.limits.max_command_bytes,
+        )?;
+        let write = self.inner.raft.client_write(Request {
+            command: command.clone(),
+        });
+        let result = timeout(self.inner.limits.request_timeout, write)
+            .await
+            .map_err(|_| self.timed_out("write was not committed"))?;
+        match result {
+            Ok(reply) => {
+                let response = reply.data.result?;
+                Ok(Applied {
+                    response,
+                    log_index: reply.log_id.index,
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                let leader = fwd.leader_node.clone();
+                let mut client = self.leader_client(leader.as_ref(), hops)?;
+                let leader = leader.unwrap_or_default();
+                let reply = client
+                    .apply(self.forwarded(proto::ApplyRequest { command }, hops))
+                    .await
+                    .map_err(Self::forward_error(&leader))?
+                    .into_inner();
+                Ok(Applied {
+                    response: reply.response,
+                    log_index: reply.log_index,
+                })
+            }
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    fn timed_out(&self, what: &str) -> ServiceError {
+        let leader = self.leader();
+        ServiceError::unavailable(
+            format!(
+                "{what} within {:?}: no quorum reachable (the outcome of a write is unknown)",
+                self.inner.limits.request_timeout
+            ),
+            leader.map(|m| (m.name, m.addr)),
+        )
+    }
+
+    /// The current leader's member record, if known.
+    fn leader(&self) -> Option<Member> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+    }
+
+    /// Answers a read-only `request` with the given consistency.
+    pub async fn query(
+        &self,
+        request: Vec<u8>,
+        consistency: Consistency,
+        hops: u32,
+    ) -> Result<Vec<u8>, ServiceError> {
+        Self::check_size("query", request.len(), self.inner.limits.max_command_bytes)?;
+        if consistency == Consistency::Linearizable {
+            let check = timeout(
+                self.inner.limits.request_timeout,
+                self.inner.raft.ensure_linearizable(),
+            )
+            .await
+            .map_err(|_| self.timed_out("leadership was not confirmed"))?;
+            match check {
+                Ok(_) => {}
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => {
+                    return self.forward_query(fwd, request, hops).await;
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                    return Err(ServiceError::unavailable(
+                        format!("no quorum for a linearizable read: {e}"),
+                        None,
+                    ))
+                }
+                Err(RaftError::Fatal(e)) => return Err(ServiceError::internal(e)),
+            }
+        }
+        let outcome = self
+            .inner
+            .sm
+            .query(&request)
+            .map_err(ServiceError::internal)?;
+        Ok(outcome.result?)
+    }
+
+    async fn forward_query(
+        &self,
+        fwd: ForwardToLeader<NodeId, Member>,
+        request: Vec<u8>,
+        hops: u32,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let leader = fwd.leader_node.clone();
+        let mut client = self.leader_client(leader.as_ref(), hops)?;
+        let leader = leader.unwrap_or_default();
+        let reply = client
+            .query(self.forwarded(
+                proto::QueryRequest {
+                    request,
+                    consistency: proto::Consistency::Linearizable.into(),
+                },
+                hops,
+            ))
+            .await
+            .map_err(Self::forward_error(&leader))?;
+        Ok(reply.into_inner().response)
+    }
+
+    /// guest-kv: the value of `key` ([`ServiceError::NotFound`] if it is not set).
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+        hops: u32,
+    ) -> Result<String, ServiceError> {
+        self.check_key(key)?;
+        let q = json!({"op": "get", "key": key}).to_string().into_bytes();
+        #[derive(Deserialize)]
+        struct Get {
+            value: Option<String>,
+        }
+        let got: Get = parse_guest_json(&self.query(q, consistency, hops).await?)?;
+        got.value
+            .ok_or_else(|| ServiceError::not_found(format!("key {key:?} not found")))
+    }
+
+    /// guest-kv: sets `key` to `value`.
+    pub async fn put(&self, key: &str, value: &str, hops: u32) -> Result<PutResult, ServiceError> {
+        self.check_key(key)?;
+        Self::check_size("value", value.len(), self.inner.limits.max_value_bytes)?;
+        let cmd = json!({"op": "put", "key": key, "value": value})
+            .to_string()
+            .into_bytes();
+        let applied = self.apply(cmd, hops).await?;
+        #[derive(Deserialize)]
+        struct Put {
+            prev: Option<String>,
+        }
+        let put: Put = parse_guest_json(&applied.response)?;
+        Ok(PutResult {
+            prev: put.prev,
+            log_index: applied.log_index,
+        })
+    }
+
+    /// guest-kv: removes `key`.
+    pub async fn delete(&self, key: &str, hops: u32) -> Result<DeleteResult, ServiceError> {
+        self.check_key(key)?;
+        let cmd = json!({"op": "delete", "key": key}).to_string().into_bytes();
+        let applied = self.apply(cmd, hops).await?;
+        #[derive(Deserialize)]
+        struct Delete {
+            deleted: bool,
+            prev: Option<String>,
+        }
+        let d: Delete = parse_guest_json(&applied.response)?;
+        Ok(DeleteResult {
+            deleted: d.deleted,
+            prev: d.prev,
+            log_index: applied.log_index,
+        })
+    }
+
+    /// guest-kv: keys in order, by prefix and range.
+    pub async fn scan(
+        &self,
+        params: &ScanParams,
+        consistency: Consistency,
+        hops: u32,
+    ) -> Result<ScanPage, ServiceError> {
+        let q = json!({
+            "op": "scan",
+            "prefix": params.prefix,
+            "start": params.start,
+            "end": params.end,
+            "limit": params.limit,
+        })
+        .to_string()
+        .into_bytes();
+        parse_guest_json(&self.query(q, consistency, hops).await?)
+    }
+
+    /// Adds node `name` at `addr`: as a learner, waits for it to catch up, then (unless
+    /// `learner_only`) promotes it to voter. Re-adding a member with the same address is a no-op.
+    pub async fn add_node(
+        &self,
+        name: &str,
+        addr: &str,
+        learner_only: bool,
+        hops: u32,
+    ) -> Result<Status, ServiceError> {
+        validate_node_name(name).map_err(ServiceError::invalid)?;
+        if addr.is_empty() || !addr.contains(':') {
+            return Err(ServiceError::invalid(format!(
+                "address {addr:?} must be host:port"
+            )));
+        }
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.inner.id) {
+            let leader = self.leader();
+            let mut client = self.leader_client(leader.as_ref(), hops)?;
+            let leader = leader.unwrap_or_default();
+            let status = client
+                .add_node(self.forwarded(
+                    proto::AddNodeRequest {
+                        id: name.to_string(),
+                        address: addr.to_string(),
+                        learner: learner_only,
+                    },
+                    hops,
+                ))
+                .await
+                .map_err(Self::forward_error(&leader))?;
+            return Ok(Status::from(status.into_inner()));
+        }
+        let id = node_id(name);
+        let membership = metrics.membership_config.membership();
+        if let Some(existing) = membership.get_node(&id) {
+            if existing.name != name {
+                return Err(ServiceError::Conflict {
+                    message: format!(
+                        "node id {name:?} maps to the same internal id as member {:?}; choose another id",
+                        existing.name
+                    ),
+                });
+            }
+            if existing.addr != addr {
+                return Err(ServiceError::Conflict {
+                    message: format!(
+                        "node {name} is already a member at {}; remove it before adding it at {addr}",
+                        existing.addr
+                    ),
+                });
+            }
+            let is_voter = membership.voter_ids().any(|v| v == id);
+            if is_voter || learner_only {
+                return Ok(self.status());
+            }
+        } else if let Some((_, other)) = membership.nodes().find(|(_, n)| n.addr == addr) {
+            return Err(ServiceError::Conflict {
+                message: format!("address {addr} already belongs to node {}", other.name),
+            });
+        }
+        self.probe(name, addr).await?;
+
+        let member = Member {
+            name: name.to_string(),
+            addr: addr.to_string(),
+        };
+        let raft = &self.inner.raft;
+        match timeout(
+            self.inner.limits.catch_up_timeout,
+            raft.add_learner(id, member, true),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(write_error(e)),
+            Err(_) => {
+                // Leave no half-added learner behind.
+                let _ = timeout(
+                    self.inner.limits.request_timeout,
+                    raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
+                )
+                .await;
+                return Err(ServiceError::unavailable(
+                    format!(
+                        "node {name} at {addr} did not catch up within {:?}; it was not added",
+                        self.inner.limits.catch_up_timeout
+                    ),
+                    None,
+                ));
+            }
+        }
+        if !learner_only {
+            timeout(
+                self.inner.limits.request_timeout,
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+            )
+            .await
+            .map_err(|_| self.timed_out("promotion to voter was not committed"))?
+            .map_err(write_error)?;
+        }
+        Ok(self.status())
+    }
+
+    /// Checks that a node answers at `addr` and calls itself `name`.
+    async fn probe(&self, name: &str, addr: &str) -> Result<(), ServiceError> {
+        let channel = self
+            .inner
+            .peers
+            .channel(addr)
+            .map_err(ServiceError::invalid)?;
+        let mut client = ClientClient::new(channel);
+        let mut request = tonic::Request::new(proto::MonitorRequest {});
+        request.set_timeout(PROBE_TIMEOUT);
+        let status = timeout(PROBE_TIMEOUT, client.monitor(request))
+            .await
+            .map_err(|_| {
+                ServiceError::unavailable(
+                    format!("node {name} at {addr} did not answer within {PROBE_TIMEOUT:?}"),
+                    None,
+                )
+            })?
+            .map_err(|s| {
+                ServiceError::unavailable(
+                    format!("cannot reach node {name} at {addr}: {}", s.message()),
+                    None,
+                )
+            })?
+            .into_inner();
+        if status.id != name {
+            return Err(ServiceError::invalid(format!(
+                "the node at {addr} is {:?}, not {name:?}",
+                status.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes node `name` from the cluster (voter or learner).
+    pub async fn remove_node(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.inner.id) {
+            let leader = self.leader();
+            let mut client = self.leader_client(leader.as_ref(), hops)?;
+            let leader = leader.unwrap_or_default();
+            let status = client
+                .remove_node(self.forwarded(
+                    proto::RemoveNodeRequest {
+                        id: name.to_string(),
+                    },
+                    hops,
+                ))
+                .await
+                .map_err(Self::forward_error(&leader))?;
+            return Ok(Status::from(status.into_inner()));
+        }
+        let id = node_id(name);
+        let membership = metrics.membership_config.membership();
+        match membership.get_node(&id) {
+            Some(m) if m.name == name => {}
+            _ => {
+                return Err(ServiceError::not_found(format!(
+                    "node {name} is not a member"
+                )))
+            }
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(ServiceError::invalid(format!(
+                    "node {name} is the only voter; a cluster cannot remove its last voter"
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        timeout(
+            self.inner.limits.request_timeout,
+            self.inner.raft.change_membership(change, false),
+        )
+        .await
+        .map_err(|_| self.timed_out("membership change was not committed"))?
+        .map_err(write_error)?;
+        Ok(self.status())
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> Status {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        Status::new(
+            &self.inner.name,
+            &self.inner.addr,
+            &metrics,
+            &self.inner.sm.status(),
+        )
+    }
+
+    /// A stream of [`Status`] values, one each time the node's view changes.
+    pub fn watch(&self) -> impl futures::Stream<Item = Status> + Send + 'static {
+        let service = self.clone();
+        let rx = self.inner.raft.metrics();
+        futures::stream::unfold((rx, None::<Status>), move |(mut rx, last)| {
+            let service = service.clone();
+            async move {
+                loop {
+                    let status = service.status();
+                    if last.as_ref() != Some(&status) {
+                        return Some((status.clone(), (rx, Some(status))));
+                    }
+                    rx.changed().await.ok()?;
+                }
+            }
+        })
+    }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ServiceError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ServiceError::unavailable(
+            "leadership changed during the request; retry",
+            f.leader_node.map(|m| (m.name, m.addr)),
+        ),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ServiceError::Conflict {
+            message: format!("membership change refused: {e}"),
+        },
+        RaftError::Fatal(e) => ServiceError::internal(format!("raft stopped: {e}")),
+    }
+}

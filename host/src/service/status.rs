@@ -1,0 +1,125 @@
+//! A node's view of the cluster, as Monitor, `/Monitor` and `/v1/status` report it.
+
+use crate::grpc::proto;
+use crate::store::StateMachineStatus;
+use crate::types::RaftMetrics;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: String,
+    pub address: String,
+    /// False for a learner.
+    pub voter: bool,
+}
+
+/// A node's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub id: String,
+    pub address: String,
+    /// Leader, Follower, Candidate, Learner or Shutdown.
+    pub state: String,
+    pub leader_id: Option<String>,
+    pub leader_address: Option<String>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// Log index of the membership configuration in effect.
+    pub membership_index: u64,
+    pub members: Vec<MemberStatus>,
+    pub fsm_module_hash: String,
+    pub fsm_module_size: u64,
+}
+
+impl Status {
+    pub(super) fn new(name: &str, addr: &str, m: &RaftMetrics, sm: &StateMachineStatus) -> Self {
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<_> = membership.voter_ids().collect();
+        let leader = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).cloned());
+        Status {
+            id: name.to_string(),
+            address: addr.to_string(),
+            state: format!("{:?}", m.state),
+            leader_id: leader.as_ref().map(|l| l.name.clone()),
+            leader_address: leader.map(|l| l.addr),
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: sm
+                .last_applied
+                .map(|l| l.index)
+                .max(m.last_applied.map(|l| l.index))
+                .unwrap_or(0),
+            membership_index: m.membership_config.log_id().map(|l| l.index).unwrap_or(0),
+            members: membership
+                .nodes()
+                .map(|(id, node)| MemberStatus {
+                    id: node.name.clone(),
+                    address: node.addr.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+            fsm_module_hash: sm.module_hash.clone(),
+            fsm_module_size: sm.module_size as u64,
+        }
+    }
+}
+
+impl From<proto::Status> for Status {
+    fn from(s: proto::Status) -> Self {
+        let non_empty = |v: String| (!v.is_empty()).then_some(v);
+        Status {
+            id: s.id,
+            address: s.address,
+            state: s.state,
+            leader_id: non_empty(s.leader_id),
+            leader_address: non_empty(s.leader_address),
+            term: s.term,
+            last_log_index: s.last_log_index,
+            applied_index: s.applied_index,
+            membership_index: s.membership_index,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| MemberStatus {
+                    id: m.id,
+                    address: m.address,
+                    voter: m.voter,
+                })
+                .collect(),
+            fsm_module_hash: s.fsm_module_hash,
+            fsm_module_size: s.fsm_module_size,
+        }
+    }
+}
+
+impl From<Status> for proto::Status {
+    fn from(s: Status) -> Self {
+        proto::Status {
+            id: s.id,
+            address: s.address,
+            state: s.state,
+            leader_id: s.leader_id.unwrap_or_default(),
+            leader_address: s.leader_address.unwrap_or_default(),
+            term: s.term,
+            last_log_index: s.last_log_index,
+            applied_index: s.applied_index,
+            membership_index: s.membership_index,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| proto::Member {
+                    id: m.id,
+                    address: m.address,
+                    voter: m.voter,
+                })
+                .collect(),
+            fsm_module_hash: s.fsm_module_hash,
+            fsm_module_size: s.fsm_module_size,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Snapshot files: the guest's `snapshot()` bytes wrapped with the host's metadata, written
+//! atomically and checked on read.
+//!
+//! The wrapped form ("envelope") is also what travels to other nodes in `InstallSnapshot`:
+//! `RWSNAP01`, the guest module's SHA-256 (32 bytes), the guest state length (u64 LE), the
+//! state, and a CRC-32 of everything before it. The file adds the openraft metadata in front:
+//! `RWMETA01`, its JSON length (u32 LE), the JSON, then the envelope.
+
+use crate::types::SnapshotMeta;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP01";
+const FILE_MAGIC: &[u8; 8] = b"RWMETA01";
+/// File name of the current snapshot inside the data dir.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// A snapshot that cannot be used.
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error("snapshot is corrupt: {0}")]
+    Corrupt(String),
+    #[error("snapshot was made by guest module {found}, but this node runs {expected}")]
+    ModuleMismatch { expected: String, found: String },
+    #[error("snapshot I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Wraps guest state bytes for module `module_hash` (hex SHA-256).
+pub fn seal(module_hash: &str, state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(state.len() + 56);
+    out.extend_from_slice(ENVELOPE_MAGIC);
+    let mut hash = [0u8; 32];
+    // A module hash is always 64 hex digits (see `GuestModule::hash`).
+    let _ = hex::decode_to_slice(module_hash, &mut hash);
+    out.extend_from_slice(&hash);
+    out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    out.extend_from_slice(state);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks an envelope and returns the guest state inside it, refusing one made for another module.
+pub fn open<'a>(envelope: &'a [u8], module_hash: &str) -> Result<&'a [u8], SnapshotError> {
+    let corrupt = |why: &str| SnapshotError::Corrupt(why.to_string());
+    if envelope.len() < 52 || &envelope[..8] != ENVELOPE_MAGIC {
+        return Err(corrupt("missing RWSNAP01 header"));
+    }
+    let (body, crc) = envelope.split_at(envelope.len() - 4);
+    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| corrupt("no checksum"))?);
+    if crc32fast::hash(body) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let found = hex::encode(&body[8..40]);
+    if found != module_hash {
+        return Err(SnapshotError::ModuleMismatch {
+            expected: module_hash.to_string(),
+            found,
+        });
+    }
+    let len = u64::from_le_bytes(body[40..48].try_into().map_err(|_| corrupt("no length"))?);
+    let state = &body[48..];
+    if state.len() as u64 != len {
+        return Err(corrupt("length mismatch"));
+    }
+    Ok(state)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `meta` and `envelope` to `dir/snapshot.bin` atomically: temp file, fsync, rename,
+/// fsync of the directory.
+pub fn write(dir: &Path, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), SnapshotError> {
+    let meta_json = serde_json::to_vec(meta).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let dest = dir.join(SNAPSHOT_FILE);
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(FILE_MAGIC).map_err(io(&tmp))?;
+        f.write_all(&(meta_json.len() as u32).to_le_bytes())
+            .map_err(io(&tmp))?;
+        f.write_all(&meta_json).map_err(io(&tmp))?;
+        f.write_all(envelope).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, &dest).map_err(io(&dest))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(())
+}
+
+/// Reads `dir/snapshot.bin`, if there is one: its metadata and envelope (not yet opened).
+pub fn read(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, SnapshotError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let corrupt = |why: &str| SnapshotError::Corrupt(format!("{}: {why}", path.display()));
+    if bytes.len() < 12 || &bytes[..8] != FILE_MAGIC {
+        return Err(corrupt("missing RWMETA01 header"));
+    }
+    let meta_len =
+        u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| corrupt("short"))?) as usize;
+    let meta_end = 12usize
+        .checked_add(meta_len)
+        .filter(|e| *e <= bytes.len())
+        .ok_or_else(|| corrupt("truncated metadata"))?;
+    let meta: SnapshotMeta = serde_json::from_slice(&bytes[12..meta_end])
+        .map_err(|e| corrupt(&format!("bad metadata: {e}")))?;
+    Ok(Some((meta, bytes[meta_end..].to_vec())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn envelope_round_trip_and_checks() {
+        let env = seal(HASH, b"state");
+        assert_eq!(open(&env, HASH).unwrap(), b"state");
+        let other = HASH.replace("00", "11");
+        assert!(matches!(
+            open(&env, &other),
+            Err(SnapshotError::ModuleMismatch { .. })
+        ));
+        let mut flipped = env.clone();
+        flipped[50] ^= 1;
+        assert!(matches!(
+            open(&flipped, HASH),
+            Err(SnapshotError::Corrupt(_))
+        ));
+        assert!(open(&env[..env.len() - 1], HASH).is_err());
+    }
+
+    #[test]
+    fn file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+        let meta = SnapshotMeta::default();
+        write(dir.path(), &meta, &seal(HASH, b"abc")).unwrap();
+        let (back, env) = read(dir.path()).unwrap().unwrap();
+        assert_eq!(back, meta);
+        assert_eq!(open(&env, HASH).unwrap(), b"abc");
+    }
+}

@@ -1,0 +1,115 @@
+//! The Raft type configuration: what a log entry carries, what applying one returns, and how a
+//! node is named.
+//!
+//! Users name nodes as they like (`node1`); openraft 0.9 needs a `Copy` id, so [`node_id`] maps a
+//! name to a `u64` and the name travels in the [`Member`] record. Two names that map to the same
+//! id are refused when the second one is added, so the mapping never silently merges nodes.
+
+use crate::fsm::CallError;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::io::Cursor;
+
+/// openraft's node id: derived from the node's name by [`node_id`].
+pub type NodeId = u64;
+
+/// A cluster member as stored in the replicated membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The name the user gave the node (`--id`).
+    pub name: String,
+    /// Its gRPC address (`--address`), serving both the Raft and the client services.
+    pub addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
+
+/// One log entry's payload: a command for the guest, as opaque bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub command: Vec<u8>,
+}
+
+/// The result of applying one entry; the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The guest's response bytes, or why it gave none. Entries with no command (membership
+    /// changes, blank entries) answer `Ok(vec![])`.
+    pub result: Result<Vec<u8>, CallError>,
+}
+
+openraft::declare_raft_types!(
+    /// raftwasm's Raft types.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = Member,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The openraft instance of a node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// Log id, membership, snapshot metadata and errors with our type parameters.
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Member>;
+
+/// Maps a user-facing node name to openraft's id: the first 8 bytes of its SHA-256. Zero is
+/// avoided so an id is never mistaken for "no node".
+pub fn node_id(name: &str) -> NodeId {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(id).max(1)
+}
+
+/// Checks a node name: non-empty, at most 64 bytes, letters, digits, `-`, `_` and `.` only, so
+/// it is safe in a path (the default data dir) and in a URL.
+pub fn validate_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("node id {name:?} must be 1 to 64 bytes long"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || name.starts_with('.')
+    {
+        return Err(format!(
+            "node id {name:?} may contain only letters, digits, '-', '_' and '.', and must not start with '.'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_stable_and_distinct() {
+        assert_eq!(node_id("node1"), node_id("node1"));
+        let ids: std::collections::BTreeSet<_> =
+            (0..10_000).map(|i| node_id(&format!("node{i}"))).collect();
+        assert_eq!(ids.len(), 10_000);
+    }
+
+    #[test]
+    fn node_names_are_checked() {
+        assert!(validate_node_name("node1").is_ok());
+        assert!(validate_node_name("db-2.eu_west").is_ok());
+        for bad in ["", "../x", "a/b", "with space", ".hidden"] {
+            assert!(validate_node_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Cluster tests: real `host` processes forming a 3-node cluster on 127.0.0.1, driven through
+//! the HTTP gateway and the gRPC API.
+
+mod common;
+
+use common::{http, seg, three_nodes, wait_for, wait_for_leader, Node};
+use host::grpc::proto::{self, Consistency};
+use host::service::ServiceError;
+
+const AWKWARD: &[(&str, &str)] = &[
+    ("key_with_underscores", "value_with_underscores"),
+    ("slash/in/key", "slash/in/value"),
+    ("spaces in key", "spaces in value"),
+    ("ключ ✓ 鍵", "значение 🎉"),
+    ("empty-value", ""),
+];
+
+async fn http_get(node: &Node, key: &str) -> (u16, String) {
+    let resp = http()
+        .get(node.url(&format!("/Get/{}", seg(key))))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_replicate_forward_and_round_trip_awkward_keys() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(root.path(), &[]).await;
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let follower = (leader + 1) % 3;
+
+    // Put on the leader through the original route; linearizable Get on every node.
+    let resp = http()
+        .get(nodes[leader].url("/Put/k1/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    for n in &nodes {
+        assert_eq!(
+            http_get(n, "k1").await,
+            (200, "v1".to_string()),
+            "{}",
+            n.name
+        );
+    }
+
+    // Writes through a follower are forwarded, over both gateways.
+    for (i, (k, v)) in AWKWARD.iter().enumerate() {
+        let via = &nodes[(follower + i) % 3];
+        if i % 2 == 0 {
+            let resp = http()
+                .get(via.url(&format!("/Put/{}/{}", seg(k), seg(v))))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{k}: {}", resp.text().await.unwrap());
+        } else {
+            let mut c = via.grpc_client().await;
+            c.put(proto::PutRequest {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .await
+            .unwrap();
+        }
+    }
+    for n in &nodes {
+        let mut c = n.grpc_client().await;
+        for (k, v) in AWKWARD {
+            assert_eq!(http_get(n, k).await, (200, v.to_string()), "{} {k}", n.name);
+            let got = c
+                .get(proto::GetRequest {
+                    key: k.to_string(),
+                    consistency: Consistency::Linearizable.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(got.value, *v, "{} {k}", n.name);
+            // The JSON API: keys with '/' go in the path as they are.
+            let url = n.url(&format!(
+                "/v1/kv/{}",
+                k.split('/').map(seg).collect::<Vec<_>>().join("/")
+            ));
+            let body: serde_json::Value =
+                http().get(url).send().await.unwrap().json().await.unwrap();
+            assert_eq!(body["value"], *v, "{} {k}", n.name);
+        }
+    }
+
+    // JSON API write through a follower, then a scan and a stale read.
+    let resp = http()
+        .put(nodes[follower].url("/v1/kv/dir/a"))
+        .body("A")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let page: serde_json::Value = http()
+        .get(nodes[leader].url("/v1/kv?prefix=dir/&limit=10"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][0]["key"], "dir/a");
+    let stale = nodes[follower].url("/v1/kv/dir/a?consistency=stale");
+    wait_for("stale read to catch up", || async {
+        let body: serde_json::Value = http().get(&stale).send().await.ok()?.json().await.ok()?;
+        (body["value"] == "A").then_some(())
+    })
+    .await;
+
+    // A missing key is a 404, not "".
+    let (code, body) = http_get(&nodes[follower], "never-set").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("not found"), "{body}");
+    let mut c = nodes[follower].grpc_client().await;
+    let err = c
+        .get(proto::GetRequest {
+            key: "never-set".into(),
+            consistency: Consistency::Linearizable.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_leader_keeps_acknowledged_writes() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(root.path(), &["--request-timeout-ms", "2000"]).await;
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let via = &nodes[i % 3];
+        let resp = http()
+            .put(via.url(&format!("/v1/kv/acked-{i}")))
+            .body(format!("value-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        acked.push(i);
+    }
+    let old_leader = nodes[leader].name.clone();
+    nodes[leader].kill();
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.name != old_leader).collect();
+    let new_leader = wait_for("a new leader", || async {
+        let s = survivors[0].status().await?;
+        let l = s.leader_id?;
+        (l != old_leader && s.state != "Candidate").then_some(l)
+    })
+    .await;
+    assert_ne!(new_leader, old_leader);
+    for n in &survivors {
+        for i in &acked {
+            let (code, value) = http_get(n, &format!("acked-{i}")).await;
+            assert_eq!((code, value), (200, format!("value-{i}")), "{}", n.name);
+        }
+    }
+    // Writes continue with two of three nodes.
+    for n in &survivors {
+        let resp = http()
+            .get(n.url(&format!("/Put/after-{}/ok", n.name)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    // With a second node gone there is no quorum: a clear 503, and the node keeps serving.
+    let last = survivors[1].name.clone();
+    let idx = nodes
+        .iter()
+        .position(|n| n.name == survivors[0].name)
+        .unwrap();
+    nodes[idx].kill();
+    let last = nodes.iter().find(|n| n.name == last).unwrap();
+    let resp = http().get(last.url("/Put/no/quorum")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "unavailable", "{body}");
+    let resp = http().get(last.url("/Monitor")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http()
+        .get(last.url("/Get/acked-1?consistency=stale"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "value-1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarting_every_node_recovers_data_without_rebootstrap() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(root.path(), &[]).await;
+    for i in 0..20 {
+        let resp = http()
+            .get(nodes[i % 3].url(&format!("/Put/r{i}/v{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let before = nodes[0].status().await.unwrap();
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    // node1 is restarted with --bs again: it must not re-initialize.
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.restart(i == 0);
+    }
+    wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    for n in &nodes {
+        let s = n.status().await.unwrap();
+        assert_eq!(s.members.len(), 3, "{}: {s:?}", n.name);
+        assert!(s.term >= before.term);
+        for i in 0..20 {
+            assert_eq!(http_get(n, &format!("r{i}")).await, (200, format!("v{i}")));
+        }
+    }
+    let resp = http()
+        .get(nodes[2].url("/Put/after-restart/yes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        root.path(),
+        "solo",
+        true,
+        &[
+            "--max-value-bytes",
+            "1024",
+            "--max-body-bytes",
+            "4096",
+            "--catch-up-timeout-ms",
+            "2000",
+        ],
+    );
+    wait_for_leader(&[&node]).await;
+    let client = http();
+    let check = |resp: reqwest::Response, status: u16, code: &'static str| async move {
+        assert_eq!(resp.status().as_u16(), status);
+        let body: serde_json::Value = resp.json().await.expect("JSON error body");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(!body["error"].as_str().unwrap_or("").is_empty(), "{body}");
+    };
+
+    let resp = client
+        .post(node.url("/v1/cluster/nodes"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    check(resp, 400, "invalid_input").await;
+
+    let resp = client
+        .put(node.url("/v1/kv/big"))
+        .body("x".repeat(2000))
+        .send()
+        .await
+        .unwrap();
+    check(resp, 413, "too_large").await;
+    let resp = client
+        .put(node.url("/v1/kv/huge"))
+        .body("x".repeat(10_000))
+        .send()
+        .await
+        .unwrap();
+    check(resp, 413, "too_large").await;
+
+    let resp = client.get(node.url("/No/Such/Route")).send().await.unwrap();
+    check(resp, 404, "not_found").await;
+
+    let resp = client
+        .get(node.url("/AddVoter/127.0.0.1:1/ghost"))
+        .send()
+        .await
+        .unwrap();
+    check(resp, 503, "unavailable").await;
+    let resp = client
+        .get(node.url("/AddVoter/no-port/ghost"))
+        .send()
+        .await
+        .unwrap();
+    check(resp, 400, "invalid_input").await;
+
+    let resp = client
+        .post(node.url("/v1/apply"))
+        .body("not a guest-kv command")
+        .send()
+        .await
+        .unwrap();
+    check(resp, 400, "guest").await;
+    let resp = client
+        .get(node.url("/v1/kv?limit=abc"))
+        .send()
+        .await
+        .unwrap();
+    check(resp, 400, "invalid_input").await;
+
+    // gRPC: a clear status with the error in it.
+    let mut c = node.grpc_client().await;
+    let err = c
+        .put(proto::PutRequest {
+            key: String::new(),
+            value: "v".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(matches!(
+        ServiceError::from_status(&err),
+        ServiceError::InvalidInput { .. }
+    ));
+
+    // Still serving, and the membership is unchanged (no half-added ghost).
+    let resp = client
+        .get(node.url("/Put/still/alive"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(http_get(&node, "still").await, (200, "alive".to_string()));
+    let s = node.status().await.unwrap();
+    assert_eq!(s.members.len(), 1, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kvclient_watch_and_remove_node() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(root.path(), &[]).await;
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let follower = &nodes[(leader + 1) % 3];
+    let kvclient = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvclient"))
+            .args(["--server", &follower.grpc])
+            .args(args)
+            .output()
+            .expect("run kvclient");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let (ok, out, err) = kvclient(&["--command", "set", "--key", "a_b c", "--val", "d/e f"]);
+    assert!(ok, "{out} {err}");
+    let (ok, out, _) = kvclient(&["--command", "get", "--key", "a_b c"]);
+    assert!(ok);
+    assert_eq!(out, "d/e f");
+    let (ok, _, err) = kvclient(&["--command", "get", "--key", "missing"]);
+    assert!(!ok);
+    assert!(err.contains("not found"), "{err}");
+
+    // Watch the leader's view while a follower-routed RemoveNode takes the third node out.
+    let mut watch = nodes[leader]
+        .grpc_client()
+        .await
+        .watch(proto::MonitorRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.members.len(), 3);
+    let victim = nodes
+        .iter()
+        .find(|n| n.name != nodes[leader].name && n.name != follower.name)
+        .unwrap();
+    let (ok, out, err) = kvclient(&["--command", "remove", "--id", &victim.name]);
+    assert!(ok, "{out} {err}");
+    // The stream ends the wait: each message is a change; stop at the first with two members.
+    let seen = tokio::time::timeout(common::DEADLINE, async {
+        loop {
+            let s = watch.message().await.unwrap().expect("watch stream open");
+            if s.members.len() == 2 {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("watch shows two members");
+    assert!(seen.members.iter().all(|m| m.id != victim.name));
+    let (ok, out, _) = kvclient(&["--command", "status"]);
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["members"].as_array().unwrap().len(), 2, "{status}");
+    // Removing a non-member is a clear error.
+    let (ok, _, err) = kvclient(&["--command", "remove", "--id", "nobody"]);
+    assert!(!ok);
+    assert!(err.contains("not a member"), "{err}");
+}

@@ -1,0 +1,201 @@
+//! Test harness: real `host` processes on 127.0.0.1 with ephemeral ports and their own data
+//! dirs, plus HTTP and gRPC clients and polling helpers (never fixed sleeps).
+
+#![allow(dead_code)]
+
+use host::grpc::proto::client_client::ClientClient;
+use host::service::Status;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any wait in these tests may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// One `host` process.
+pub struct Node {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// gRPC address, `127.0.0.1:port`.
+    pub grpc: String,
+    /// HTTP address, `127.0.0.1:port`.
+    pub http: String,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts node `name` with its data under `root`, on fresh ports.
+    pub fn start(root: &Path, name: &str, bootstrap: bool, extra: &[&str]) -> Node {
+        let mut node = Node {
+            name: name.to_string(),
+            data_dir: root.join(name),
+            grpc: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        node.spawn(bootstrap);
+        node
+    }
+
+    fn spawn(&mut self, bootstrap: bool) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_host"));
+        cmd.args([
+            "--id",
+            &self.name,
+            "--address",
+            &self.grpc,
+            "--http",
+            &self.http,
+        ])
+        .arg("--data-dir")
+        .arg(&self.data_dir)
+        .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
+        .args(&self.extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        if bootstrap {
+            cmd.arg("--bs");
+        }
+        let mut child = cmd.spawn().expect("spawn host");
+        // The first stdout line names the bound addresses.
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read banner");
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+                .to_string()
+        };
+        self.grpc = field("grpc=");
+        self.http = field("http=");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same ports and data dir.
+    pub fn restart(&mut self, bootstrap: bool) {
+        self.kill();
+        self.spawn(bootstrap);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub async fn grpc_client(&self) -> ClientClient<tonic::transport::Channel> {
+        ClientClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("grpc connect")
+    }
+
+    pub async fn status(&self) -> Option<Status> {
+        let resp = http().get(self.url("/v1/status")).send().await.ok()?;
+        resp.json().await.ok()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until one of `nodes` reports itself leader and every one of them agrees; returns its index.
+pub async fn wait_for_leader(nodes: &[&Node]) -> usize {
+    wait_for("a leader all nodes agree on", || async {
+        let mut leader = None;
+        for node in nodes {
+            let s = node.status().await?;
+            let l = s.leader_id?;
+            if leader.get_or_insert(l.clone()) != &l {
+                return None;
+            }
+        }
+        let leader = leader?;
+        nodes.iter().position(|n| n.name == leader)
+    })
+    .await
+}
+
+/// Percent-encodes one path segment.
+pub fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Starts a three-node cluster: node1 bootstraps, node2 and node3 join via `/AddVoter`.
+pub async fn three_nodes(root: &Path, extra: &[&str]) -> Vec<Node> {
+    let n1 = Node::start(root, "node1", true, extra);
+    let n2 = Node::start(root, "node2", false, extra);
+    let n3 = Node::start(root, "node3", false, extra);
+    wait_for_leader(&[&n1]).await;
+    for n in [&n2, &n3] {
+        let resp = http()
+            .get(n1.url(&format!("/AddVoter/{}/{}", n.grpc, n.name)))
+            .send()
+            .await
+            .expect("AddVoter");
+        assert_eq!(
+            resp.status(),
+            200,
+            "{}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    let nodes = vec![n1, n2, n3];
+    wait_for("three voters everywhere", || async {
+        for n in &nodes {
+            let s = n.status().await?;
+            if s.members.iter().filter(|m| m.voter).count() != 3 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    nodes
+}
