@@ -20,6 +20,10 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+/// Default number of applied entries between two automatic snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+/// Default number of log entries kept behind a snapshot for lagging followers.
+pub const DEFAULT_SNAPSHOT_KEEP_LOGS: u64 = 1_000;
 /// Raft timing defaults, in milliseconds.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
@@ -40,6 +44,10 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     /// Minimum election timeout; the maximum is twice this.
     pub election_timeout_ms: u64,
+    /// Build a snapshot every this many applied entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot when the log is purged.
+    pub snapshot_keep_logs: u64,
 }
 
 /// Why a node could not start or stopped.
@@ -138,6 +146,8 @@ pub async fn start(config: &NodeConfig) -> Result<Started, NodeError> {
         heartbeat_interval: config.heartbeat_ms,
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
+        max_in_snapshot_log_to_keep: config.snapshot_keep_logs,
         ..Default::default()
     }
     .validate()

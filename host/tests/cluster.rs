@@ -369,7 +369,7 @@ async fn kvclient_watch_and_remove_node() {
     let mut watch = nodes[leader]
         .grpc_client()
         .await
-        .watch(proto::MonitorRequest {})
+        .watch(proto::MonitorRequest { state_hash: false })
         .await
         .unwrap()
         .into_inner();

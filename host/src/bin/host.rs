@@ -70,6 +70,12 @@ struct Args {
     /// Raft heartbeat interval, ms.
     #[arg(long, env = "RAFTWASM_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS)]
     heartbeat_ms: u64,
+    /// Build a snapshot (and purge the log behind it) every this many applied entries.
+    #[arg(long, env = "RAFTWASM_SNAPSHOT_EVERY", default_value_t = node::DEFAULT_SNAPSHOT_EVERY)]
+    snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so briefly lagging followers need no snapshot.
+    #[arg(long, env = "RAFTWASM_SNAPSHOT_KEEP_LOGS", default_value_t = node::DEFAULT_SNAPSHOT_KEEP_LOGS)]
+    snapshot_keep_logs: u64,
     /// Minimum Raft election timeout, ms (the maximum is twice this).
     #[arg(long, env = "RAFTWASM_ELECTION_TIMEOUT_MS", default_value_t = DEFAULT_ELECTION_TIMEOUT_MS)]
     election_timeout_ms: u64,
@@ -131,6 +137,8 @@ async fn main() -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         heartbeat_ms: args.heartbeat_ms,
         election_timeout_ms: args.election_timeout_ms,
+        snapshot_every: args.snapshot_every,
+        snapshot_keep_logs: args.snapshot_keep_logs,
     };
     // One line on stdout that scripts and tests read to learn the bound addresses.
     println!(

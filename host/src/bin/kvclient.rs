@@ -2,7 +2,7 @@
 //!
 //! `kvclient --server localhost:10001 --command set --key k --val v`, then
 //! `kvclient --command get --key k`. Commands: monitor, status, watch, addnode, remove, set, get,
-//! delete. Any node will do: writes and membership changes are forwarded to the leader.
+//! delete, snapshot. Any node will do: writes and membership changes are forwarded to the leader.
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -29,6 +29,8 @@ enum Command {
     Get,
     /// Delete --key.
     Delete,
+    /// Build a snapshot on the --server node now.
+    Snapshot,
 }
 
 /// gRPC client for a raftwasm cluster.
@@ -56,6 +58,9 @@ struct Args {
     /// Read this node's state without a linearizability check (get).
     #[arg(long)]
     stale: bool,
+    /// Include a SHA-256 of the guest's full state (monitor, status).
+    #[arg(long)]
+    state_hash: bool,
 }
 
 fn need(v: Option<String>, flag: &str) -> Result<String> {
@@ -91,10 +96,24 @@ async fn run(args: Args) -> Result<()> {
     };
     match args.command {
         Command::Monitor | Command::Status => {
-            print_status(client.monitor(proto::MonitorRequest {}).await?.into_inner())?
+            let request = proto::MonitorRequest {
+                state_hash: args.state_hash,
+            };
+            print_status(client.monitor(request).await?.into_inner())?
+        }
+        Command::Snapshot => {
+            let reply = client
+                .snapshot(proto::SnapshotRequest {})
+                .await?
+                .into_inner();
+            println!(
+                "snapshot at index {} (term {}), {} bytes",
+                reply.index, reply.term, reply.size
+            );
         }
         Command::Watch => {
-            let mut stream = client.watch(proto::MonitorRequest {}).await?.into_inner();
+            let request = proto::MonitorRequest { state_hash: false };
+            let mut stream = client.watch(request).await?.into_inner();
             while let Some(status) = stream.message().await? {
                 print_status(status)?;
             }

@@ -142,8 +142,20 @@ impl Client for ClientService {
         reply(result, proto::Status::from)
     }
 
-    async fn monitor(&self, _req: Request<proto::MonitorRequest>) -> Reply<proto::Status> {
+    async fn monitor(&self, req: Request<proto::MonitorRequest>) -> Reply<proto::Status> {
+        if req.into_inner().state_hash {
+            return reply(self.service.status_with_state_hash(), proto::Status::from);
+        }
         Ok(Response::new(self.service.status().into()))
+    }
+
+    async fn snapshot(&self, _req: Request<proto::SnapshotRequest>) -> Reply<proto::SnapshotReply> {
+        let result = self.service.snapshot().await;
+        reply(result, |s| proto::SnapshotReply {
+            index: s.index,
+            term: s.term,
+            size: s.size,
+        })
     }
 
     type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<proto::Status, Status>> + Send>>;

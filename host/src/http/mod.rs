@@ -8,7 +8,8 @@
 //!
 //! JSON API: `GET|PUT|DELETE /v1/kv/{key}` (value as the PUT body; keys may contain `/`),
 //! `GET /v1/kv?prefix=&start=&end=&limit=`, `POST /v1/cluster/nodes`,
-//! `DELETE /v1/cluster/nodes/{id}`, `GET /v1/status`, `POST /v1/apply`, `POST /v1/query`.
+//! `DELETE /v1/cluster/nodes/{id}`, `GET /v1/status` (`?state_hash=true` adds a hash of the guest
+//! state), `POST /v1/snapshot`, `POST /v1/apply`, `POST /v1/query`.
 //! Reads take `?consistency=stale`. Every error is JSON: `{"error": message, "code": kind, ...}`.
 
 use crate::service::{Consistency, ScanParams, Service, ServiceError};
@@ -128,6 +129,7 @@ pub fn router(service: Service, max_body_bytes: usize) -> Router {
         .route("/AddVoter/{address}/{id}", get(legacy_add_voter))
         .route("/Monitor", get(status))
         .route("/v1/status", get(status))
+        .route("/v1/snapshot", axum::routing::post(snapshot))
         .route("/v1/kv", get(scan))
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/cluster/nodes", axum::routing::post(add_node))
@@ -194,8 +196,25 @@ async fn legacy_add_voter(
     Ok(Json(g.service.add_node(&id, &address, false, 0).await?))
 }
 
-async fn status(State(g): State<Gateway>) -> Json<crate::service::Status> {
-    Json(g.service.status())
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusParams {
+    #[serde(default)]
+    state_hash: bool,
+}
+
+async fn status(
+    State(g): State<Gateway>,
+    params: Result<Query<StatusParams>, QueryRejection>,
+) -> ApiResult<Json<crate::service::Status>> {
+    if query(params)?.state_hash {
+        return Ok(Json(g.service.status_with_state_hash()?));
+    }
+    Ok(Json(g.service.status()))
+}
+
+async fn snapshot(State(g): State<Gateway>) -> ApiResult<Json<crate::service::SnapshotInfo>> {
+    Ok(Json(g.service.snapshot().await?))
 }
 
 fn with_index(index: u64, body: impl IntoResponse) -> Response {

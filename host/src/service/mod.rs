@@ -17,7 +17,7 @@ mod error;
 mod status;
 
 pub use error::ServiceError;
-pub use status::{MemberStatus, Status};
+pub use status::{MemberStatus, StateHash, Status};
 
 use crate::grpc::proto::{self, client_client::ClientClient};
 use crate::network::{PeerPool, MAX_GRPC_MESSAGE_BYTES};
@@ -120,6 +120,16 @@ pub struct ScanParams {
 pub struct ScanPage {
     pub items: Vec<KeyValue>,
     pub more: bool,
+}
+
+/// A snapshot built on demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Last log index the snapshot covers.
+    pub index: u64,
+    pub term: u64,
+    /// Snapshot file size in bytes.
+    pub size: u64,
 }
 
 /// A key and its value.
@@ -563,7 +573,7 @@ impl Service {
             .channel(addr)
             .map_err(ServiceError::invalid)?;
         let mut client = ClientClient::new(channel);
-        let mut request = tonic::Request::new(proto::MonitorRequest {});
+        let mut request = tonic::Request::new(proto::MonitorRequest { state_hash: false });
         request.set_timeout(PROBE_TIMEOUT);
         let status = timeout(PROBE_TIMEOUT, client.monitor(request))
             .await
@@ -636,6 +646,48 @@ impl Service {
         .map_err(|_| self.timed_out("membership change was not committed"))?
         .map_err(write_error)?;
         Ok(self.status())
+    }
+
+    /// This node's view, with the hash of its full guest state.
+    pub fn status_with_state_hash(&self) -> Result<Status, ServiceError> {
+        let (applied_index, sha256) = self.inner.sm.state_hash().map_err(ServiceError::internal)?;
+        let mut status = self.status();
+        status.state_hash = Some(StateHash {
+            applied_index,
+            sha256,
+        });
+        Ok(status)
+    }
+
+    /// Builds a snapshot on this node now and waits until it is in place (openraft then purges
+    /// the log behind it, keeping the configured tail).
+    pub async fn snapshot(&self) -> Result<SnapshotInfo, ServiceError> {
+        let raft = &self.inner.raft;
+        let target = raft.metrics().borrow().last_applied.map(|l| l.index);
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ServiceError::internal(format!("cannot trigger a snapshot: {e}")))?;
+        let mut rx = raft.metrics();
+        let wait = async {
+            loop {
+                let snap = rx.borrow().snapshot;
+                if snap.map(|l| l.index) >= target {
+                    return snap;
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        let snap = timeout(self.inner.limits.catch_up_timeout, wait)
+            .await
+            .map_err(|_| ServiceError::internal("snapshot did not complete in time"))?;
+        Ok(SnapshotInfo {
+            index: snap.map(|l| l.index).unwrap_or(0),
+            term: snap.map(|l| l.leader_id.term).unwrap_or(0),
+            size: self.inner.sm.snapshot_file_size().unwrap_or(0),
+        })
     }
 
     /// This node's view of the cluster.

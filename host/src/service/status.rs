@@ -13,6 +13,18 @@ pub struct MemberStatus {
     pub address: String,
     /// False for a learner.
     pub voter: bool,
+    /// On the leader: the highest log index known to be replicated to this member.
+    pub matched_index: Option<u64>,
+    /// On the leader: how many entries this member trails the leader's last log index.
+    pub lag: Option<u64>,
+}
+
+/// SHA-256 of the guest's `snapshot()` bytes at an applied index: equal on every node that
+/// applied the same log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateHash {
+    pub applied_index: u64,
+    pub sha256: String,
 }
 
 /// A node's view of the cluster.
@@ -32,6 +44,12 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
     pub fsm_module_hash: String,
     pub fsm_module_size: u64,
+    /// Last log index covered by this node's latest snapshot (0 when none).
+    pub snapshot_index: u64,
+    /// Present when asked for (it costs one guest `snapshot()` call).
+    pub state_hash: Option<StateHash>,
+    /// Last log index purged from this node's log (0 when none).
+    pub purged_index: u64,
 }
 
 impl Status {
@@ -41,6 +59,15 @@ impl Status {
         let leader = m
             .current_leader
             .and_then(|l| membership.get_node(&l).cloned());
+        let last_log_index = m.last_log_index.unwrap_or(0);
+        // Replication progress is known on the leader only.
+        let matched = |id: &crate::types::NodeId| -> Option<u64> {
+            if m.current_leader == Some(*id) && m.current_leader == Some(m.id) {
+                return Some(last_log_index);
+            }
+            let progress = m.replication.as_ref()?;
+            Some(progress.get(id)?.map(|l| l.index).unwrap_or(0))
+        };
         Status {
             id: name.to_string(),
             address: addr.to_string(),
@@ -48,7 +75,7 @@ impl Status {
             leader_id: leader.as_ref().map(|l| l.name.clone()),
             leader_address: leader.map(|l| l.addr),
             term: m.current_term,
-            last_log_index: m.last_log_index.unwrap_or(0),
+            last_log_index,
             applied_index: sm
                 .last_applied
                 .map(|l| l.index)
@@ -61,10 +88,15 @@ impl Status {
                     id: node.name.clone(),
                     address: node.addr.clone(),
                     voter: voters.contains(id),
+                    matched_index: matched(id),
+                    lag: matched(id).map(|i| last_log_index.saturating_sub(i)),
                 })
                 .collect(),
             fsm_module_hash: sm.module_hash.clone(),
             fsm_module_size: sm.module_size as u64,
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            state_hash: None,
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         }
     }
 }
@@ -89,10 +121,18 @@ impl From<proto::Status> for Status {
                     id: m.id,
                     address: m.address,
                     voter: m.voter,
+                    matched_index: m.matched_index,
+                    lag: m.lag,
                 })
                 .collect(),
             fsm_module_hash: s.fsm_module_hash,
             fsm_module_size: s.fsm_module_size,
+            snapshot_index: s.snapshot_index,
+            purged_index: s.purged_index,
+            state_hash: s.state_hash.map(|h| StateHash {
+                applied_index: h.applied_index,
+                sha256: h.sha256,
+            }),
         }
     }
 }
@@ -116,10 +156,18 @@ impl From<Status> for proto::Status {
                     id: m.id,
                     address: m.address,
                     voter: m.voter,
+                    matched_index: m.matched_index,
+                    lag: m.lag,
                 })
                 .collect(),
             fsm_module_hash: s.fsm_module_hash,
             fsm_module_size: s.fsm_module_size,
+            snapshot_index: s.snapshot_index,
+            purged_index: s.purged_index,
+            state_hash: s.state_hash.map(|h| proto::StateHash {
+                applied_index: h.applied_index,
+                sha256: h.sha256,
+            }),
         }
     }
 }

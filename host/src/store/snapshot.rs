@@ -16,6 +16,9 @@ const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP01";
 const FILE_MAGIC: &[u8; 8] = b"RWMETA01";
 /// File name of the current snapshot inside the data dir.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+/// Failpoint for crash tests: when this variable is set, the process aborts after writing and
+/// syncing the temporary snapshot file, before renaming it into place.
+pub const FAILPOINT_BEFORE_RENAME: &str = "RAFTWASM_FAILPOINT_SNAPSHOT_BEFORE_RENAME";
 
 /// A snapshot that cannot be used.
 #[derive(Debug, Error)]
@@ -94,6 +97,9 @@ pub fn write(dir: &Path, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), Sna
         f.write_all(&meta_json).map_err(io(&tmp))?;
         f.write_all(envelope).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
+    }
+    if std::env::var_os(FAILPOINT_BEFORE_RENAME).is_some() {
+        std::process::abort();
     }
     fs::rename(&tmp, &dest).map_err(io(&dest))?;
     File::open(dir)

@@ -12,6 +12,7 @@ use crate::types::{
 };
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use sha2::Digest;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -97,6 +98,23 @@ impl StateMachine {
     /// Runs a read-only query against the local state (no consistency check here).
     pub fn query(&self, request: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
         self.lock().fsm.query(request)
+    }
+
+    /// SHA-256 (hex) of the guest's full state and the index it was taken at, read atomically.
+    /// Costs one guest `snapshot()` call.
+    pub fn state_hash(&self) -> Result<(u64, String), FsmError> {
+        let mut applied = self.lock();
+        let state = applied.fsm.snapshot()?;
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        drop(applied);
+        Ok((index, hex::encode(sha2::Sha256::digest(state.as_slice()))))
+    }
+
+    /// Size of the snapshot file on disk, if there is one.
+    pub fn snapshot_file_size(&self) -> Option<u64> {
+        std::fs::metadata(self.shared.dir.join(snapshot::SNAPSHOT_FILE))
+            .ok()
+            .map(|m| m.len())
     }
 
     /// Last applied log id and the running module.

@@ -22,6 +22,8 @@ pub struct Node {
     /// HTTP address, `127.0.0.1:port`.
     pub http: String,
     extra: Vec<String>,
+    /// Extra environment for the process (failpoints).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -34,13 +36,15 @@ impl Node {
             grpc: "127.0.0.1:0".into(),
             http: "127.0.0.1:0".into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             child: None,
         };
         node.spawn(bootstrap);
         node
     }
 
-    fn spawn(&mut self, bootstrap: bool) {
+    /// The command line this node runs with.
+    pub fn command(&self, bootstrap: bool) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_host"));
         cmd.args([
             "--id",
@@ -55,12 +59,17 @@ impl Node {
         .args(["--heartbeat-ms", "50", "--election-timeout-ms", "300"])
         .args(&self.extra)
         .env("RUST_LOG", "warn")
+        .envs(self.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
         if bootstrap {
             cmd.arg("--bs");
         }
-        let mut child = cmd.spawn().expect("spawn host");
+        cmd
+    }
+
+    fn spawn(&mut self, bootstrap: bool) {
+        let mut child = self.command(bootstrap).spawn().expect("spawn host");
         // The first stdout line names the bound addresses.
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
@@ -83,6 +92,31 @@ impl Node {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Runs the node's command line expecting the process to exit on its own (a refused
+    /// start); returns its exit success and stderr.
+    pub fn run_to_exit(&self, extra: &[&str]) -> (bool, String) {
+        let mut cmd = self.command(false);
+        cmd.args(extra).stderr(Stdio::piped());
+        let out = cmd.output().expect("run host");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The process id (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
         }
     }
 
@@ -111,6 +145,13 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// SIGKILL by pid, for killing a node while another task borrows it.
+pub fn sigkill(pid: u32) {
+    if pid != 0 {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
 }
 
@@ -152,6 +193,35 @@ pub async fn wait_for_leader(nodes: &[&Node]) -> usize {
         nodes.iter().position(|n| n.name == leader)
     })
     .await
+}
+
+/// Puts `key{i}` = `value{i}` for every `i` in `range` through `node`, `concurrency` requests at
+/// a time; returns the keys whose write was acknowledged (stops early if the node goes away).
+pub async fn put_many(
+    node: &Node,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+) -> Vec<usize> {
+    use futures::StreamExt;
+    let client = http();
+    let base = node.url("/v1/kv/");
+    futures::stream::iter(range)
+        .map(|i| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let resp = client
+                    .put(format!("{base}key{i:06}"))
+                    .body(format!("value{i}"))
+                    .send()
+                    .await
+                    .ok()?;
+                resp.status().is_success().then_some(i)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter_map(|r| async move { r })
+        .collect()
+        .await
 }
 
 /// Percent-encodes one path segment.

@@ -1,0 +1,308 @@
+//! Snapshot, compaction, crash-recovery and membership tests on real `host` processes.
+
+mod common;
+
+use common::{http, put_many, three_nodes, wait_for, wait_for_leader, Node};
+use host::service::Status;
+use std::time::Instant;
+
+async fn status_with_hash(node: &Node) -> Option<Status> {
+    http()
+        .get(node.url("/v1/status?state_hash=true"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Waits until every node reports the same applied index and the same state hash.
+async fn wait_for_equal_state(nodes: &[&Node]) -> Status {
+    wait_for("identical state on every node", || async {
+        let mut first: Option<Status> = None;
+        for n in nodes {
+            let s = status_with_hash(n).await?;
+            match &first {
+                None => first = Some(s),
+                Some(f) if f.state_hash == s.state_hash => {}
+                Some(_) => return None,
+            }
+        }
+        first
+    })
+    .await
+}
+
+async fn get(node: &Node, key: &str) -> (u16, String) {
+    let resp = http()
+        .get(node.url(&format!("/Get/{key}")))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_purge_the_log_restart_restores_and_a_late_node_installs_one() {
+    let root = tempfile::tempdir().unwrap();
+    let opts = ["--snapshot-every", "1000", "--snapshot-keep-logs", "100"];
+    let mut nodes = three_nodes(root.path(), &opts).await;
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let acked = put_many(&nodes[leader], 0..20_000, 32).await;
+    assert_eq!(acked.len(), 20_000);
+
+    // Every node snapshotted and purged its log behind the snapshot.
+    for n in &nodes {
+        let s = wait_for("a snapshot and a purged log", || async {
+            let s = n.status().await?;
+            (s.snapshot_index >= 19_000 && s.purged_index >= 18_000).then_some(s)
+        })
+        .await;
+        assert!(s.purged_index <= s.snapshot_index, "{s:?}");
+        assert!(n.data_dir.join("snapshot.bin").exists());
+        assert!(!n.data_dir.join("snapshot.bin.tmp").exists());
+    }
+    let before = wait_for_equal_state(&nodes.iter().collect::<Vec<_>>()).await;
+
+    // Restart every node: snapshot + log tail bring the same state back.
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    let started = Instant::now();
+    for n in nodes.iter_mut() {
+        n.restart(false);
+    }
+    wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let after = wait_for_equal_state(&nodes.iter().collect::<Vec<_>>()).await;
+    println!(
+        "restart of 3 nodes holding 20,000 keys: {:?} to an agreed leader and state",
+        started.elapsed()
+    );
+    assert!(
+        after.state_hash.as_ref().unwrap().applied_index
+            >= before.state_hash.as_ref().unwrap().applied_index
+    );
+    for i in [0, 1, 9_999, 19_999] {
+        assert_eq!(
+            get(&nodes[i % 3], &format!("key{i:06}")).await,
+            (200, format!("value{i}"))
+        );
+    }
+
+    // A fourth node, added after the log was purged, gets the state by snapshot install.
+    let n4 = Node::start(root.path(), "node4", false, &opts);
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let resp = http()
+        .get(nodes[leader].url(&format!("/AddVoter/{}/node4", n4.grpc)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // Its log starts after a snapshot: it cannot have replayed entries the others purged.
+    wait_for("node4 to install a snapshot", || async {
+        let s = n4.status().await?;
+        (s.snapshot_index >= 19_000 && s.purged_index >= 19_000).then_some(s)
+    })
+    .await;
+    let all: Vec<&Node> = nodes.iter().chain([&n4]).collect();
+    let state = wait_for_equal_state(&all).await;
+    assert_eq!(state.members.len(), 4);
+    assert_eq!(get(&n4, "key012345").await, (200, "value12345".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_on_demand_module_mismatch_and_corruption_are_reported() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::start(root.path(), "solo", true, &[]);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(put_many(&node, 0..50, 8).await.len(), 50);
+    let resp = http().post(node.url("/v1/snapshot")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let snap: serde_json::Value = resp.json().await.unwrap();
+    assert!(snap["index"].as_u64().unwrap() >= 51, "{snap}");
+    assert!(snap["size"].as_u64().unwrap() > 0, "{snap}");
+    node.kill();
+
+    // A different guest module cannot restore this snapshot: a clear error, not corruption.
+    let (ok, stderr) = node.run_to_exit(&["--fsm", env!("RAFTWASM_BANK_WASM")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("snapshot was made by guest module"),
+        "{stderr}"
+    );
+
+    // A flipped byte in the snapshot file is caught by its checksum.
+    let path = node.data_dir.join("snapshot.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let (ok, stderr) = node.run_to_exit(&[]);
+    assert!(!ok);
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_while_writing_a_snapshot_loses_no_acknowledged_write() {
+    let root = tempfile::tempdir().unwrap();
+    let mut node = Node::start(root.path(), "solo", true, &["--snapshot-every", "300"]);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(put_many(&node, 0..200, 8).await.len(), 200);
+    // From now on the process aborts as soon as a snapshot file is about to be renamed into place.
+    node.env.push((
+        "RAFTWASM_FAILPOINT_SNAPSHOT_BEFORE_RENAME".into(),
+        "1".into(),
+    ));
+    node.restart(false);
+    wait_for_leader(&[&node]).await;
+    let acked = put_many(&node, 200..2_000, 1).await;
+    assert!(!node.is_running(), "the failpoint should have fired");
+    assert!(node.data_dir.join("snapshot.bin.tmp").exists());
+    node.env.clear();
+    node.restart(false);
+    wait_for_leader(&[&node]).await;
+    for i in (0..200).chain(acked) {
+        assert_eq!(
+            get(&node, &format!("key{i:06}")).await,
+            (200, format!("value{i}")),
+            "key {i}"
+        );
+    }
+    // Snapshots work again after the crash.
+    let resp = http().post(node.url("/v1/snapshot")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_writes_and_snapshots_loses_no_acknowledged_write() {
+    let root = tempfile::tempdir().unwrap();
+    let opts = ["--snapshot-every", "100", "--snapshot-keep-logs", "10"];
+    let mut nodes = three_nodes(root.path(), &opts).await;
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+        // Kill a different node each round (the leader in round 1) while writes are in flight.
+        let victim = if round == 1 {
+            leader
+        } else {
+            (leader + 1 + round) % 3
+        };
+        let base = round * 1_000;
+        let via = if victim == leader {
+            (leader + 1) % 3
+        } else {
+            leader
+        };
+        let pid = nodes[victim].pid();
+        let (batch, ()) = tokio::join!(put_many(&nodes[via], base..base + 600, 16), async move {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            common::sigkill(pid);
+        });
+        nodes[victim].kill();
+        acked.extend(batch);
+        nodes[victim].restart(false);
+    }
+    wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let state = wait_for_equal_state(&nodes.iter().collect::<Vec<_>>()).await;
+    assert!(state.snapshot_index > 0);
+    // Writes fail while a killed leader is replaced; many still get through.
+    assert!(
+        acked.len() >= 300,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    for n in &nodes {
+        for i in acked.iter().step_by(7) {
+            assert_eq!(
+                get(n, &format!("key{i:06}?consistency=stale")).await.0,
+                200,
+                "{} key {i}",
+                n.name
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_and_readd_a_node_and_refuse_id_reuse() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(root.path(), &[]).await;
+    let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let other = (leader + 1) % 3;
+    let client = http();
+
+    // Re-adding a member at its own address is a no-op success.
+    let resp = client
+        .get(nodes[leader].url(&format!(
+            "/AddVoter/{}/{}",
+            nodes[other].grpc, nodes[other].name
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The same id at another address is refused.
+    let resp = client
+        .get(nodes[leader].url(&format!("/AddVoter/127.0.0.1:1/{}", nodes[other].name)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("already a member"),
+        "{body}"
+    );
+
+    // Remove a follower (through another follower), then add it back as a learner and promote it.
+    let victim = &nodes[other];
+    let via = &nodes[3 - leader - other];
+    let resp = client
+        .delete(via.url(&format!("/v1/cluster/nodes/{}", victim.name)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let s: Status = client
+        .get(nodes[leader].url("/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s.members.len(), 2);
+    assert_eq!(put_many(&nodes[leader], 0..20, 4).await.len(), 20);
+    let body = serde_json::json!({"id": victim.name, "address": victim.grpc, "learner": true});
+    let resp = client
+        .post(via.url("/v1/cluster/nodes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let s: Status = resp.json().await.unwrap();
+    let m = s.members.iter().find(|m| m.id == victim.name).unwrap();
+    assert!(!m.voter);
+    let body = serde_json::json!({"id": victim.name, "address": victim.grpc});
+    let resp = client
+        .post(via.url("/v1/cluster/nodes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The leader reports every member's replication progress.
+    let s = wait_for("three voters, all caught up", || async {
+        let s = nodes[leader].status().await?;
+        let ok = s.members.len() == 3
+            && s.members
+                .iter()
+                .all(|m| m.voter && m.lag == Some(0) && m.matched_index.is_some());
+        ok.then_some(s)
+    })
+    .await;
+    assert_eq!(s.members.len(), 3);
+    assert_eq!(get(victim, "key000019").await, (200, "value19".to_string()));
+}
