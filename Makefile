@@ -32,8 +32,9 @@ fmt-check:
 lint: setup
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-## Guest apply: wasm vs native, ns/op.
+## Guest apply (wasm vs native, ns/op); snapshot build/install and restart for 1M keys.
 bench: setup
 	$(CARGO) bench --bench fsm
+	$(CARGO) bench --bench snapshot
 
 ci: test fmt-check lint

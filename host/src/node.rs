@@ -86,6 +86,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let started = start(&config).await?;
+    serve(&config, started, grpc, http, shutdown).await
+}
+
+/// Serves a started node's gRPC and HTTP until `shutdown` resolves, then stops Raft.
+pub async fn serve(
+    config: &NodeConfig,
+    started: Started,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = tx.subscribe();

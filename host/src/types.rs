@@ -29,18 +29,19 @@ impl fmt::Display for Member {
     }
 }
 
-/// One log entry's payload: a command for the guest, as opaque bytes.
+/// One log entry's payload: a batch of guest commands (opaque bytes), applied in order.
+/// Concurrent client writes are batched into one entry so they share one append and one fsync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    pub command: Vec<u8>,
+    pub commands: Vec<Vec<u8>>,
 }
 
 /// The result of applying one entry; the same on every node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Response {
-    /// The guest's response bytes, or why it gave none. Entries with no command (membership
-    /// changes, blank entries) answer `Ok(vec![])`.
-    pub result: Result<Vec<u8>, CallError>,
+    /// One result per command of the entry, in order: the guest's response bytes, or why it
+    /// gave none. Entries with no commands (membership changes, blank entries) have none.
+    pub results: Vec<Result<Vec<u8>, CallError>>,
 }
 
 openraft::declare_raft_types!(

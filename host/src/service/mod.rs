@@ -1,7 +1,8 @@
 //! The service layer: every client operation, called by both the gRPC `Client` service and the
 //! HTTP gateway, so neither holds logic of its own.
 //!
-//! - Writes go through the Raft log. A follower forwards them to the leader over the leader's
+//! - Writes go through the Raft log, batched with other concurrent writes into one entry
+//!   (`batcher`). A follower forwards them to the leader over the leader's
 //!   `Client` gRPC service and relays the answer (at most [`MAX_HOPS`] hops).
 //! - Reads are linearizable by default: the leader confirms its leadership with a quorum
 //!   (openraft's read index), waits until it has applied up to that index, then reads locally. A
@@ -13,6 +14,7 @@
 //! The key-value operations speak guest-kv's JSON; other guests use [`Service::apply`] and
 //! [`Service::query`] with their own bytes.
 
+mod batcher;
 mod error;
 mod status;
 
@@ -22,7 +24,7 @@ pub use status::{MemberStatus, StateHash, Status};
 use crate::grpc::proto::{self, client_client::ClientClient};
 use crate::network::{PeerPool, MAX_GRPC_MESSAGE_BYTES};
 use crate::store::StateMachine;
-use crate::types::{node_id, validate_node_name, Member, NodeId, Raft, Request};
+use crate::types::{node_id, validate_node_name, Member, NodeId, Raft};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
@@ -144,6 +146,7 @@ struct Inner {
     id: NodeId,
     addr: String,
     raft: Raft,
+    batcher: batcher::Batcher,
     sm: StateMachine,
     peers: PeerPool,
     limits: Limits,
@@ -185,6 +188,7 @@ impl Service {
                 id: node_id(&name),
                 name,
                 addr,
+                batcher: batcher::Batcher::start(raft.clone()),
                 raft,
                 sm,
                 peers,
@@ -274,20 +278,16 @@ impl Service {
             command.len(),
             self.inner.limits.max_command_bytes,
         )?;
-        let write = self.inner.raft.client_write(Request {
-            command: command.clone(),
-        });
+        let write = self.inner.batcher.propose(command.clone());
         let result = timeout(self.inner.limits.request_timeout, write)
             .await
-            .map_err(|_| self.timed_out("write was not committed"))?;
+            .map_err(|_| self.timed_out("write was not committed"))?
+            .ok_or_else(|| ServiceError::unavailable("the node is shutting down", None))?;
         match result {
-            Ok(reply) => {
-                let response = reply.data.result?;
-                Ok(Applied {
-                    response,
-                    log_index: reply.log_id.index,
-                })
-            }
+            Ok((log_index, response)) => Ok(Applied {
+                response: response?,
+                log_index,
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
                 let leader = fwd.leader_node.clone();
                 let mut client = self.leader_client(leader.as_ref(), hops)?;

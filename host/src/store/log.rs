@@ -283,8 +283,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta(VOTE_KEY)
     }
 
+    /// Queued, not awaited: openraft calls this on every commit advance, and the committed id
+    /// only saves replay work after a restart (losing the latest one is safe), so it must not
+    /// cost the Raft core an fsync each time. It lands with the next batch the writer commits.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.save_meta(COMMITTED_KEY, &committed).await
+        let value = bincode::serialize(&committed).map_err(write_err)?;
+        let (done, _ignored) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Meta {
+                key: COMMITTED_KEY,
+                value,
+                done,
+            })
+            .map_err(|_| write_err("log writer thread stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

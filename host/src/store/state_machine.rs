@@ -204,19 +204,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
-            let result = match entry.payload {
-                EntryPayload::Blank => Ok(Vec::new()),
+            let mut response = Response::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
                 EntryPayload::Normal(request) => {
-                    // An FsmError means the guest could not be put back after a failed call: stop
-                    // applying rather than diverge.
-                    applied.fsm.apply(&request.command).map_err(sm_err)?.result
+                    for command in &request.commands {
+                        // An FsmError means the guest could not be put back after a failed call:
+                        // stop applying rather than diverge.
+                        let outcome = applied.fsm.apply(command).map_err(sm_err)?;
+                        response.results.push(outcome.result);
+                    }
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Ok(Vec::new())
                 }
-            };
-            responses.push(Response { result });
+            }
+            responses.push(response);
         }
         Ok(responses)
     }
