@@ -324,3 +324,31 @@ fn huge_initial_memory_is_refused_at_load() {
     assert!(matches!(err, LoadError::Instantiate { .. }), "{err}");
     assert!(err.to_string().contains("memory limit of 64 MiB"), "{err}");
 }
+
+#[test]
+fn snapshots_larger_than_wasmtimes_default_copy_limit_round_trip() {
+    // wasmtime caps what one call may hand the host at 128 MiB unless told otherwise; a snapshot
+    // is the whole state, so the cap must follow the guest memory limit instead.
+    let limits = GuestLimits {
+        memory_mib: 1024,
+        ..GuestLimits::default()
+    };
+    let module = GuestModule::from_file(Path::new(GUEST_KV), limits).unwrap();
+    let mut fsm = module.start().unwrap();
+    let value = "x".repeat(100 * 1024);
+    for i in 0..1_400 {
+        apply_json(
+            &mut fsm,
+            json!({"op": "put", "key": format!("k{i}"), "value": value}),
+        )
+        .unwrap();
+    }
+    let snap = fsm.snapshot().unwrap();
+    assert!(snap.len() > 136 << 20, "{} bytes", snap.len());
+    let mut copy = module.start().unwrap();
+    copy.restore(snap.clone()).unwrap().result.unwrap();
+    assert_eq!(
+        get(&mut copy, "k1399").as_str().map(str::len),
+        Some(100 * 1024)
+    );
+}

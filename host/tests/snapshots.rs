@@ -317,3 +317,58 @@ async fn remove_and_readd_a_node_and_refuse_id_reuse() {
     assert_eq!(s.members.len(), 3);
     assert_eq!(get(victim, "key000019").await, (200, "value19".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfer_leadership_and_remove_the_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(root.path(), &[]).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_for_leader(&all).await;
+    let target = (leader + 1) % 3;
+    let client = http();
+    assert_eq!(put_many(&nodes[leader], 0..50, 8).await.len(), 50);
+
+    // Transfer through a node that is not the leader: forwarded, and it returns once moved.
+    let via = &nodes[3 - leader - target];
+    let body = serde_json::json!({"id": nodes[target].name});
+    let resp = client
+        .post(via.url("/v1/cluster/leader"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(wait_for_leader(&all).await, target);
+    // Writes go on under the new leader, and nothing was lost.
+    assert_eq!(put_many(&nodes[leader], 50..100, 8).await.len(), 50);
+
+    // A learner cannot be made leader; an unknown node is a 404.
+    let resp = client
+        .get(via.url("/TransferLeader/nobody"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    // Removing the leader moves leadership first, then removes it.
+    let old = nodes[target].name.clone();
+    let resp = client
+        .delete(via.url(&format!("/v1/cluster/nodes/{old}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.name != old).collect();
+    let new_leader = wait_for_leader(&rest).await;
+    let s = rest[new_leader].status().await.unwrap();
+    assert_eq!(s.members.len(), 2, "{s:?}");
+    assert!(s.members.iter().all(|m| m.id != old));
+    for n in &rest {
+        for i in [0, 49, 99] {
+            assert_eq!(
+                get(n, &format!("key{i:06}")).await,
+                (200, format!("value{i}"))
+            );
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! `kvclient`: the command-line gRPC client.
 //!
 //! `kvclient --server localhost:10001 --command set --key k --val v`, then
-//! `kvclient --command get --key k`. Commands: monitor, status, watch, addnode, remove, set, get,
+//! `kvclient --command get --key k`. Commands: monitor, status, watch, addnode, remove, transfer,
+//! set, get,
 //! delete, snapshot. Any node will do: writes and membership changes are forwarded to the leader.
 
 use anyhow::{Context, Result};
@@ -21,8 +22,10 @@ enum Command {
     Watch,
     /// Add node --id at --address (learner, catch up, then voter).
     Addnode,
-    /// Remove node --id.
+    /// Remove node --id (the leader hands leadership over first).
     Remove,
+    /// Make voter --id the leader.
+    Transfer,
     /// Set --key to --val.
     Set,
     /// Print the value of --key.
@@ -131,6 +134,12 @@ async fn run(args: Args) -> Result<()> {
                 id: need(args.id, "--id")?,
             };
             print_status(client.remove_node(request).await?.into_inner())?
+        }
+        Command::Transfer => {
+            let request = proto::TransferLeaderRequest {
+                id: need(args.id, "--id")?,
+            };
+            print_status(client.transfer_leader(request).await?.into_inner())?
         }
         Command::Set => {
             let request = proto::PutRequest {

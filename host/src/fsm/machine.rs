@@ -41,6 +41,10 @@ pub struct GuestFsm {
     /// in one buffer, with their end offsets, so recording a command allocates nothing.
     journal: Vec<u8>,
     journal_ends: Vec<usize>,
+    /// Journal size at which the next checkpoint is attempted. Moves on by
+    /// [`JOURNAL_MAX_BYTES`] after a failed checkpoint, so a guest that cannot snapshot (say, at
+    /// its memory cap) is not asked again on every command.
+    next_checkpoint_at: usize,
 }
 
 impl std::fmt::Debug for GuestFsm {
@@ -64,6 +68,7 @@ impl GuestFsm {
             checkpoint: None,
             journal: Vec::new(),
             journal_ends: Vec::new(),
+            next_checkpoint_at: JOURNAL_MAX_BYTES,
         })
     }
 
@@ -151,9 +156,10 @@ impl GuestFsm {
     fn record(&mut self, command: &[u8]) {
         self.journal.extend_from_slice(command);
         self.journal_ends.push(self.journal.len());
-        if self.journal.len() > JOURNAL_MAX_BYTES {
+        if self.journal.len() > self.next_checkpoint_at {
             // A failed checkpoint leaves the journal in place; the state is unaffected.
             if let Err(e) = self.snapshot() {
+                self.next_checkpoint_at = self.journal.len() + JOURNAL_MAX_BYTES;
                 tracing::warn!(error = %e, "checkpoint of the guest state failed");
             }
         }
@@ -163,6 +169,7 @@ impl GuestFsm {
         self.checkpoint = checkpoint;
         self.journal.clear();
         self.journal_ends.clear();
+        self.next_checkpoint_at = JOURNAL_MAX_BYTES;
     }
 
     /// Drops the (possibly poisoned) instance and rebuilds the state from the checkpoint plus

@@ -19,8 +19,9 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store};
 pub const DEFAULT_FUEL_PER_APPLY: u64 = 100_000_000;
 /// Default fuel for one `snapshot` or `restore` call, which walk the whole state.
 pub const DEFAULT_FUEL_PER_SNAPSHOT: u64 = 200_000_000_000;
-/// Default cap on a guest's linear memory.
-pub const DEFAULT_GUEST_MEMORY_MIB: u64 = 1024;
+/// Default cap on a guest's linear memory. A guest holds its state and, while snapshotting, a
+/// serialized copy of it: 2 GiB leaves room for a few hundred MiB of state.
+pub const DEFAULT_GUEST_MEMORY_MIB: u64 = 2048;
 /// The wasm stack every guest gets. Fixed, so a deep recursion overflows at the same depth on
 /// every node running the same host build.
 const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
@@ -254,6 +255,9 @@ impl GuestModule {
             },
         );
         store.limiter(|state| &mut state.limiter);
+        // What a guest may hand back in one call (a snapshot is its whole state) is bounded by
+        // its memory cap, not by wasmtime's 128 MiB default.
+        store.set_hostcall_fuel(inner.limits.memory_bytes());
         // Start functions run metered too.
         store
             .set_fuel(inner.limits.fuel_per_snapshot)

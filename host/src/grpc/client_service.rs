@@ -142,6 +142,18 @@ impl Client for ClientService {
         reply(result, proto::Status::from)
     }
 
+    async fn transfer_leader(
+        &self,
+        req: Request<proto::TransferLeaderRequest>,
+    ) -> Reply<proto::Status> {
+        let hops = hops(&req);
+        let result = self
+            .service
+            .transfer_leader(&req.into_inner().id, hops)
+            .await;
+        reply(result, proto::Status::from)
+    }
+
     async fn monitor(&self, req: Request<proto::MonitorRequest>) -> Reply<proto::Status> {
         if req.into_inner().state_hash {
             return reply(self.service.status_with_state_hash(), proto::Status::from);

@@ -8,12 +8,18 @@ use super::proto::RaftMessage;
 use crate::types::Raft;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 /// Serves Raft RPCs into the local openraft instance.
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft,
+    /// Until when elections are suspended (leadership transfer). The suspension always lifts by
+    /// itself, so a leader that dies mid-transfer cannot leave the cluster unable to elect.
+    suspended_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for RaftService {
@@ -24,7 +30,36 @@ impl std::fmt::Debug for RaftService {
 
 impl RaftService {
     pub fn new(raft: Raft) -> Self {
-        RaftService { raft }
+        RaftService {
+            raft,
+            suspended_until: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Suspends elections on this node for `ms` milliseconds (0 lifts a suspension now).
+    pub fn suspend_elections_for(&self, ms: u64) {
+        let mut until = self
+            .suspended_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if ms == 0 {
+            *until = None;
+            self.raft.runtime_config().elect(true);
+            return;
+        }
+        let end = Instant::now() + Duration::from_millis(ms);
+        *until = Some(until.map_or(end, |u| u.max(end)));
+        self.raft.runtime_config().elect(false);
+        let (raft, shared) = (self.raft.clone(), self.suspended_until.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep_until(end).await;
+            let mut until = shared.lock().unwrap_or_else(|p| p.into_inner());
+            // Only the timer of the latest suspension lifts it.
+            if until.is_some_and(|u| u <= Instant::now()) {
+                *until = None;
+                raft.runtime_config().elect(true);
+            }
+        });
     }
 }
 
@@ -60,5 +95,24 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(req)?;
         encode(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn suspend_elections(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let ms: u64 = decode(req)?;
+        self.suspend_elections_for(ms);
+        encode(&())
+    }
+
+    async fn campaign(&self, _req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.suspend_elections_for(0);
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot campaign: {e}")))?;
+        encode(&())
     }
 }

@@ -4,11 +4,11 @@
 //! Original routes (path segments are percent-decoded; `%2F` puts a `/` in a key):
 //! `GET /Get/{key}` (the value as text), `GET /Put/{key}/{value}` (`/Put/{key}/` for an empty
 //! value), `GET /Delete/{key}`,
-//! `GET /AddVoter/{address}/{id}`, `GET /Monitor`.
+//! `GET /AddVoter/{address}/{id}`, `GET /TransferLeader/{id}`, `GET /Monitor`.
 //!
 //! JSON API: `GET|PUT|DELETE /v1/kv/{key}` (value as the PUT body; keys may contain `/`),
 //! `GET /v1/kv?prefix=&start=&end=&limit=`, `POST /v1/cluster/nodes`,
-//! `DELETE /v1/cluster/nodes/{id}`, `GET /v1/status` (`?state_hash=true` adds a hash of the guest
+//! `DELETE /v1/cluster/nodes/{id}`, `POST /v1/cluster/leader` (`{"id": ...}`), `GET /v1/status` (`?state_hash=true` adds a hash of the guest
 //! state), `POST /v1/snapshot`, `POST /v1/apply`, `POST /v1/query`.
 //! Reads take `?consistency=stale`. Every error is JSON: `{"error": message, "code": kind, ...}`.
 
@@ -134,6 +134,8 @@ pub fn router(service: Service, max_body_bytes: usize) -> Router {
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/cluster/nodes", axum::routing::post(add_node))
         .route("/v1/cluster/nodes/{id}", axum::routing::delete(remove_node))
+        .route("/v1/cluster/leader", axum::routing::post(transfer_leader))
+        .route("/TransferLeader/{id}", get(legacy_transfer_leader))
         .route("/v1/apply", axum::routing::post(apply))
         .route("/v1/query", axum::routing::post(query_raw))
         .fallback(not_found)
@@ -296,6 +298,29 @@ async fn add_node(
             .add_node(&req.id, &req.address, req.learner, 0)
             .await?,
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    id: String,
+}
+
+async fn transfer_leader(
+    State(g): State<Gateway>,
+    req: Result<Json<TransferBody>, JsonRejection>,
+) -> ApiResult<Json<crate::service::Status>> {
+    let Json(req) =
+        req.map_err(|e| ServiceError::invalid(format!("bad JSON body: {}", e.body_text())))?;
+    Ok(Json(g.service.transfer_leader(&req.id, 0).await?))
+}
+
+async fn legacy_transfer_leader(
+    State(g): State<Gateway>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<crate::service::Status>> {
+    let id = path(id)?;
+    Ok(Json(g.service.transfer_leader(&id, 0).await?))
 }
 
 async fn remove_node(

@@ -147,6 +147,11 @@ struct Inner {
     addr: String,
     raft: Raft,
     batcher: batcher::Batcher,
+    /// One leadership transfer at a time.
+    transfer: tokio::sync::Mutex<()>,
+    /// True while this leader hands leadership over: client writes and linearizable reads wait,
+    /// because their replication traffic would renew the followers' leader leases.
+    paused: tokio::sync::watch::Sender<bool>,
     sm: StateMachine,
     peers: PeerPool,
     limits: Limits,
@@ -189,6 +194,8 @@ impl Service {
                 name,
                 addr,
                 batcher: batcher::Batcher::start(raft.clone()),
+                transfer: tokio::sync::Mutex::new(()),
+                paused: tokio::sync::watch::channel(false).0,
                 raft,
                 sm,
                 peers,
@@ -306,6 +313,12 @@ impl Service {
         }
     }
 
+    /// Waits (bounded) while a leadership transfer is under way.
+    async fn wait_unpaused(&self) {
+        let mut rx = self.inner.paused.subscribe();
+        let _ = timeout(self.inner.limits.request_timeout, rx.wait_for(|p| !*p)).await;
+    }
+
     fn timed_out(&self, what: &str) -> ServiceError {
         let leader = self.leader();
         ServiceError::unavailable(
@@ -337,6 +350,7 @@ impl Service {
     ) -> Result<Vec<u8>, ServiceError> {
         Self::check_size("query", request.len(), self.inner.limits.max_command_bytes)?;
         if consistency == Consistency::Linearizable {
+            self.wait_unpaused().await;
             let check = timeout(
                 self.inner.limits.request_timeout,
                 self.inner.raft.ensure_linearizable(),
@@ -646,6 +660,155 @@ impl Service {
         .map_err(|_| self.timed_out("membership change was not committed"))?
         .map_err(write_error)?;
         Ok(self.status())
+    }
+
+    /// Hands leadership to voter `name`.
+    pub async fn transfer_leader(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.inner.id) {
+            let leader = self.leader();
+            let mut client = self.leader_client(leader.as_ref(), hops)?;
+            let leader = leader.unwrap_or_default();
+            let status = client
+                .transfer_leader(self.forwarded(
+                    proto::TransferLeaderRequest {
+                        id: name.to_string(),
+                    },
+                    hops,
+                ))
+                .await
+                .map_err(Self::forward_error(&leader))?;
+            return Ok(Status::from(status.into_inner()));
+        }
+        let target = node_id(name);
+        let membership = metrics.membership_config.membership();
+        let member = match membership.get_node(&target) {
+            Some(m) if m.name == name => m.clone(),
+            _ => {
+                return Err(ServiceError::not_found(format!(
+                    "node {name} is not a member"
+                )))
+            }
+        };
+        if !membership.voter_ids().any(|v| v == target) {
+            return Err(ServiceError::invalid(format!(
+                "node {name} is a learner; only a voter can lead"
+            )));
+        }
+        if target != self.inner.id {
+            self.hand_over(target, &member).await?;
+        }
+        Ok(self.status())
+    }
+
+    /// Leadership transfer with openraft 0.9's primitives (it has no transfer call of its own):
+    /// wait until the target has the whole log, stop client traffic and heartbeats, suspend
+    /// elections on the other voters, let every follower's leader lease run out, then tell the
+    /// target to campaign. It wins: its log is complete and nobody else is campaigning.
+    async fn hand_over(&self, target: NodeId, member: &Member) -> Result<(), ServiceError> {
+        let _one_at_a_time = self.inner.transfer.lock().await;
+        self.inner.paused.send_replace(true);
+        let result = self.hand_over_paused(target, member).await;
+        let raft = &self.inner.raft;
+        raft.runtime_config().heartbeat(true);
+        raft.runtime_config().elect(true);
+        self.inner.paused.send_replace(false);
+        result
+    }
+
+    async fn hand_over_paused(&self, target: NodeId, member: &Member) -> Result<(), ServiceError> {
+        use crate::grpc::proto::raft_client::RaftClient;
+        let raft = &self.inner.raft;
+        let lease = Duration::from_millis(raft.config().election_timeout_max);
+        let unavailable = |why: String| ServiceError::unavailable(why, None);
+
+        // 1. The target must hold every entry, or it could not win (and must not).
+        let mut rx = raft.metrics();
+        timeout(
+            self.inner.limits.request_timeout,
+            rx.wait_for(|m| {
+                let last = m.last_log_index;
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&target).cloned().flatten());
+                matched.map(|l| l.index) == last
+            }),
+        )
+        .await
+        .map_err(|_| {
+            unavailable(format!(
+                "node {} did not catch up; leadership stays here",
+                member.name
+            ))
+        })?
+        .map(|_| ())
+        .map_err(|_| unavailable("raft stopped".into()))?;
+
+        // 2. Nobody else campaigns while the leases run out; the suspension lifts by itself.
+        let metrics = raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let suspend_ms = (lease * 4).as_millis() as u64;
+        let others: Vec<Member> = membership
+            .voter_ids()
+            .filter(|v| *v != target && *v != self.inner.id)
+            .filter_map(|v| membership.get_node(&v).cloned())
+            .collect();
+        let raft_client = |addr: &str| -> Result<RaftClient<Channel>, ServiceError> {
+            Ok(RaftClient::new(
+                self.inner
+                    .peers
+                    .channel(addr)
+                    .map_err(ServiceError::internal)?,
+            ))
+        };
+        let message = |value: &u64| proto::RaftMessage {
+            payload: bincode::serialize(value).unwrap_or_default(),
+        };
+        for other in &others {
+            let mut request = tonic::Request::new(message(&suspend_ms));
+            request.set_timeout(lease);
+            // Best effort: an unreachable voter cannot campaign either.
+            let _ = raft_client(&other.addr)?.suspend_elections(request).await;
+        }
+        raft.runtime_config().elect(false);
+        raft.runtime_config().heartbeat(false);
+
+        // 3. Followers refuse to vote while their leader lease (election_timeout_max) runs.
+        tokio::time::sleep(lease + lease / 4).await;
+
+        // 4. The target campaigns and wins.
+        let mut request = tonic::Request::new(proto::RaftMessage {
+            payload: Vec::new(),
+        });
+        request.set_timeout(lease);
+        raft_client(&member.addr)?
+            .campaign(request)
+            .await
+            .map_err(|s| {
+                unavailable(format!(
+                    "node {} cannot campaign: {}",
+                    member.name,
+                    s.message()
+                ))
+            })?;
+        let mut rx = raft.metrics();
+        let moved = timeout(lease * 3, rx.wait_for(|m| m.current_leader == Some(target)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+
+        for other in &others {
+            let mut request = tonic::Request::new(message(&0));
+            request.set_timeout(lease);
+            let _ = raft_client(&other.addr)?.suspend_elections(request).await;
+        }
+        if !moved {
+            return Err(unavailable(format!(
+                "leadership did not move to {} in time",
+                member.name
+            )));
+        }
+        Ok(())
     }
 
     /// This node's view, with the hash of its full guest state.
