@@ -8,7 +8,7 @@ RUN_ID ?= node1
 RUN_ADDR ?= localhost:10001
 RUN_HTTP ?= localhost:9000
 
-.PHONY: setup build run test fmt-check lint bench ci
+.PHONY: setup build run test fmt-check lint bench bench-compare ci
 
 ## Install the wasm targets the guests are built for (wasm-component-ld comes with wasm32-wasip2).
 setup:
@@ -36,5 +36,9 @@ lint: setup
 bench: setup
 	$(CARGO) bench --bench fsm
 	$(CARGO) bench --bench snapshot
+
+## raftwasm vs etcd (and vs guest-kv compiled natively) on this machine; writes BENCHMARKS.md.
+bench-compare: setup
+	bench/compare.sh
 
 ci: test fmt-check lint

@@ -5,7 +5,7 @@
 //! of 100-byte values). Prints one line per phase.
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use host::fsm::{GuestLimits, GuestModule};
+use host::fsm::{GuestLimits, GuestModule, MachineSpec};
 use host::node::{self, NodeConfig, Started};
 use host::service::Limits;
 use std::path::Path;
@@ -28,7 +28,7 @@ async fn launch(
     dir: &Path,
     name: &str,
     bootstrap: bool,
-    module: &GuestModule,
+    module: &MachineSpec,
 ) -> anyhow::Result<Running> {
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let http = TcpListener::bind("127.0.0.1:0").await?;
@@ -90,11 +90,11 @@ async fn main() -> anyhow::Result<()> {
     let keys = args.first().copied().unwrap_or(DEFAULT_KEYS);
     let value_bytes = args.get(1).copied().unwrap_or(DEFAULT_VALUE_BYTES);
     let dir = tempfile::tempdir()?;
-    let module = GuestModule::from_bytes(
+    let module = MachineSpec::Wasm(GuestModule::from_bytes(
         host::guests::GUEST_KV_NAME,
         host::guests::GUEST_KV,
         GuestLimits::default(),
-    )?;
+    )?);
 
     let a = launch(dir.path(), "a", true, &module).await?;
     wait_applied(&a.started, 1).await;

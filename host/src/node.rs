@@ -3,7 +3,7 @@
 //!
 //! The caller binds the listeners (tests bind `127.0.0.1:0`), as mini-redis's `server::run` does.
 
-use crate::fsm::GuestModule;
+use crate::fsm::MachineSpec;
 use crate::grpc::client_service::ClientService;
 use crate::grpc::proto::client_server::ClientServer;
 use crate::grpc::proto::raft_server::RaftServer;
@@ -36,7 +36,8 @@ pub struct NodeConfig {
     /// The gRPC address other nodes and clients use to reach this node.
     pub advertise_addr: String,
     pub data_dir: PathBuf,
-    pub module: GuestModule,
+    /// The state machine: a wasm guest (or the native benchmark baseline).
+    pub module: MachineSpec,
     /// Initialize a one-node cluster if this node has never been initialized.
     pub bootstrap: bool,
     pub limits: Limits,
@@ -116,7 +117,10 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(&stop_tx));
+        .serve_with_incoming_shutdown(no_delay(grpc), stopped(&stop_tx));
+    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http_server = axum::serve(
         http,
         crate::http::router(started.service.clone(), config.max_body_bytes),
@@ -137,6 +141,19 @@ pub async fn serve(
         .map_err(|e| NodeError::Serve(e.to_string()))?
         .map_err(|e| NodeError::Serve(e.to_string()))?;
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: Raft and client RPCs are small
+/// request/response exchanges, and Nagle plus delayed ACKs would hold each reply for ~40 ms.
+fn no_delay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 /// Opens storage and starts Raft (without serving); bootstraps if configured to.

@@ -402,3 +402,22 @@ async fn kvclient_watch_and_remove_node() {
     assert!(!ok);
     assert!(err.contains("not a member"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_benchmark_baseline_serves_the_same_api() {
+    let root = tempfile::tempdir().unwrap();
+    let node = Node::start(root.path(), "native", true, &["--native-fsm"]);
+    wait_for_leader(&[&node]).await;
+    let resp = http().get(node.url("/Put/k_1/v%201")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(http_get(&node, "k_1").await, (200, "v 1".to_string()));
+    let s = node.status().await.unwrap();
+    assert_eq!(s.fsm_module_size, 0, "{s:?}");
+    let resp = http()
+        .post(node.url("/v1/apply"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

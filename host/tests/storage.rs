@@ -1,14 +1,14 @@
 //! Storage tests: openraft's own conformance suite against our redb log store and the
 //! guest-backed state machine, on real files in a temporary directory.
 
-use host::fsm::{GuestLimits, GuestModule};
+use host::fsm::{GuestLimits, GuestModule, MachineSpec};
 use host::store::{LogStore, StateMachine};
 use host::types::{StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 use std::path::Path;
 
 struct Builder {
-    module: GuestModule,
+    module: MachineSpec,
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
@@ -27,5 +27,8 @@ fn openraft_storage_suite() {
         GuestLimits::default(),
     )
     .expect("guest-kv loads");
-    Suite::test_all(Builder { module }).expect("conformance suite passes");
+    Suite::test_all(Builder {
+        module: MachineSpec::Wasm(module),
+    })
+    .expect("conformance suite passes");
 }

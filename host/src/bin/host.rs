@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use host::fsm::{module, GuestLimits, GuestModule};
+use host::fsm::{module, GuestLimits, GuestModule, MachineSpec};
 use host::node::{self, NodeConfig, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS};
 use host::service::{self, Limits};
 use std::path::PathBuf;
@@ -37,6 +37,15 @@ struct Args {
     /// Guest component to run; the embedded guest-kv when absent.
     #[arg(long, env = "RAFTWASM_FSM")]
     fsm: Option<PathBuf>,
+    /// Benchmark baseline only: run guest-kv compiled natively into the host instead of a wasm
+    /// guest (no fuel, no memory cap, no isolation). Not for production.
+    #[arg(
+        long,
+        env = "RAFTWASM_NATIVE_FSM",
+        conflicts_with = "fsm",
+        hide_short_help = true
+    )]
+    native_fsm: bool,
     /// Data directory; `./data/<id>` when absent.
     #[arg(long, env = "RAFTWASM_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -105,10 +114,13 @@ async fn main() -> Result<()> {
         memory_mib: args.guest_memory_mib,
     };
     let module = match &args.fsm {
-        Some(path) => GuestModule::from_file(path, limits)?,
-        None => {
-            GuestModule::from_bytes(host::guests::GUEST_KV_NAME, host::guests::GUEST_KV, limits)?
-        }
+        _ if args.native_fsm => MachineSpec::NativeGuestKv,
+        Some(path) => MachineSpec::Wasm(GuestModule::from_file(path, limits)?),
+        None => MachineSpec::Wasm(GuestModule::from_bytes(
+            host::guests::GUEST_KV_NAME,
+            host::guests::GUEST_KV,
+            limits,
+        )?),
     };
     let grpc = TcpListener::bind(&args.address)
         .await

@@ -19,13 +19,16 @@
 //! - `bindings`: the one `bindgen!` call, and conversions out of the generated types.
 //! - `module`: engine configuration, loading and validating a component ([`GuestModule`]).
 //! - `machine`: one running guest with rollback ([`GuestFsm`]).
+//! - `spec`: what a node runs: a wasm guest or the native guest-kv benchmark baseline.
 //! - `error`: what callers match on.
 
 mod bindings;
 mod error;
 mod machine;
 pub mod module;
+mod spec;
 
 pub use error::{CallError, FsmError, GuestError, LoadError};
 pub use machine::{GuestFsm, Outcome};
 pub use module::{GuestLimits, GuestModule};
+pub use spec::{Machine, MachineSpec, NATIVE_GUEST_KV_NAME};

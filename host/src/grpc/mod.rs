@@ -9,3 +9,9 @@ pub mod raft_service;
 pub mod proto {
     tonic::include_proto!("raftwasm.v1");
 }
+
+/// Client stubs for the slice of etcd's v3 API that `kvbench` drives (`proto/etcd_kv.proto`).
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}

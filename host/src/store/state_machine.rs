@@ -6,7 +6,7 @@
 //! log after it.
 
 use super::snapshot;
-use crate::fsm::{FsmError, GuestFsm, GuestModule, Outcome};
+use crate::fsm::{FsmError, Machine, MachineSpec, Outcome};
 use crate::types::{
     Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -27,13 +27,15 @@ fn snap_err(meta: Option<&SnapshotMeta>, e: impl ToString) -> StorageError {
 }
 
 struct Applied {
-    fsm: GuestFsm,
+    fsm: Machine,
     last_applied: Option<LogId>,
     membership: StoredMembership,
 }
 
 struct Shared {
-    module: GuestModule,
+    module: MachineSpec,
+    /// `module.hash()`, computed once.
+    module_hash: String,
     dir: PathBuf,
     /// A std mutex: every guest call is short and synchronous, and none is held across an await.
     applied: Mutex<Applied>,
@@ -65,18 +67,20 @@ impl std::fmt::Debug for StateMachine {
 
 impl StateMachine {
     /// Starts the guest and restores the snapshot in `dir`, if any.
-    pub fn open(dir: PathBuf, module: GuestModule) -> Result<Self, StorageError> {
+    pub fn open(dir: PathBuf, module: MachineSpec) -> Result<Self, StorageError> {
         let mut fsm = module.start().map_err(sm_err)?;
+        let module_hash = module.hash();
         let mut last_applied = None;
         let mut membership = StoredMembership::default();
         if let Some((meta, envelope)) = snapshot::read(&dir).map_err(|e| snap_err(None, e))? {
-            restore_into(&mut fsm, &module, &meta, &envelope)?;
+            restore_into(&mut fsm, &module_hash, &meta, &envelope)?;
             last_applied = meta.last_log_id;
             membership = meta.last_membership;
         }
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 module,
+                module_hash,
                 dir,
                 applied: Mutex::new(Applied {
                     fsm,
@@ -121,19 +125,19 @@ impl StateMachine {
     pub fn status(&self) -> StateMachineStatus {
         StateMachineStatus {
             last_applied: self.lock().last_applied,
-            module_hash: self.shared.module.hash().to_string(),
+            module_hash: self.shared.module_hash.clone(),
             module_size: self.shared.module.size(),
         }
     }
 }
 
 fn restore_into(
-    fsm: &mut GuestFsm,
-    module: &GuestModule,
+    fsm: &mut Machine,
+    module_hash: &str,
     meta: &SnapshotMeta,
     envelope: &[u8],
 ) -> Result<(), StorageError> {
-    let state = snapshot::open(envelope, module.hash()).map_err(|e| snap_err(Some(meta), e))?;
+    let state = snapshot::open(envelope, module_hash).map_err(|e| snap_err(Some(meta), e))?;
     let outcome = fsm.restore(Arc::new(state.to_vec())).map_err(sm_err)?;
     outcome
         .result
@@ -147,15 +151,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let state = applied.fsm.snapshot().map_err(sm_err)?;
             (state, applied.last_applied, applied.membership.clone())
         };
-        let envelope = snapshot::seal(self.shared.module.hash(), &state);
+        let envelope = snapshot::seal(&self.shared.module_hash, &state);
         let snapshot_id = match last_applied {
             Some(id) => format!(
                 "{}-{}-{}",
                 id.leader_id,
                 id.index,
-                &self.shared.module.hash()[..12]
+                &self.shared.module_hash[..12]
             ),
-            None => format!("empty-{}", &self.shared.module.hash()[..12]),
+            None => format!("empty-{}", &self.shared.module_hash[..12]),
         };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
@@ -241,13 +245,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Check it before it replaces the snapshot on disk, and persist it before the guest takes
         // it: after a crash in between, restart restores this snapshot, never an older one with a
         // log that no longer reaches it.
-        snapshot::open(&envelope, self.shared.module.hash())
-            .map_err(|e| snap_err(Some(meta), e))?;
+        snapshot::open(&envelope, &self.shared.module_hash).map_err(|e| snap_err(Some(meta), e))?;
         self.persist(meta, &envelope).await?;
         {
             let mut applied = self.lock();
-            let module = self.shared.module.clone();
-            restore_into(&mut applied.fsm, &module, meta, &envelope)?;
+            restore_into(&mut applied.fsm, &self.shared.module_hash, meta, &envelope)?;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
         }

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Runs the same workloads against a 3-node raftwasm cluster (wasm guest-kv), a 3-node raftwasm
+# cluster running guest-kv natively (the guest's share), and a 3-member etcd cluster, all on
+# loopback with fsync on, alternating between them, and writes the table to BENCHMARKS.md.
+#
+#   bench/compare.sh                 # DURATION=10 WARMUP=2 BASE_PORT=31000 by default
+#
+# Installs etcd from Debian's etcd-server package if it is missing (needs root). Stops
+# everything it started, even on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+BASE_PORT=${BASE_PORT:-31000}
+KEYSPACE=${KEYSPACE:-10000}
+OUT=${OUT:-BENCHMARKS.md}
+
+if ! command -v etcd >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
+fi
+make build >/dev/null
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+HOST=./target/release/host
+KVBENCH=./target/release/kvbench
+
+# start_raftwasm NAME OFFSET [extra host flags]: a 3-node cluster; sets LEADER to the leader's
+# gRPC address. (Not run in a subshell, so PIDS reaches the cleanup.)
+start_raftwasm() {
+  local name=$1 off=$2; shift 2
+  local g1=$((BASE_PORT + off + 1)) g2=$((BASE_PORT + off + 2)) g3=$((BASE_PORT + off + 3))
+  local h1=$((BASE_PORT + off + 11)) h2=$((BASE_PORT + off + 12)) h3=$((BASE_PORT + off + 13))
+  $HOST --id n1 --address 127.0.0.1:$g1 --http 127.0.0.1:$h1 --data-dir "$WORK/$name/n1" --bs "$@" >/dev/null 2>"$WORK/$name-n1.log" & PIDS+=($!)
+  $HOST --id n2 --address 127.0.0.1:$g2 --http 127.0.0.1:$h2 --data-dir "$WORK/$name/n2" "$@" >/dev/null 2>"$WORK/$name-n2.log" & PIDS+=($!)
+  $HOST --id n3 --address 127.0.0.1:$g3 --http 127.0.0.1:$h3 --data-dir "$WORK/$name/n3" "$@" >/dev/null 2>"$WORK/$name-n3.log" & PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "127.0.0.1:$h1/v1/status" | grep -q '"state":"Leader"' && break; sleep 0.1; done
+  curl -sf "127.0.0.1:$h1/AddVoter/127.0.0.1:$g2/n2" >/dev/null
+  curl -sf "127.0.0.1:$h1/AddVoter/127.0.0.1:$g3/n3" >/dev/null
+  LEADER=$(curl -sf "127.0.0.1:$h1/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_address"])')
+}
+
+# start_etcd OFFSET: a 3-member cluster; sets LEADER to the leader's client address.
+start_etcd() {
+  local off=$1 cluster="" i
+  for i in 1 2 3; do cluster+="e$i=http://127.0.0.1:$((BASE_PORT + off + 10 + i)),"; done
+  for i in 1 2 3; do
+    local c=$((BASE_PORT + off + i)) p=$((BASE_PORT + off + 10 + i))
+    etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
+      --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+      --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+      --initial-cluster "${cluster%,}" --initial-cluster-state new --initial-cluster-token bench \
+      --log-level error >/dev/null 2>"$WORK/etcd-e$i.log" & PIDS+=($!)
+  done
+  local eps="127.0.0.1:$((BASE_PORT + off + 1)),127.0.0.1:$((BASE_PORT + off + 2)),127.0.0.1:$((BASE_PORT + off + 3))"
+  for _ in $(seq 100); do ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+  LEADER=$(ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint status -w json | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+for r in rows:
+    if r["Status"]["header"]["member_id"] == r["Status"]["leader"]:
+        print(r["Endpoint"].replace("http://", ""))
+')
+}
+
+start_raftwasm wasm 0; WASM_LEADER=$LEADER
+start_raftwasm native 100 --native-fsm; NATIVE_LEADER=$LEADER
+start_etcd 200; ETCD_LEADER=$LEADER
+echo "leaders: raftwasm $WASM_LEADER, raftwasm-native $NATIVE_LEADER, etcd $ETCD_LEADER" >&2
+
+RESULTS="$WORK/results.jsonl"
+run() { # SYSTEM TARGET ENDPOINT OP CLIENTS [extra]
+  local system=$1 target=$2 ep=$3 op=$4 clients=$5; shift 5
+  echo "== $system $op x$clients" >&2
+  $KVBENCH --target "$target" --endpoints "$ep" --op "$op" --clients "$clients" \
+    --connections $(( clients < 8 ? clients : 8 )) --key-size 8 --value-size 256 \
+    --keyspace "$KEYSPACE" --duration "$DURATION" --warmup "$WARMUP" --label "$system" "$@" \
+    | tail -n 1 >>"$RESULTS"
+}
+
+for clients in 1 64; do
+  run raftwasm raftwasm "$WASM_LEADER" put $clients
+  run etcd etcd "$ETCD_LEADER" put $clients
+  run raftwasm-native raftwasm "$NATIVE_LEADER" put $clients
+done
+for clients in 1 64; do
+  run raftwasm raftwasm "$WASM_LEADER" get $clients --preload
+  run etcd etcd "$ETCD_LEADER" get $clients --preload
+done
+
+python3 - "$RESULTS" "$OUT" <<'PY'
+import json, platform, subprocess, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def sh(cmd):
+    try: return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception: return "?"
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+out = ["# Benchmarks", "",
+       "Written by `bench/compare.sh` (rerun it to refresh). Same machine, same run, same client",
+       "(`kvbench`, gRPC), loopback, fsync on, 3 nodes each, requests sent to the leader,",
+       "8-byte keys, 256-byte values, keyspace %d, reads linearizable." % rows[0]["keyspace"], "",
+       "- machine: %s, %s cores, %s" % (cpu, sh("nproc"), platform.platform()),
+       "- raftwasm: %s (git %s), %s" % (sh("./target/release/host --version"), sh("git rev-parse --short HEAD"), sh("rustc --version")),
+       "- etcd: %s" % sh("etcd --version | head -1"), "",
+       "| system | op | clients | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |",
+       "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+for r in rows:
+    out.append("| %s | %s | %d | %d | %.2f | %.2f | %.2f | %.2f | %d |" % (
+        r["label"], r["op"], r["clients"], r["ops_per_sec"], r["p50_ms"], r["p90_ms"],
+        r["p99_ms"], r["p999_ms"], r["errors"]))
+out.append("")
+out.append("`raftwasm-native` runs guest-kv compiled into the host (`--native-fsm`): the gap to")
+out.append("`raftwasm` is what the wasm sandbox costs inside the cluster.")
+open(sys.argv[2], "w").write("\n".join(out) + "\n")
+print("\n".join(out))
+PY

@@ -1,0 +1,379 @@
+//! `kvbench`: a load generator for raftwasm and etcd, driving both through their gRPC APIs with
+//! the same client code, so their numbers compare.
+//!
+//! `kvbench --target raftwasm --endpoints localhost:10001 --clients 64 --op put` or
+//! `kvbench --target etcd --endpoints localhost:2379 --clients 64 --op get --preload`.
+//! Prints a progress line each second (stderr), then ops/s, latency percentiles and errors, and
+//! a last line of JSON for scripts.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use host::grpc::etcd::{self, kv_client::KvClient};
+use host::grpc::proto::{self, client_client::ClientClient, Consistency};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Target {
+    Raftwasm,
+    Etcd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Op {
+    Put,
+    Get,
+    Mixed,
+}
+
+/// Load generator for raftwasm and etcd (gRPC).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[arg(long, value_enum, default_value = "raftwasm")]
+    target: Target,
+    /// Comma-separated gRPC addresses; clients are spread over them.
+    #[arg(long, default_value = "localhost:10001")]
+    endpoints: String,
+    /// Concurrent clients, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// HTTP/2 connections shared by the clients.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    #[arg(long, value_enum, default_value = "put")]
+    op: Op,
+    /// Share of gets in `--op mixed`, percent.
+    #[arg(long, default_value_t = 50)]
+    read_percent: u32,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keyspace: u64,
+    /// Write every key once before the run (so gets find values).
+    #[arg(long)]
+    preload: bool,
+    /// Reads from the contacted node's state (raftwasm stale, etcd serializable) instead of
+    /// linearizable reads.
+    #[arg(long)]
+    stale: bool,
+    /// Free-form label echoed in the JSON line.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Clone)]
+enum Conn {
+    Raftwasm(ClientClient<Channel>),
+    Etcd(KvClient<Channel>),
+}
+
+impl Conn {
+    async fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match self {
+            Conn::Raftwasm(c) => c
+                .put(proto::PutRequest {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })
+                .await
+                .map(drop)
+                .map_err(|s| s.message().to_string()),
+            Conn::Etcd(c) => c
+                .put(etcd::PutRequest {
+                    key: key.as_bytes().to_vec(),
+                    value: value.as_bytes().to_vec(),
+                })
+                .await
+                .map(drop)
+                .map_err(|s| s.message().to_string()),
+        }
+    }
+
+    async fn get(&mut self, key: &str, stale: bool) -> Result<(), String> {
+        match self {
+            Conn::Raftwasm(c) => {
+                let consistency = if stale {
+                    Consistency::Stale
+                } else {
+                    Consistency::Linearizable
+                };
+                match c
+                    .get(proto::GetRequest {
+                        key: key.to_string(),
+                        consistency: consistency.into(),
+                    })
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // A missing key is an answer, not a failure.
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+                    Err(s) => Err(s.message().to_string()),
+                }
+            }
+            Conn::Etcd(c) => c
+                .range(etcd::RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    range_end: Vec::new(),
+                    limit: 1,
+                    serializable: stale,
+                })
+                .await
+                .map(drop)
+                .map_err(|s| s.message().to_string()),
+        }
+    }
+}
+
+/// xorshift64*: a tiny deterministic generator per client.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn key(i: u64, size: usize) -> String {
+    let digits = format!("{i}");
+    if digits.len() >= size {
+        digits
+    } else {
+        format!("{}{digits}", "0".repeat(size - digits.len()))
+    }
+}
+
+struct ClientResult {
+    latencies_us: Vec<u32>,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+async fn connect(args: &Args) -> Result<Vec<Conn>> {
+    let endpoints: Vec<&str> = args
+        .endpoints
+        .split(',')
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        bail!("--endpoints is empty");
+    }
+    let mut conns = Vec::new();
+    for i in 0..args.connections.max(1) {
+        let addr = endpoints[i % endpoints.len()];
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        conns.push(match args.target {
+            Target::Raftwasm => Conn::Raftwasm(ClientClient::new(channel)),
+            Target::Etcd => Conn::Etcd(KvClient::new(channel)),
+        });
+    }
+    Ok(conns)
+}
+
+async fn preload(args: &Args, conns: &[Conn], value: &str) -> Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let mut conn = conns[c % conns.len()].clone();
+        let (next, value, keyspace, key_size) = (
+            next.clone(),
+            value.to_string(),
+            args.keyspace,
+            args.key_size,
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keyspace {
+                    return Ok::<(), String>(());
+                }
+                conn.put(&key(i, key_size), &value).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?
+            .map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let value = "v".repeat(args.value_size);
+    let conns = connect(&args).await?;
+    if args.preload {
+        let start = Instant::now();
+        preload(&args, &conns, &value).await?;
+        eprintln!(
+            "preloaded {} keys in {:.1} s",
+            args.keyspace,
+            start.elapsed().as_secs_f64()
+        );
+    }
+
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.duration);
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let mut conn = conns[c % conns.len()].clone();
+        let (done, failed, value) = (done.clone(), failed.clone(), value.clone());
+        let (op, read_percent, keyspace, key_size, stale) = (
+            args.op,
+            args.read_percent,
+            args.keyspace.max(1),
+            args.key_size,
+            args.stale,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut result = ClientResult {
+                latencies_us: Vec::new(),
+                errors: 0,
+                last_error: None,
+            };
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    return result;
+                }
+                let k = key(rng.next() % keyspace, key_size);
+                let read = match op {
+                    Op::Put => false,
+                    Op::Get => true,
+                    Op::Mixed => (rng.next() % 100) < read_percent as u64,
+                };
+                let outcome = if read {
+                    conn.get(&k, stale).await
+                } else {
+                    conn.put(&k, &value).await
+                };
+                let elapsed = now.elapsed();
+                done.fetch_add(1, Ordering::Relaxed);
+                if now >= measure_from {
+                    match outcome {
+                        Ok(()) => result
+                            .latencies_us
+                            .push(elapsed.as_micros().min(u32::MAX as u128) as u32),
+                        Err(e) => {
+                            result.errors += 1;
+                            result.last_error = Some(e);
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    let progress = {
+        let (done, failed) = (done.clone(), failed.clone());
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = done.load(Ordering::Relaxed);
+                let phase = if Instant::now() < measure_from {
+                    "warmup"
+                } else {
+                    "measure"
+                };
+                eprintln!(
+                    "[{:>5.1}s {phase}] {} ops/s, {} errors",
+                    start.elapsed().as_secs_f64(),
+                    now - last,
+                    failed.load(Ordering::Relaxed)
+                );
+                last = now;
+            }
+        })
+    };
+
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut last_error = None;
+    for t in tasks {
+        let r = t.await?;
+        latencies.extend(r.latencies_us);
+        errors += r.errors;
+        last_error = r.last_error.or(last_error);
+    }
+    progress.abort();
+    latencies.sort_unstable();
+    let measured = args.duration;
+    let ops = latencies.len() as f64 / measured;
+    let (p50, p90, p99, p999) = (
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 99.9),
+    );
+    println!(
+        "{:?} {:?}: {} clients, {} connections, {}-byte keys, {}-byte values, {} keys{}",
+        args.target,
+        args.op,
+        args.clients,
+        args.connections,
+        args.key_size,
+        args.value_size,
+        args.keyspace,
+        if args.stale { ", stale reads" } else { "" }
+    );
+    println!("  {ops:.0} ops/s over {measured} s, {errors} errors");
+    println!("  latency ms: p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  p99.9 {p999:.3}");
+    if let Some(e) = &last_error {
+        println!("  last error: {e}");
+    }
+    let json = serde_json::json!({
+        "label": args.label,
+        "target": args.target,
+        "op": args.op,
+        "clients": args.clients,
+        "connections": args.connections,
+        "key_size": args.key_size,
+        "value_size": args.value_size,
+        "keyspace": args.keyspace,
+        "stale": args.stale,
+        "duration_s": measured,
+        "ops_per_sec": ops.round(),
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "p999_ms": p999,
+        "errors": errors,
+    });
+    println!("{json}");
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! What a node runs: a wasm guest ([`GuestModule`] / [`GuestFsm`]), or, as a benchmark baseline
+//! only, guest-kv's code compiled natively into the host (no fuel, no memory cap, no isolation),
+//! so a benchmark can show what the wasm sandbox costs inside the cluster.
+
+use super::{CallError, FsmError, GuestError, GuestFsm, GuestModule, Outcome};
+use guest_kv::{Kv, KvError};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Name of the native baseline in status and messages.
+pub const NATIVE_GUEST_KV_NAME: &str = "native guest-kv (benchmark baseline)";
+
+/// The state machine a node is configured to run.
+#[derive(Debug, Clone)]
+pub enum MachineSpec {
+    Wasm(GuestModule),
+    /// guest-kv compiled into the host. Its snapshots carry a distinct module hash, so they are
+    /// never mixed with a wasm guest's.
+    NativeGuestKv,
+}
+
+impl MachineSpec {
+    pub fn name(&self) -> &str {
+        match self {
+            MachineSpec::Wasm(m) => m.name(),
+            MachineSpec::NativeGuestKv => NATIVE_GUEST_KV_NAME,
+        }
+    }
+
+    /// SHA-256 (hex) identifying the state machine's code.
+    pub fn hash(&self) -> String {
+        match self {
+            MachineSpec::Wasm(m) => m.hash().to_string(),
+            MachineSpec::NativeGuestKv => {
+                hex::encode(Sha256::digest(NATIVE_GUEST_KV_NAME.as_bytes()))
+            }
+        }
+    }
+
+    /// Size of the module in bytes (0 for the native baseline).
+    pub fn size(&self) -> usize {
+        match self {
+            MachineSpec::Wasm(m) => m.size(),
+            MachineSpec::NativeGuestKv => 0,
+        }
+    }
+
+    /// A running state machine with an empty state.
+    pub fn start(&self) -> Result<Machine, FsmError> {
+        Ok(match self {
+            MachineSpec::Wasm(m) => Machine::Wasm(m.start()?),
+            MachineSpec::NativeGuestKv => Machine::Native(Kv::default()),
+        })
+    }
+}
+
+/// A running state machine; the same calls as [`GuestFsm`].
+#[derive(Debug)]
+pub enum Machine {
+    Wasm(GuestFsm),
+    Native(Kv),
+}
+
+fn native_error(e: KvError) -> CallError {
+    let error = match e {
+        KvError::InvalidInput(m) => GuestError::InvalidInput(m),
+        KvError::Rejected(m) => GuestError::Rejected(m),
+    };
+    CallError::Guest { error }
+}
+
+impl Machine {
+    pub fn apply(&mut self, command: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
+        match self {
+            Machine::Wasm(fsm) => fsm.apply(command),
+            Machine::Native(kv) => Ok(Outcome {
+                result: kv.apply_bytes(command).map_err(native_error),
+                fuel_used: 0,
+            }),
+        }
+    }
+
+    pub fn query(&mut self, request: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
+        match self {
+            Machine::Wasm(fsm) => fsm.query(request),
+            Machine::Native(kv) => Ok(Outcome {
+                result: kv.query_bytes(request).map_err(native_error),
+                fuel_used: 0,
+            }),
+        }
+    }
+
+    pub fn snapshot(&mut self) -> Result<Arc<Vec<u8>>, FsmError> {
+        match self {
+            Machine::Wasm(fsm) => fsm.snapshot(),
+            Machine::Native(kv) => Ok(Arc::new(kv.snapshot())),
+        }
+    }
+
+    pub fn restore(&mut self, state: Arc<Vec<u8>>) -> Result<Outcome<()>, FsmError> {
+        match self {
+            Machine::Wasm(fsm) => fsm.restore(state),
+            Machine::Native(kv) => {
+                let result = Kv::restore(&state)
+                    .map(|restored| *kv = restored)
+                    .map_err(native_error);
+                Ok(Outcome {
+                    result,
+                    fuel_used: 0,
+                })
+            }
+        }
+    }
+}
