@@ -5,7 +5,8 @@
 //!   (`batcher`). A follower forwards them to the leader over the leader's
 //!   `Client` gRPC service and relays the answer (at most [`MAX_HOPS`] hops).
 //! - Reads are linearizable by default: the leader confirms its leadership with a quorum
-//!   (openraft's read index), waits until it has applied up to that index, then reads locally. A
+//!   (openraft's read index; concurrent reads share one confirmation, `read_index`), waits until
+//!   it has applied up to that index, then reads locally. A
 //!   follower forwards linearizable reads to the leader. [`Consistency::Stale`] reads this node's
 //!   state as it is.
 //! - Membership changes run on the leader: add as learner, wait for it to catch up (bounded),
@@ -16,6 +17,7 @@
 
 mod batcher;
 mod error;
+mod read_index;
 mod status;
 
 pub use error::ServiceError;
@@ -147,6 +149,7 @@ struct Inner {
     addr: String,
     raft: Raft,
     batcher: batcher::Batcher,
+    read_index: read_index::ReadIndex,
     /// One leadership transfer at a time.
     transfer: tokio::sync::Mutex<()>,
     /// True while this leader hands leadership over: client writes and linearizable reads wait,
@@ -194,6 +197,7 @@ impl Service {
                 name,
                 addr,
                 batcher: batcher::Batcher::start(raft.clone()),
+                read_index: read_index::ReadIndex::start(raft.clone()),
                 transfer: tokio::sync::Mutex::new(()),
                 paused: tokio::sync::watch::channel(false).0,
                 raft,
@@ -353,10 +357,11 @@ impl Service {
             self.wait_unpaused().await;
             let check = timeout(
                 self.inner.limits.request_timeout,
-                self.inner.raft.ensure_linearizable(),
+                self.inner.read_index.confirm(),
             )
             .await
-            .map_err(|_| self.timed_out("leadership was not confirmed"))?;
+            .map_err(|_| self.timed_out("leadership was not confirmed"))?
+            .ok_or_else(|| ServiceError::unavailable("the node is shutting down", None))?;
             match check {
                 Ok(_) => {}
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => {
