@@ -4,7 +4,7 @@
 //!
 //! A single task takes the first queued command, drains whatever else is queued (up to
 //! [`MAX_BATCH_COMMANDS`] / [`MAX_BATCH_BYTES`]) and proposes the batch; while it is in flight the
-//! next batch accumulates. At most [`MAX_IN_FLIGHT`] batches are proposed at once.
+//! next batch accumulates. At most `MAX_IN_FLIGHT` batches are proposed at once.
 
 use crate::fsm::CallError;
 use crate::types::{Member, NodeId, Raft, Request};
@@ -16,8 +16,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 pub const MAX_BATCH_COMMANDS: usize = 1024;
 /// Most command bytes in one log entry (a single larger command still goes alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
-/// Batches proposed concurrently.
-const MAX_IN_FLIGHT: usize = 4;
+/// Batches proposed concurrently. openraft 0.9 handles client writes one at a time, each with
+/// its own fsync, so a second batch in flight only splits what could have been one entry: with
+/// 64 clients, 1 in flight measured 14,039 puts/s, 2 gave 11,649 and 4 gave 13,406 (5 s runs,
+/// noisy within about ±20%).
+const MAX_IN_FLIGHT: usize = 1;
 /// Commands waiting for a batch.
 const QUEUE: usize = 16 * 1024;
 
