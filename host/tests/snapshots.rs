@@ -357,7 +357,12 @@ async fn transfer_leadership_and_remove_the_leader() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(resp.status(), 200);
+    // The answer comes from the successor, already leading when the removal committed (without a
+    // hand-off it would come from the removed leader itself).
+    let removed: Status = resp.json().await.unwrap();
+    assert_ne!(removed.id, old, "{removed:?}");
+    assert_eq!(removed.state, "Leader", "{removed:?}");
     let rest: Vec<&Node> = nodes.iter().filter(|n| n.name != old).collect();
     let new_leader = wait_for_leader(&rest).await;
     let s = rest[new_leader].status().await.unwrap();

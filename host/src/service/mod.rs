@@ -259,6 +259,21 @@ impl Service {
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
     }
 
+    /// When this node is not the leader: a client for the leader (and its record), to forward a
+    /// request that arrived with `hops` hops so far. `None` when this node leads.
+    fn forward_target(
+        &self,
+        metrics: &crate::types::RaftMetrics,
+        hops: u32,
+    ) -> Result<Option<(ClientClient<Channel>, Member)>, ServiceError> {
+        if metrics.current_leader == Some(self.inner.id) {
+            return Ok(None);
+        }
+        let leader = self.leader();
+        let client = self.leader_client(leader.as_ref(), hops)?;
+        Ok(Some((client, leader.unwrap_or_default())))
+    }
+
     fn forwarded<T>(&self, message: T, hops: u32) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.inner.limits.request_timeout + Duration::from_secs(1));
@@ -496,10 +511,7 @@ impl Service {
             )));
         }
         let metrics = self.inner.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(self.inner.id) {
-            let leader = self.leader();
-            let mut client = self.leader_client(leader.as_ref(), hops)?;
-            let leader = leader.unwrap_or_default();
+        if let Some((mut client, leader)) = self.forward_target(&metrics, hops)? {
             let status = client
                 .add_node(self.forwarded(
                     proto::AddNodeRequest {
@@ -621,32 +633,27 @@ impl Service {
     /// Removes node `name` from the cluster (voter or learner).
     pub async fn remove_node(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
         let metrics = self.inner.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(self.inner.id) {
-            let leader = self.leader();
-            let mut client = self.leader_client(leader.as_ref(), hops)?;
-            let leader = leader.unwrap_or_default();
-            let status = client
-                .remove_node(self.forwarded(
-                    proto::RemoveNodeRequest {
-                        id: name.to_string(),
-                    },
-                    hops,
-                ))
-                .await
-                .map_err(Self::forward_error(&leader))?;
-            return Ok(Status::from(status.into_inner()));
+        if let Some((client, leader)) = self.forward_target(&metrics, hops)? {
+            return self.forward_remove(client, &leader, name, hops).await;
         }
         let id = node_id(name);
         let membership = metrics.membership_config.membership();
-        match membership.get_node(&id) {
-            Some(m) if m.name == name => {}
-            _ => {
-                return Err(ServiceError::not_found(format!(
-                    "node {name} is not a member"
-                )))
-            }
-        }
+        member_named(membership, name)?;
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if id == self.inner.id && voters.len() > 1 {
+            // Removing the leader: leadership moves first, to the most caught-up other voter,
+            // and the new leader removes this node.
+            let progress = metrics.replication.clone().unwrap_or_default();
+            let successor = voters
+                .iter()
+                .filter(|v| **v != id)
+                .max_by_key(|v| progress.get(v).cloned().flatten().map(|l| l.index))
+                .and_then(|v| membership.get_node(v).cloned())
+                .ok_or_else(|| ServiceError::internal("no other voter to hand leadership to"))?;
+            self.hand_over(node_id(&successor.name), &successor).await?;
+            let client = self.leader_client(Some(&successor), hops)?;
+            return self.forward_remove(client, &successor, name, hops).await;
+        }
         let change = if voters.contains(&id) {
             if voters.len() == 1 {
                 return Err(ServiceError::invalid(format!(
@@ -667,13 +674,27 @@ impl Service {
         Ok(self.status())
     }
 
+    async fn forward_remove(
+        &self,
+        mut client: ClientClient<Channel>,
+        leader: &Member,
+        name: &str,
+        hops: u32,
+    ) -> Result<Status, ServiceError> {
+        let request = proto::RemoveNodeRequest {
+            id: name.to_string(),
+        };
+        let status = client
+            .remove_node(self.forwarded(request, hops))
+            .await
+            .map_err(Self::forward_error(leader))?;
+        Ok(Status::from(status.into_inner()))
+    }
+
     /// Hands leadership to voter `name`.
     pub async fn transfer_leader(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
         let metrics = self.inner.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(self.inner.id) {
-            let leader = self.leader();
-            let mut client = self.leader_client(leader.as_ref(), hops)?;
-            let leader = leader.unwrap_or_default();
+        if let Some((mut client, leader)) = self.forward_target(&metrics, hops)? {
             let status = client
                 .transfer_leader(self.forwarded(
                     proto::TransferLeaderRequest {
@@ -687,14 +708,7 @@ impl Service {
         }
         let target = node_id(name);
         let membership = metrics.membership_config.membership();
-        let member = match membership.get_node(&target) {
-            Some(m) if m.name == name => m.clone(),
-            _ => {
-                return Err(ServiceError::not_found(format!(
-                    "node {name} is not a member"
-                )))
-            }
-        };
+        let member = member_named(membership, name)?;
         if !membership.voter_ids().any(|v| v == target) {
             return Err(ServiceError::invalid(format!(
                 "node {name} is a learner; only a voter can lead"
@@ -885,6 +899,19 @@ impl Service {
                 }
             }
         })
+    }
+}
+
+/// The member called `name`, or NotFound.
+fn member_named(
+    membership: &openraft::Membership<NodeId, Member>,
+    name: &str,
+) -> Result<Member, ServiceError> {
+    match membership.get_node(&node_id(name)) {
+        Some(m) if m.name == name => Ok(m.clone()),
+        _ => Err(ServiceError::not_found(format!(
+            "node {name} is not a member"
+        ))),
     }
 }
 
