@@ -16,12 +16,7 @@ const AWKWARD: &[(&str, &str)] = &[
 ];
 
 async fn http_get(node: &Node, key: &str) -> (u16, String) {
-    let resp = http()
-        .get(node.url(&format!("/Get/{}", seg(key))))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+    common::get_value(node, key, "").await
 }
 
 #[tokio::test(flavor = "multi_thread")]

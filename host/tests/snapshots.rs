@@ -35,12 +35,11 @@ async fn wait_for_equal_state(nodes: &[&Node]) -> Status {
 }
 
 async fn get(node: &Node, key: &str) -> (u16, String) {
-    let resp = http()
-        .get(node.url(&format!("/Get/{key}")))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+    common::get_value(node, key, "").await
+}
+
+async fn get_stale(node: &Node, key: &str) -> (u16, String) {
+    common::get_value(node, key, "consistency=stale").await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,7 +225,7 @@ async fn sigkill_during_writes_and_snapshots_loses_no_acknowledged_write() {
     for n in &nodes {
         for i in acked.iter().step_by(7) {
             assert_eq!(
-                get(n, &format!("key{i:06}?consistency=stale")).await.0,
+                get_stale(n, &format!("key{i:06}")).await.0,
                 200,
                 "{} key {i}",
                 n.name
@@ -405,7 +404,7 @@ async fn repeated_sigkill_mid_write_never_corrupts_the_log() {
     );
     for i in &acked {
         assert_eq!(
-            get(&node, &format!("key{i:06}?consistency=stale")).await,
+            get_stale(&node, &format!("key{i:06}")).await,
             (200, format!("value{i}")),
             "key {i}"
         );

@@ -224,6 +224,17 @@ pub async fn put_many(
         .await
 }
 
+/// `GET /Get/{key}` with the key percent-encoded and an optional query string (`""` for none):
+/// the status code and the body.
+pub async fn get_value(node: &Node, key: &str, query: &str) -> (u16, String) {
+    let mut url = node.url(&format!("/Get/{}", seg(key)));
+    if !query.is_empty() {
+        url = format!("{url}?{query}");
+    }
+    let resp = http().get(url).send().await.expect("GET /Get");
+    (resp.status().as_u16(), resp.text().await.expect("body"))
+}
+
 /// Percent-encodes one path segment.
 pub fn seg(s: &str) -> String {
     let mut out = String::new();
