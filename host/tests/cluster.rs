@@ -416,3 +416,57 @@ async fn native_benchmark_baseline_serves_the_same_api() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_guest_runs_through_the_same_flag_and_api() {
+    let root = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        root.path(),
+        "bank",
+        true,
+        &["--fsm", env!("RAFTWASM_BANK_WASM")],
+    );
+    wait_for_leader(&[&node]).await;
+    let client = http();
+    for cmd in ["open alice 100", "open bob 5", "transfer alice bob 30"] {
+        let resp = client
+            .post(node.url("/v1/apply"))
+            .body(cmd)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{cmd}: {}", resp.text().await.unwrap());
+    }
+    // The guest's own rule refuses an overdraft: a 409 with the guest's message.
+    let resp = client
+        .post(node.url("/v1/apply"))
+        .body("transfer bob alice 1000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("cannot send"),
+        "{body}"
+    );
+    let resp = client
+        .post(node.url("/v1/query"))
+        .body("balance bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "35");
+    let resp = client
+        .post(node.url("/v1/query"))
+        .body("audit")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "ok 105 2");
+    let s = node.status().await.unwrap();
+    assert!(
+        s.fsm_module_size > 0 && s.fsm_module_hash.len() == 64,
+        "{s:?}"
+    );
+}
