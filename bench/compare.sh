@@ -119,6 +119,14 @@ for r in rows:
 out.append("")
 out.append("`raftwasm-native` runs guest-kv compiled into the host (`--native-fsm`): the gap to")
 out.append("`raftwasm` is what the wasm sandbox costs inside the cluster.")
+# Keep the hand-written notes below the marker from the previous file.
+marker = "<!-- notes: kept by bench/compare.sh -->"
+try:
+    previous = open(sys.argv[2]).read()
+    if marker in previous:
+        out += ["", marker + previous.split(marker, 1)[1].rstrip("\n")]
+except FileNotFoundError:
+    pass
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY
