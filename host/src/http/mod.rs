@@ -65,16 +65,30 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
 fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Bytes> {
     b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServiceError::TooLarge {
-                what: "request body".into(),
-                size: None,
-                limit,
-            }
-            .into()
+            too_large_body(limit)
         } else {
             ServiceError::invalid(format!("cannot read the request body: {}", e.body_text())).into()
         }
     })
+}
+
+fn json_body<T>(j: Result<Json<T>, JsonRejection>, limit: usize) -> ApiResult<T> {
+    j.map(|Json(v)| v).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large_body(limit)
+        } else {
+            ServiceError::invalid(format!("bad JSON body: {}", e.body_text())).into()
+        }
+    })
+}
+
+fn too_large_body(limit: usize) -> ApiError {
+    ServiceError::TooLarge {
+        what: "request body".into(),
+        size: None,
+        limit,
+    }
+    .into()
 }
 
 fn utf8(bytes: Bytes, what: &str) -> ApiResult<String> {
@@ -285,14 +299,7 @@ async fn add_node(
     State(g): State<Gateway>,
     req: Result<Json<AddNodeBody>, JsonRejection>,
 ) -> ApiResult<Json<crate::service::Status>> {
-    let Json(req) = req.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ServiceError::TooLarge {
-            what: "request body".into(),
-            size: None,
-            limit: g.max_body_bytes,
-        },
-        _ => ServiceError::invalid(format!("bad JSON body: {}", e.body_text())),
-    })?;
+    let req = json_body(req, g.max_body_bytes)?;
     Ok(Json(
         g.service
             .add_node(&req.id, &req.address, req.learner, 0)
@@ -310,8 +317,7 @@ async fn transfer_leader(
     State(g): State<Gateway>,
     req: Result<Json<TransferBody>, JsonRejection>,
 ) -> ApiResult<Json<crate::service::Status>> {
-    let Json(req) =
-        req.map_err(|e| ServiceError::invalid(format!("bad JSON body: {}", e.body_text())))?;
+    let req = json_body(req, g.max_body_bytes)?;
     Ok(Json(g.service.transfer_leader(&req.id, 0).await?))
 }
 
