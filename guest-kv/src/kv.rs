@@ -6,9 +6,16 @@
 //! - `{"op":"cas","key":K,"expected":V|null,"value":V|null}` → `{"swapped":bool,"current":V|null}`:
 //!   sets `key` to `value` (deletes it when `value` is null) only if its current value equals
 //!   `expected` (null or absent: the key must not exist).
+//! - `{"op":"append","key":K,"value":S}` → `{"len":N}`: appends `S` to the key's value (an
+//!   absent key counts as empty), like Redis `APPEND`; `N` is the new length in bytes.
+//! - `{"op":"txn","ops":[OP,…]}` → `{"results":[R,…]}`: runs up to [`MAX_TXN_OPS`] of `get`,
+//!   `put`, `delete` and `append` (same fields and results as above) as one atomic step, in order,
+//!   each seeing the ones before it. Every key is checked before anything changes, so a bad
+//!   operation rejects the whole transaction and nothing is written.
 //!
 //! Queries (through `query`, read-only):
 //! - `{"op":"get","key":K}` → `{"value":V|null}`
+//! - `{"op":"get_many","keys":[K,…]}` → `{"values":[V|null,…]}`: several keys read at one point.
 //! - `{"op":"scan","prefix":P?,"start":K?,"end":K?,"limit":N?}` →
 //!   `{"items":[{"key":K,"value":V},…],"more":bool}`, keys ascending, `start` inclusive, `end`
 //!   exclusive, at most `limit` items (default [`DEFAULT_SCAN_LIMIT`], capped at [`MAX_SCAN_LIMIT`]).
@@ -23,6 +30,9 @@ use std::ops::Bound;
 pub const DEFAULT_SCAN_LIMIT: usize = 100;
 /// The most items one scan returns, whatever `limit` asks for.
 pub const MAX_SCAN_LIMIT: usize = 10_000;
+
+/// Most operations in one `txn` command, and most keys in one `get_many` query.
+pub const MAX_TXN_OPS: usize = 1024;
 
 /// First bytes of every snapshot, with the format version.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"GKV1";
@@ -52,6 +62,35 @@ pub enum Command {
         #[serde(default)]
         value: Option<String>,
     },
+    /// Append `value` to the current value of `key` (absent counts as empty).
+    Append { key: String, value: String },
+    /// Several operations applied atomically, in order.
+    Txn { ops: Vec<TxnOp> },
+}
+
+/// One operation inside a `txn` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TxnOp {
+    /// Read `key` as of this point in the transaction.
+    Get { key: String },
+    /// Set `key` to `value`.
+    Put { key: String, value: String },
+    /// Remove `key` if present.
+    Delete { key: String },
+    /// Append `value` to the current value of `key`.
+    Append { key: String, value: String },
+}
+
+impl TxnOp {
+    fn key(&self) -> &str {
+        match self {
+            TxnOp::Get { key }
+            | TxnOp::Put { key, .. }
+            | TxnOp::Delete { key }
+            | TxnOp::Append { key, .. } => key,
+        }
+    }
 }
 
 /// A read-only request.
@@ -60,6 +99,8 @@ pub enum Command {
 pub enum Query {
     /// The value of one key.
     Get { key: String },
+    /// The values of several keys, read at one point.
+    GetMany { keys: Vec<String> },
     /// Keys in ascending order, filtered by prefix and/or the range `[start, end)`.
     Scan {
         #[serde(default)]
@@ -93,6 +134,31 @@ struct CasResponse<'a> {
 #[derive(Serialize)]
 struct GetResponse<'a> {
     value: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AppendResponse {
+    len: usize,
+}
+
+#[derive(Serialize)]
+struct GetManyResponse<'a> {
+    values: Vec<Option<&'a str>>,
+}
+
+/// One result inside a `txn` response: the same objects the single commands return.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum TxnResult {
+    Get { value: Option<String> },
+    Put { prev: Option<String> },
+    Delete { deleted: bool, prev: Option<String> },
+    Append { len: usize },
+}
+
+#[derive(Serialize)]
+struct TxnResponse {
+    results: Vec<TxnResult>,
 }
 
 #[derive(Serialize)]
@@ -192,6 +258,53 @@ impl Kv {
                     }
                 }
             }
+            Command::Append { key, value } => {
+                check_key(&key)?;
+                let len = self.append(key, &value);
+                Ok(to_json(&AppendResponse { len }))
+            }
+            Command::Txn { ops } => {
+                if ops.len() > MAX_TXN_OPS {
+                    return Err(KvError::InvalidInput(format!(
+                        "a txn holds at most {MAX_TXN_OPS} operations, got {}",
+                        ops.len()
+                    )));
+                }
+                // Validate everything first: after this point no operation can fail, so the
+                // transaction is all or nothing without an undo log.
+                for op in &ops {
+                    check_key(op.key())?;
+                }
+                let results = ops.into_iter().map(|op| self.txn_op(op)).collect();
+                Ok(to_json(&TxnResponse { results }))
+            }
+        }
+    }
+
+    fn append(&mut self, key: String, value: &str) -> usize {
+        let slot = self.map.entry(key).or_default();
+        slot.push_str(value);
+        slot.len()
+    }
+
+    fn txn_op(&mut self, op: TxnOp) -> TxnResult {
+        match op {
+            TxnOp::Get { key } => TxnResult::Get {
+                value: self.map.get(&key).cloned(),
+            },
+            TxnOp::Put { key, value } => TxnResult::Put {
+                prev: self.map.insert(key, value),
+            },
+            TxnOp::Delete { key } => {
+                let prev = self.map.remove(&key);
+                TxnResult::Delete {
+                    deleted: prev.is_some(),
+                    prev,
+                }
+            }
+            TxnOp::Append { key, value } => TxnResult::Append {
+                len: self.append(key, &value),
+            },
         }
     }
 
@@ -209,6 +322,23 @@ impl Kv {
                 check_key(key)?;
                 Ok(to_json(&GetResponse {
                     value: self.map.get(key).map(String::as_str),
+                }))
+            }
+            Query::GetMany { keys } => {
+                if keys.len() > MAX_TXN_OPS {
+                    return Err(KvError::InvalidInput(format!(
+                        "get_many reads at most {MAX_TXN_OPS} keys, got {}",
+                        keys.len()
+                    )));
+                }
+                for key in keys {
+                    check_key(key)?;
+                }
+                Ok(to_json(&GetManyResponse {
+                    values: keys
+                        .iter()
+                        .map(|k| self.map.get(k).map(String::as_str))
+                        .collect(),
                 }))
             }
             Query::Scan {
@@ -374,6 +504,49 @@ mod tests {
             query(&kv, r#"{"op":"get","key":"a_b"}"#).unwrap()["value"],
             serde_json::Value::Null
         );
+    }
+
+    #[test]
+    fn append_txn_and_get_many() {
+        let mut kv = Kv::default();
+        assert_eq!(
+            apply(&mut kv, r#"{"op":"append","key":"l","value":"1 "}"#).unwrap()["len"],
+            2
+        );
+        assert_eq!(
+            apply(&mut kv, r#"{"op":"append","key":"l","value":"22 "}"#).unwrap()["len"],
+            5
+        );
+        let r = apply(
+            &mut kv,
+            r#"{"op":"txn","ops":[{"op":"get","key":"l"},{"op":"append","key":"l","value":"3 "},
+                {"op":"get","key":"l"},{"op":"put","key":"p","value":"v"},
+                {"op":"delete","key":"p"},{"op":"get","key":"none"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r["results"],
+            serde_json::json!([{"value":"1 22 "},{"len":7},{"value":"1 22 3 "},{"prev":null},
+                {"deleted":true,"prev":"v"},{"value":null}])
+        );
+        let r = query(&kv, r#"{"op":"get_many","keys":["l","p"]}"#).unwrap();
+        assert_eq!(r["values"], serde_json::json!(["1 22 3 ", null]));
+
+        // One bad key rejects the whole transaction before anything changes.
+        let before = kv.clone();
+        assert!(matches!(
+            kv.apply_bytes(
+                br#"{"op":"txn","ops":[{"op":"append","key":"l","value":"x"},{"op":"get","key":""}]}"#
+            ),
+            Err(KvError::InvalidInput(_))
+        ));
+        assert_eq!(kv, before);
+        let too_many = serde_json::json!({"op":"txn","ops":
+            vec![serde_json::json!({"op":"get","key":"a"}); MAX_TXN_OPS + 1]});
+        assert!(kv.apply_bytes(too_many.to_string().as_bytes()).is_err());
+        assert!(kv
+            .query_bytes(br#"{"op":"get_many","keys":["a",""]}"#)
+            .is_err());
     }
 
     #[test]

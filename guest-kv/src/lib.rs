@@ -10,7 +10,7 @@
 
 pub mod kv;
 
-pub use kv::{Command, Kv, KvError, Query};
+pub use kv::{Command, Kv, KvError, Query, TxnOp};
 
 #[cfg(target_arch = "wasm32")]
 mod export {
