@@ -8,7 +8,14 @@ RUN_ID ?= node1
 RUN_ADDR ?= localhost:10001
 RUN_HTTP ?= localhost:9000
 
-.PHONY: setup build run test fmt-check lint bench bench-compare ci
+# Fault-injection runs (chaos/run.sh, needs root): `make chaos` is the long one.
+CHAOS_DURATION ?= 600
+CHAOS_SEED ?=
+CHAOS_ARGS ?=
+# The bounded run inside `make test`: about two minutes in all.
+CHAOS_TEST_DURATION ?= 75
+
+.PHONY: setup build run test chaos fmt-check lint bench bench-compare ci
 
 ## Install the wasm targets the guests are built for (wasm-component-ld comes with wasm32-wasip2).
 setup:
@@ -22,9 +29,15 @@ build: setup
 run: build
 	./target/release/host --id $(RUN_ID) --address $(RUN_ADDR) --http $(RUN_HTTP) --bs
 
-## Unit, guest-runtime and cluster tests, all in the release profile so wasmtime compiles once.
+## Unit, guest-runtime and cluster tests, all in the release profile so wasmtime compiles once,
+## then a short fault-injection run (partitions, kills, pauses, membership; checked by adya).
 test: setup
 	$(CARGO) test --release --workspace
+	chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),)
+
+## A long fault-injection run: make chaos CHAOS_DURATION=1800 CHAOS_SEED=42 CHAOS_ARGS="--faults kill,split"
+chaos: setup
+	chaos/run.sh --duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) $(CHAOS_ARGS)
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,327 @@
+//! `chaos`: one fault-injection run against a fresh 3-node (by default) cluster. Normally
+//! started by `chaos/run.sh`, which creates the network namespaces this expects and removes
+//! them afterwards. Exit code 0 only when the history is strictly serializable, no acknowledged
+//! write is lost and every replica ends at the same state hash.
+
+use anyhow::{bail, Context};
+use chaos::check;
+use chaos::cluster::{Cluster, NodeSpec};
+use chaos::history::{self, Mop, Outcome, Recorder};
+use chaos::nemesis::{self, Fault, FaultLog, Nemesis, Schedule};
+use chaos::net::Net;
+use chaos::workload::{self, Keys};
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Fault-injection run against a raftwasm cluster in network namespaces"
+)]
+struct Args {
+    /// The `host` binary to run.
+    #[arg(long)]
+    host: PathBuf,
+    /// Directory for data dirs, node logs, the history and the report.
+    #[arg(long)]
+    work: PathBuf,
+    /// Network namespaces, one per node, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    namespaces: Vec<String>,
+    /// Node addresses inside those namespaces, comma-separated, same order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    ips: Vec<String>,
+    /// Seconds of traffic under faults.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Seed for the fault schedule and the workload (random when absent; printed either way).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Concurrent clients per node.
+    #[arg(long, default_value_t = 2)]
+    clients_per_node: usize,
+    /// Faults to draw from (comma-separated names; default all).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
+    /// Quiet time between faults, ms: min,max.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000u64, 3000])]
+    quiet_ms: Vec<u64>,
+    /// How long a fault is held, ms: min,max.
+    #[arg(long, value_delimiter = ',', default_values_t = [2000u64, 6000])]
+    hold_ms: Vec<u64>,
+    /// Client request deadline, ms (a write past it is recorded as unknown).
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
+    /// Extra flags for every node, e.g. "--snapshot-every=300".
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
+    node_args: Vec<String>,
+}
+
+fn range(v: &[u64], what: &str) -> anyhow::Result<(Duration, Duration)> {
+    match v {
+        [lo, hi] if lo <= hi => Ok((Duration::from_millis(*lo), Duration::from_millis(*hi))),
+        _ => bail!("--{what} takes min,max in ms"),
+    }
+}
+
+/// Starts node 0 as a new cluster and adds the others as voters.
+async fn form_cluster(
+    cluster: &mut Cluster,
+    log: &mut FaultLog,
+    start: Instant,
+) -> anyhow::Result<()> {
+    cluster.start(0, true)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = cluster.status(0, false).await {
+            if s.state == "Leader" {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("node 0 did not become leader; see its log in the work dir");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 1..cluster.len() {
+        cluster.start(i, false)?;
+        nemesis::add_back(cluster, i, log, start).await?;
+    }
+    Ok(())
+}
+
+/// After healing: every node must be a voter again (a membership fault may have been cut short).
+async fn restore_membership(
+    cluster: &Cluster,
+    log: &mut FaultLog,
+    start: Instant,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(l) = cluster.leader().await {
+            if let Ok(s) = cluster.status(l, false).await {
+                let missing: Vec<usize> = (0..cluster.len())
+                    .filter(|&i| {
+                        !s.members
+                            .iter()
+                            .any(|m| m.id == cluster.specs[i].name && m.voter)
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                for i in missing {
+                    nemesis::add_back(cluster, i, log, start).await?;
+                }
+                continue;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no leader with a full membership within 60 s after healing");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Reads every key ever used, linearizably, through any node; recorded in the history.
+async fn final_read(
+    cluster: &Cluster,
+    keys: &Keys,
+    recorder: &Recorder,
+    process: u64,
+) -> anyhow::Result<BTreeMap<u64, Vec<u64>>> {
+    let mut out = BTreeMap::new();
+    for chunk in keys.all_keys().chunks(512) {
+        let txn: Vec<Mop> = chunk
+            .iter()
+            .map(|&key| Mop::Read { key, value: None })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut attempt = 0usize;
+        let done = loop {
+            let mut client = cluster.client(attempt % cluster.len());
+            recorder.invoke(process, &txn);
+            let r = workload::execute(&mut client, &txn, Duration::from_secs(5)).await;
+            recorder.complete(process, r.outcome, &r.txn, r.error.clone());
+            if r.outcome == Outcome::Ok {
+                break r.txn;
+            }
+            if Instant::now() > deadline {
+                bail!("final read failed for 60 s: {:?}", r.error);
+            }
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        for m in done {
+            if let Mop::Read {
+                key,
+                value: Some(list),
+            } = m
+            {
+                out.insert(key, list);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.namespaces.len() != args.ips.len() || args.namespaces.len() < 3 {
+        bail!("give at least 3 namespaces and as many ips");
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let faults: Vec<Fault> = if args.faults.is_empty() {
+        Fault::ALL.to_vec()
+    } else {
+        args.faults
+            .iter()
+            .map(|f| Fault::parse(f).with_context(|| format!("unknown fault {f:?}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let schedule = Schedule {
+        quiet: range(&args.quiet_ms, "quiet-ms")?,
+        hold: range(&args.hold_ms, "hold-ms")?,
+    };
+    eprintln!(
+        "chaos: seed {seed}, {} s, {} nodes, faults {:?}",
+        args.duration,
+        args.ips.len(),
+        faults.iter().map(|f| f.name()).collect::<Vec<_>>()
+    );
+    std::fs::create_dir_all(&args.work)?;
+    let specs: Vec<NodeSpec> = args
+        .namespaces
+        .iter()
+        .zip(&args.ips)
+        .enumerate()
+        .map(|(i, (ns, ip))| NodeSpec {
+            name: format!("n{}", i + 1),
+            namespace: ns.clone(),
+            ip: ip.clone(),
+        })
+        .collect();
+    let node_args: Vec<String> = args
+        .node_args
+        .into_iter()
+        .filter(|a| !a.is_empty())
+        .collect();
+    let mut cluster = Cluster::new(args.host.clone(), args.work.clone(), specs, node_args)?;
+    let mut net = Net::new(args.namespaces.clone(), args.ips.clone());
+    net.heal()?;
+    let start = Instant::now();
+    let mut nemesis = Nemesis::new(net, StdRng::seed_from_u64(seed), faults, schedule, start);
+    form_cluster(&mut cluster, &mut nemesis.log, start).await?;
+
+    let keys = Arc::new(Keys::default());
+    let recorder = Arc::new(Recorder::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let n = cluster.len();
+    let per_node = args.clients_per_node.max(1);
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut clients = Vec::new();
+    for i in 0..n {
+        for c in 0..per_node {
+            let idx = (i * per_node + c) as u64;
+            clients.push(tokio::spawn(workload::client_loop(
+                cluster.client(i),
+                idx,
+                (n * per_node) as u64,
+                seed.wrapping_add(idx + 1),
+                keys.clone(),
+                recorder.clone(),
+                stop.clone(),
+                timeout,
+            )));
+        }
+    }
+    let timer = {
+        let stop = stop.clone();
+        let d = Duration::from_secs(args.duration);
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    nemesis.run(&mut cluster, stop.clone()).await;
+    timer.await?;
+    for c in clients {
+        c.await?;
+    }
+    nemesis.heal(&mut cluster);
+    restore_membership(&cluster, &mut nemesis.log, start).await?;
+    let log = nemesis.log;
+
+    let final_state = final_read(&cluster, &keys, &recorder, u64::MAX / 2).await?;
+    let agreed = check::replicas_agree(&cluster, Duration::from_secs(60)).await;
+    let events = recorder.events();
+    let jsonl = history::to_jsonl(&events);
+    std::fs::write(args.work.join("history.jsonl"), &jsonl)?;
+    std::fs::write(args.work.join("faults.log"), log.lines.join("\n") + "\n")?;
+    let checking = Instant::now();
+    let isolation = check::isolation(&jsonl)?;
+    let check_s = checking.elapsed().as_secs_f64();
+    let lost = check::lost_appends(&events, &final_state);
+    let dups = check::duplicated_elements(&final_state);
+    let (ok, fail, info) = history::outcome_counts(&events);
+    cluster.stop_all();
+
+    let mut fault_counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &log.injected {
+        *fault_counts.entry(f.name()).or_default() += 1;
+    }
+    let report = json!({
+        "seed": seed,
+        "duration_s": args.duration,
+        "nodes": n,
+        "operations": {"ok": ok, "fail": fail, "info": info},
+        "acknowledged_appends": check::acknowledged_appends(&events),
+        "keys": final_state.len(),
+        "faults": fault_counts,
+        "adya": {"verdict": isolation.verdict, "anomalies": isolation.anomaly_types, "check_s": check_s},
+        "lost_acknowledged_appends": lost.len(),
+        "duplicated_elements": dups.len(),
+        "replicas": match &agreed {
+            Ok((index, hash)) => json!({"agree": true, "applied_index": index, "state_hash": hash}),
+            Err(seen) => json!({"agree": false, "seen": seen}),
+        },
+    });
+    std::fs::write(
+        args.work.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{report}");
+    let passed = isolation.valid && lost.is_empty() && dups.is_empty() && agreed.is_ok();
+    if !passed {
+        if !isolation.valid {
+            eprintln!("adya: {}\n{}", isolation.verdict, isolation.details);
+        }
+        if !lost.is_empty() {
+            eprintln!("lost acknowledged appends (key, element): {lost:?}");
+        }
+        if !dups.is_empty() {
+            eprintln!("elements present twice (key, element): {dups:?}");
+        }
+        if let Err(seen) = &agreed {
+            eprintln!("replicas disagree: {seen:#?}");
+        }
+        bail!(
+            "chaos run FAILED (seed {seed}); history, faults and node logs are in {}",
+            args.work.display()
+        );
+    }
+    eprintln!(
+        "chaos run passed: seed {seed}, {} operations ({ok} ok, {fail} fail, {info} info), {} faults",
+        ok + fail + info,
+        log.injected.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! chaos: a Jepsen-style fault-injection suite for raftwasm.
+//!
+//! Real `host` processes run in their own network namespaces (set up by `chaos/run.sh`);
+//! clients in the root namespace run list-append transactions against every node while a
+//! seeded nemesis partitions the network, kills, pauses and re-adds nodes. The recorded history
+//! is checked by adya (Elle's method) for strict serializability, then every acknowledged append
+//! must be in the final state and every replica must reach the same state hash.
+//!
+//! Layout:
+//! - [`history`]: the recorded operations and their JSON-lines form.
+//! - [`workload`]: key choice, transaction generation, and the client loop.
+//! - [`cluster`]: node processes and the gRPC calls the suite makes on them.
+//! - [`net`]: nftables partitions inside the namespaces.
+//! - [`nemesis`]: the fault schedule.
+//! - [`check`]: the verdicts.
+
+pub mod check;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod workload;

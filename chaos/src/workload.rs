@@ -1,0 +1,279 @@
+//! The list-append workload: concurrent clients, each bound to one node, running small
+//! transactions of reads and appends of unique elements over a few hot keys.
+//!
+//! A transaction with an append goes through the log as one guest-kv `txn` command (reads in it
+//! are read at the transaction's log position); a read-only one is a linearizable `get_many`
+//! query (the read-index path). Lists are stored as space-separated decimal elements. Keys are
+//! retired after [`MAX_APPENDS_PER_KEY`] appends so lists stay short and the checker fast.
+//!
+//! Outcomes: a reply is `ok`; a guest or input error, or an error that proves the command never
+//! reached a log (no connection, no leader), is `fail`; any other error or a timeout on a write
+//! is `info` (it may still commit) and the client takes a new process id, as a Jepsen client
+//! does after an indeterminate operation. A failed read is `fail`: reads change nothing.
+
+use crate::history::{Mop, Outcome, Recorder};
+use host::grpc::proto::client_client::ClientClient;
+use host::grpc::proto::{ApplyRequest, Consistency, QueryRequest};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// Keys written at once.
+pub const ACTIVE_KEYS: usize = 6;
+/// Appends after which a key is retired and replaced by a fresh one.
+pub const MAX_APPENDS_PER_KEY: u32 = 150;
+/// Longest transaction, in micro-operations.
+const MAX_TXN_LEN: usize = 4;
+
+/// The key a list lives under in guest-kv.
+pub fn key_name(key: u64) -> String {
+    format!("chaos/{key}")
+}
+
+/// Parses a stored list ("1 5 9 ").
+pub fn parse_list(value: Option<&str>) -> Result<Vec<u64>, String> {
+    value
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|t| t.parse().map_err(|_| format!("bad list element {t:?}")))
+        .collect()
+}
+
+#[derive(Debug)]
+struct KeySlots {
+    keys: Vec<u64>,
+    appends: Vec<u32>,
+    next_key: u64,
+}
+
+/// Shared by every client: which keys are live, and the next unique element.
+#[derive(Debug)]
+pub struct Keys {
+    slots: Mutex<KeySlots>,
+    next_element: AtomicU64,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            slots: Mutex::new(KeySlots {
+                keys: (0..ACTIVE_KEYS as u64).collect(),
+                appends: vec![0; ACTIVE_KEYS],
+                next_key: ACTIVE_KEYS as u64,
+            }),
+            next_element: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Keys {
+    fn read_key(&self, rng: &mut StdRng) -> u64 {
+        let s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        s.keys[rng.gen_range(0..s.keys.len())]
+    }
+
+    fn append_key(&self, rng: &mut StdRng) -> u64 {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = rng.gen_range(0..s.keys.len());
+        let key = s.keys[slot];
+        s.appends[slot] += 1;
+        if s.appends[slot] >= MAX_APPENDS_PER_KEY {
+            s.keys[slot] = s.next_key;
+            s.appends[slot] = 0;
+            s.next_key += 1;
+        }
+        key
+    }
+
+    /// Every key used so far (0..next).
+    pub fn all_keys(&self) -> Vec<u64> {
+        let s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        (0..s.next_key).collect()
+    }
+
+    /// A random transaction: 1..=4 micro-operations, each a read or an append of a new element.
+    pub fn generate(&self, rng: &mut StdRng) -> Vec<Mop> {
+        let len = rng.gen_range(1..=MAX_TXN_LEN);
+        (0..len)
+            .map(|_| {
+                if rng.gen_bool(0.5) {
+                    Mop::Read {
+                        key: self.read_key(rng),
+                        value: None,
+                    }
+                } else {
+                    Mop::Append {
+                        key: self.append_key(rng),
+                        value: self.next_element.fetch_add(1, Ordering::Relaxed),
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The result of sending one transaction.
+#[derive(Debug)]
+pub struct TxnResult {
+    pub outcome: Outcome,
+    /// The transaction with read results filled in (only meaningful when `ok`).
+    pub txn: Vec<Mop>,
+    pub error: Option<String>,
+}
+
+/// Errors after which the command certainly never reached a log: the connection to the node (or
+/// from it to the leader) was never made, or no node took it as leader.
+const NEVER_PROPOSED: [&str; 3] = [
+    "tcp connect error",
+    "no leader is known",
+    "without reaching a leader",
+];
+
+fn classify_write_error(status: &tonic::Status) -> Outcome {
+    match status.code() {
+        // The guest refused the command deterministically, or it was malformed: nothing changed.
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => Outcome::Fail,
+        tonic::Code::Unavailable if NEVER_PROPOSED.iter().any(|m| status.message().contains(m)) => {
+            Outcome::Fail
+        }
+        // Anything else (a timeout, a connection lost mid-request) may still commit.
+        _ => Outcome::Info,
+    }
+}
+
+/// Sends `txn` to `client` and interprets the reply.
+pub async fn execute(
+    client: &mut ClientClient<Channel>,
+    txn: &[Mop],
+    timeout: Duration,
+) -> TxnResult {
+    let read_only = txn.iter().all(|m| matches!(m, Mop::Read { .. }));
+    if read_only {
+        let keys: Vec<String> = txn
+            .iter()
+            .map(|m| match m {
+                Mop::Read { key, .. } | Mop::Append { key, .. } => key_name(*key),
+            })
+            .collect();
+        let mut req = tonic::Request::new(QueryRequest {
+            request: json!({"op": "get_many", "keys": keys})
+                .to_string()
+                .into_bytes(),
+            consistency: Consistency::Linearizable as i32,
+        });
+        req.set_timeout(timeout);
+        return match client.query(req).await {
+            Ok(reply) => fill_reads(txn, &reply.into_inner().response, "values", |v| v.as_str()),
+            Err(status) => TxnResult {
+                outcome: Outcome::Fail,
+                txn: txn.to_vec(),
+                error: Some(status.to_string()),
+            },
+        };
+    }
+    let ops: Vec<Value> = txn
+        .iter()
+        .map(|m| match m {
+            Mop::Read { key, .. } => json!({"op": "get", "key": key_name(*key)}),
+            Mop::Append { key, value } => {
+                json!({"op": "append", "key": key_name(*key), "value": format!("{value} ")})
+            }
+        })
+        .collect();
+    let mut req = tonic::Request::new(ApplyRequest {
+        command: json!({"op": "txn", "ops": ops}).to_string().into_bytes(),
+    });
+    req.set_timeout(timeout);
+    match client.apply(req).await {
+        Ok(reply) => fill_reads(txn, &reply.into_inner().response, "results", |v| {
+            v.get("value").and_then(Value::as_str)
+        }),
+        Err(status) => TxnResult {
+            outcome: classify_write_error(&status),
+            txn: txn.to_vec(),
+            error: Some(status.to_string()),
+        },
+    }
+}
+
+/// Fills each read of `txn` from the reply's array `field` (one item per micro-operation for
+/// `txn`, one per read for `get_many`, which only ever holds reads).
+fn fill_reads(
+    txn: &[Mop],
+    response: &[u8],
+    field: &str,
+    value_of: impl Fn(&Value) -> Option<&str>,
+) -> TxnResult {
+    let parsed = serde_json::from_slice::<Value>(response)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            v.get(field)
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| format!("reply has no {field:?} array"))
+        })
+        .and_then(|items| {
+            if items.len() != txn.len() {
+                return Err(format!(
+                    "{} results for {} operations",
+                    items.len(),
+                    txn.len()
+                ));
+            }
+            txn.iter()
+                .zip(&items)
+                .map(|(m, item)| match m {
+                    Mop::Read { key, .. } => Ok(Mop::Read {
+                        key: *key,
+                        value: Some(parse_list(value_of(item))?),
+                    }),
+                    other => Ok(other.clone()),
+                })
+                .collect::<Result<Vec<_>, String>>()
+        });
+    match parsed {
+        Ok(filled) => TxnResult {
+            outcome: Outcome::Ok,
+            txn: filled,
+            error: None,
+        },
+        // The write happened but the reply is unreadable: unknown, and worth reporting.
+        Err(e) => TxnResult {
+            outcome: Outcome::Info,
+            txn: txn.to_vec(),
+            error: Some(format!("unreadable reply: {e}")),
+        },
+    }
+}
+
+/// One client: runs transactions against its node until `stop`, recording each.
+#[allow(clippy::too_many_arguments)]
+pub async fn client_loop(
+    mut client: ClientClient<Channel>,
+    first_process: u64,
+    process_stride: u64,
+    seed: u64,
+    keys: Arc<Keys>,
+    recorder: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+    timeout: Duration,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut process = first_process;
+    while !stop.load(Ordering::Relaxed) {
+        let txn = keys.generate(&mut rng);
+        recorder.invoke(process, &txn);
+        let result = execute(&mut client, &txn, timeout).await;
+        recorder.complete(process, result.outcome, &result.txn, result.error);
+        match result.outcome {
+            Outcome::Info => process += process_stride,
+            // Back off a little after an error so a down node is not hammered.
+            Outcome::Fail => tokio::time::sleep(Duration::from_millis(50)).await,
+            Outcome::Ok => {}
+        }
+    }
+}
