@@ -29,10 +29,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Turns a configured endpoint into a channel: `Endpoint::connect_lazy` over TCP by default; a
+/// simulation supplies one that connects through its own network.
+pub type ChannelFactory = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
+
 /// gRPC channels by peer address; clones share the pool.
 #[derive(Clone, Default)]
 pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    factory: Option<ChannelFactory>,
 }
 
 impl std::fmt::Debug for PeerPool {
@@ -42,6 +47,14 @@ impl std::fmt::Debug for PeerPool {
 }
 
 impl PeerPool {
+    /// A pool whose channels are made by `factory` instead of plain TCP.
+    pub fn with_factory(factory: ChannelFactory) -> Self {
+        PeerPool {
+            channels: Arc::default(),
+            factory: Some(factory),
+        }
+    }
+
     /// The channel to `addr` (`host:port`), created on first use. Connection happens lazily and
     /// is re-established by tonic after a failure.
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
@@ -56,7 +69,10 @@ impl PeerPool {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.factory {
+            Some(make) => make(endpoint),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
