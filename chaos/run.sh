@@ -62,6 +62,9 @@ for i in $(seq 1 "$NODES"); do
   IPS+=("$NET.$i")
 done
 
-./target/release/chaos --host ./target/release/host --work "$WORK" \
+# Run copies, so a rebuild during a long run cannot swap the binary under restarted nodes.
+mkdir -p "$WORK/bin"
+cp ./target/release/host ./target/release/chaos "$WORK/bin/"
+"$WORK/bin/chaos" --host "$WORK/bin/host" --work "$WORK" \
   --namespaces "$(IFS=,; echo "${NSS[*]}")" --ips "$(IFS=,; echo "${IPS[*]}")" \
   --node-args "--snapshot-every=400 --snapshot-keep-logs=50" "$@"

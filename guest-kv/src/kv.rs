@@ -202,6 +202,17 @@ impl Kv {
         self.map.is_empty()
     }
 
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(String::as_str)
+    }
+
+    /// Sets `key` (non-empty) to `value`, returning the previous value.
+    pub fn set(&mut self, key: &str, value: String) -> Result<Option<String>, KvError> {
+        check_key(key)?;
+        Ok(self.map.insert(key.to_string(), value))
+    }
+
     /// Decodes and applies one JSON command, returning the JSON response.
     pub fn apply_bytes(&mut self, command: &[u8]) -> Result<Vec<u8>, KvError> {
         let command: Command = serde_json::from_slice(command)

@@ -6,13 +6,14 @@
 //!
 //! Layout:
 //! - [`kv`]: the map and its operations, plain Rust, usable natively (the benchmark baseline).
-//! - the WebAssembly export (only on `wasm32`): adapts [`kv::Kv`] to the `raftwasm:fsm` world.
+//! - the WebAssembly export (only on `wasm32`, with the default `component` feature): adapts
+//!   [`kv::Kv`] to the `raftwasm:fsm` world.
 
 pub mod kv;
 
 pub use kv::{Command, Kv, KvError, Query, TxnOp};
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod export {
     use crate::kv::{Kv, KvError};
     use std::cell::RefCell;

@@ -29,11 +29,27 @@ impl fmt::Display for Member {
     }
 }
 
-/// One log entry's payload: a batch of guest commands (opaque bytes), applied in order.
-/// Concurrent client writes are batched into one entry so they share one append and one fsync.
+/// One log entry's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub commands: Vec<Vec<u8>>,
+pub enum Request {
+    /// A batch of guest commands (opaque bytes), applied in order, one result each. Concurrent
+    /// client writes are batched into one entry so they share one append and one fsync.
+    Commands(Vec<Vec<u8>>),
+    /// Switch the state machine to another guest component (its bytes). Every node applies it at
+    /// the same index: the old guest's `snapshot()` goes into the new guest's `restore()`; if
+    /// anything fails the old guest stays, on every node. A `seed` entry is a new cluster's first
+    /// module: it starts empty (nothing has been applied before it) and is ignored once any
+    /// module entry has been applied.
+    Module { bytes: Vec<u8>, seed: bool },
+}
+
+/// One guest module in a state machine's history: which, how big, and from which log index on
+/// it ran (0: since the node started, before any module entry).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    pub hash: String,
+    pub size: u64,
+    pub since_index: u64,
 }
 
 /// The result of applying one entry; the same on every node.

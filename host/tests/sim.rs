@@ -198,7 +198,8 @@ impl RaftStateMachine<TypeConfig> for SimStateMachine {
             let index = entry.log_id.index;
             self.last_applied = Some(entry.log_id);
             let commands = match entry.payload {
-                EntryPayload::Normal(req) => req.commands,
+                EntryPayload::Normal(Request::Commands(commands)) => commands,
+                EntryPayload::Normal(Request::Module { .. }) => Vec::new(),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     Vec::new()
@@ -426,9 +427,7 @@ fn run_seed(seed: u64) -> Outcome {
                 };
                 i += 1;
                 let cmd = put(i);
-                let write = raft.client_write(Request {
-                    commands: vec![cmd.clone()],
-                });
+                let write = raft.client_write(Request::Commands(vec![cmd.clone()]));
                 match tokio::time::timeout(Duration::from_secs(2), write).await {
                     Ok(Ok(resp)) => acked
                         .lock()

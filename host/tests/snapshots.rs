@@ -2,37 +2,9 @@
 
 mod common;
 
-use common::{http, put_many, three_nodes, wait_for, wait_for_leader, Node};
+use common::{http, put_many, three_nodes, wait_for, wait_for_equal_state, wait_for_leader, Node};
 use host::service::Status;
 use std::time::Instant;
-
-async fn status_with_hash(node: &Node) -> Option<Status> {
-    http()
-        .get(node.url("/v1/status?state_hash=true"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-/// Waits until every node reports the same applied index and the same state hash.
-async fn wait_for_equal_state(nodes: &[&Node]) -> Status {
-    wait_for("identical state on every node", || async {
-        let mut first: Option<Status> = None;
-        for n in nodes {
-            let s = status_with_hash(n).await?;
-            match &first {
-                None => first = Some(s),
-                Some(f) if f.state_hash == s.state_hash => {}
-                Some(_) => return None,
-            }
-        }
-        first
-    })
-    .await
-}
 
 async fn get(node: &Node, key: &str) -> (u16, String) {
     common::get_value(node, key, "").await
@@ -132,13 +104,24 @@ async fn snapshot_on_demand_module_mismatch_and_corruption_are_reported() {
     let last = node.status().await.unwrap().last_log_index;
     assert_eq!(snap["index"].as_u64().unwrap(), last, "{snap}");
     assert!(snap["size"].as_u64().unwrap() > 0, "{snap}");
+    let module = node.status().await.unwrap().fsm_module_hash;
     node.kill();
 
-    // A different guest module cannot restore this snapshot: a clear error, not corruption.
-    let (ok, stderr) = node.run_to_exit(&["--fsm", env!("RAFTWASM_BANK_WASM")]);
+    // The snapshot carries its module: restarted with another --fsm, the node runs the module
+    // the snapshot was made by, with its state.
+    node.set_extra(&["--fsm", env!("RAFTWASM_BANK_WASM")]);
+    node.restart(false);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(node.status().await.unwrap().fsm_module_hash, module);
+    assert_eq!(get(&node, "key000007").await, (200, "value7".to_string()));
+    node.kill();
+    node.set_extra(&[]);
+
+    // The native baseline cannot run a wasm module: a clear error, not corruption.
+    let (ok, stderr) = node.run_to_exit(&["--native-fsm"]);
     assert!(!ok);
     assert!(
-        stderr.contains("snapshot was made by guest module"),
+        stderr.contains("snapshot was made by state machine"),
         "{stderr}"
     );
 

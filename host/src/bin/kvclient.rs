@@ -2,8 +2,8 @@
 //!
 //! `kvclient --server localhost:10001 --command set --key k --val v`, then
 //! `kvclient --command get --key k`. Commands: monitor, status, watch, addnode, remove, transfer,
-//! set, get,
-//! delete, snapshot. Any node will do: writes and membership changes are forwarded to the leader.
+//! set, get, delete, snapshot, upgrade (`--fsm new.wasm [--dry-run]`). Any node will do: writes,
+//! upgrades and membership changes are forwarded to the leader.
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -34,6 +34,8 @@ enum Command {
     Delete,
     /// Build a snapshot on the --server node now.
     Snapshot,
+    /// Replace the guest module with --fsm, through the log (validated first; --dry-run only validates).
+    Upgrade,
 }
 
 /// gRPC client for a raftwasm cluster.
@@ -64,6 +66,12 @@ struct Args {
     /// Include a SHA-256 of the guest's full state (monitor, status).
     #[arg(long)]
     state_hash: bool,
+    /// The new guest component, for upgrade.
+    #[arg(long)]
+    fsm: Option<std::path::PathBuf>,
+    /// Validate the module (compile, exports, restore of the current state) without logging it.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn need(v: Option<String>, flag: &str) -> Result<String> {
@@ -103,6 +111,29 @@ async fn run(args: Args) -> Result<()> {
                 state_hash: args.state_hash,
             };
             print_status(client.monitor(request).await?.into_inner())?
+        }
+        Command::Upgrade => {
+            let path = args.fsm.context("this command needs --fsm")?;
+            let module =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let reply = client
+                .upgrade_fsm(proto::UpgradeFsmRequest {
+                    module,
+                    dry_run: args.dry_run,
+                })
+                .await?
+                .into_inner();
+            if reply.dry_run {
+                println!(
+                    "module {} ({} bytes) is valid; nothing logged",
+                    reply.hash, reply.size
+                );
+            } else {
+                println!(
+                    "module {} ({} bytes) active from log index {}",
+                    reply.hash, reply.size, reply.log_index
+                );
+            }
         }
         Command::Snapshot => {
             let reply = client

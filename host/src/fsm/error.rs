@@ -68,6 +68,10 @@ pub enum CallError {
     /// into an import the host does not provide).
     #[error("guest trapped: {message}")]
     Trap { message: String },
+    /// A module entry (upgrade) was refused: the new module does not load, or the old guest's
+    /// state did not go into it. The old guest stays active, on every node.
+    #[error("module upgrade rejected: {reason}")]
+    ModuleRejected { reason: String },
 }
 
 /// The state machine itself failed; the node cannot go on applying entries.

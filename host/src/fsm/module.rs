@@ -124,7 +124,8 @@ impl ResourceLimiter for GuestLimiter {
 struct Inner {
     name: String,
     hash: String,
-    size: usize,
+    /// The component as loaded: snapshots carry it to nodes that do not have it yet.
+    bytes: Arc<[u8]>,
     limits: GuestLimits,
     engine: Engine,
     pre: FsmPre<StoreState>,
@@ -141,10 +142,15 @@ impl std::fmt::Debug for GuestModule {
         f.debug_struct("GuestModule")
             .field("name", &self.inner.name)
             .field("hash", &self.inner.hash)
-            .field("size", &self.inner.size)
+            .field("size", &self.inner.bytes.len())
             .field("limits", &self.inner.limits)
             .finish()
     }
+}
+
+/// SHA-256 (hex) of a component's bytes: the identity [`GuestModule::hash`] reports.
+pub fn module_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The version word of a wasm binary's preamble tells a core module (1) from a component (0x0d).
@@ -198,8 +204,8 @@ impl GuestModule {
             .and_then(|pre| {
                 let module = GuestModule {
                     inner: Arc::new(Inner {
-                        hash: hex::encode(Sha256::digest(bytes)),
-                        size: bytes.len(),
+                        hash: module_hash(bytes),
+                        bytes: Arc::from(bytes),
                         name: name.clone(),
                         limits,
                         engine,
@@ -229,7 +235,12 @@ impl GuestModule {
 
     /// Size of the component in bytes.
     pub fn size(&self) -> usize {
-        self.inner.size
+        self.inner.bytes.len()
+    }
+
+    /// The component's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.inner.bytes
     }
 
     /// The limits instances of this module run under.

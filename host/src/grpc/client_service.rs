@@ -170,6 +170,21 @@ impl Client for ClientService {
         })
     }
 
+    async fn upgrade_fsm(
+        &self,
+        req: Request<proto::UpgradeFsmRequest>,
+    ) -> Reply<proto::UpgradeFsmReply> {
+        let hops = hops(&req);
+        let r = req.into_inner();
+        let result = self.service.upgrade_fsm(r.module, r.dry_run, hops).await;
+        reply(result, |u| proto::UpgradeFsmReply {
+            hash: u.hash,
+            size: u.size,
+            log_index: u.log_index,
+            dry_run: u.dry_run,
+        })
+    }
+
     type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<proto::Status, Status>> + Send>>;
 
     async fn watch(&self, _req: Request<proto::MonitorRequest>) -> Reply<Self::WatchStream> {

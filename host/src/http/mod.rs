@@ -152,6 +152,12 @@ pub fn router(service: Service, max_body_bytes: usize) -> Router {
         .route("/TransferLeader/{id}", get(legacy_transfer_leader))
         .route("/v1/apply", axum::routing::post(apply))
         .route("/v1/query", axum::routing::post(query_raw))
+        // A module may be larger than other bodies.
+        .route(
+            "/v1/fsm",
+            axum::routing::post(upgrade_fsm)
+                .layer(DefaultBodyLimit::max(crate::service::MAX_MODULE_BYTES)),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -368,4 +374,26 @@ async fn query_raw(
         response,
     )
         .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UpgradeParams {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /v1/fsm[?dry_run=true]` with the component as the body: replace the guest module
+/// through the log (or only validate it).
+async fn upgrade_fsm(
+    State(g): State<Gateway>,
+    params: Result<Query<UpgradeParams>, QueryRejection>,
+    module: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let params = query(params)?;
+    let module = body(module, crate::service::MAX_MODULE_BYTES)?;
+    let upgrade = g
+        .service
+        .upgrade_fsm(module.to_vec(), params.dry_run, 0)
+        .await?;
+    Ok(with_index(upgrade.log_index, Json(upgrade)))
 }

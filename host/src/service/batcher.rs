@@ -79,7 +79,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
         tokio::spawn(async move {
             let (commands, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match raft.client_write(Request { commands }).await {
+            match raft.client_write(Request::Commands(commands)).await {
                 Ok(written) => {
                     let index = written.log_id.index;
                     let mut results = written.data.results.into_iter();

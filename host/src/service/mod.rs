@@ -26,7 +26,7 @@ pub use status::{MemberStatus, StateHash, Status};
 use crate::grpc::proto::{self, client_client::ClientClient};
 use crate::network::{PeerPool, MAX_GRPC_MESSAGE_BYTES};
 use crate::store::StateMachine;
-use crate::types::{node_id, validate_node_name, Member, NodeId, Raft};
+use crate::types::{node_id, validate_node_name, Member, ModuleRecord, NodeId, Raft, Request};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,21 @@ use tonic::transport::Channel;
 pub const MAX_HOPS: u32 = 3;
 /// gRPC metadata key carrying the hop count of a forwarded request.
 pub const HOPS_HEADER: &str = "x-raftwasm-hops";
+
+/// Largest guest module an upgrade accepts.
+pub const MAX_MODULE_BYTES: usize = 32 * 1024 * 1024;
+
+/// What an accepted (or, on a dry run, validated) guest module upgrade reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleUpgrade {
+    /// SHA-256 (hex) of the new module.
+    pub hash: String,
+    pub size: u64,
+    /// The log index from which every node runs it (0 on a dry run).
+    pub log_index: u64,
+    /// True when only validated, nothing logged.
+    pub dry_run: bool,
+}
 
 /// Default limits (all configurable on the command line).
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
@@ -870,6 +885,73 @@ impl Service {
             term: snap.map(|l| l.leader_id.term).unwrap_or(0),
             size: self.inner.sm.snapshot_file_size().unwrap_or(0),
         })
+    }
+
+    /// Replaces the guest module through the log, so every node switches at the same index
+    /// (see [`crate::store::state_machine`]). The leader first validates the module: it must
+    /// compile, be a component exporting the state machine world, and restore the current state
+    /// in a dry run; a module that fails gets an error and nothing is logged. `dry_run` stops
+    /// after that validation. Followers forward to the leader.
+    pub async fn upgrade_fsm(
+        &self,
+        module: Vec<u8>,
+        dry_run: bool,
+        hops: u32,
+    ) -> Result<ModuleUpgrade, ServiceError> {
+        Self::check_size("module", module.len(), MAX_MODULE_BYTES)?;
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        if let Some((mut client, leader)) = self.forward_target(&metrics, hops)? {
+            let reply = client
+                .upgrade_fsm(self.forwarded(proto::UpgradeFsmRequest { module, dry_run }, hops))
+                .await
+                .map_err(Self::forward_error(&leader))?
+                .into_inner();
+            return Ok(ModuleUpgrade {
+                hash: reply.hash,
+                size: reply.size,
+                log_index: reply.log_index,
+                dry_run: reply.dry_run,
+            });
+        }
+        // Compiling and the dry-run restore can take a while: keep them off the async workers.
+        let sm = self.inner.sm.clone();
+        let bytes = module.clone();
+        let checked = tokio::task::spawn_blocking(move || sm.check_upgrade(&bytes))
+            .await
+            .map_err(ServiceError::internal)?
+            .map_err(|reason| ServiceError::invalid(format!("module rejected: {reason}")))?;
+        if dry_run {
+            return Ok(ModuleUpgrade {
+                hash: checked.hash,
+                size: checked.size,
+                log_index: 0,
+                dry_run: true,
+            });
+        }
+        let write = self.inner.raft.client_write(Request::Module {
+            bytes: module,
+            seed: false,
+        });
+        let written = timeout(self.inner.limits.request_timeout, write)
+            .await
+            .map_err(|_| self.timed_out("module upgrade was not committed"))?
+            .map_err(write_error)?;
+        match written.data.results.into_iter().next() {
+            Some(Ok(response)) => {
+                let rec: ModuleRecord = serde_json::from_slice(&response).map_err(|e| {
+                    ServiceError::internal(format!("bad module upgrade response: {e}"))
+                })?;
+                Ok(ModuleUpgrade {
+                    hash: rec.hash,
+                    size: rec.size,
+                    log_index: written.log_id.index,
+                    dry_run: false,
+                })
+            }
+            // Refused when applied (the same on every node); the old module stays active.
+            Some(Err(error)) => Err(ServiceError::Guest { error }),
+            None => Err(ServiceError::internal("module upgrade produced no result")),
+        }
     }
 
     /// This node's view of the cluster.

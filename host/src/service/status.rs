@@ -2,7 +2,7 @@
 
 use crate::grpc::proto;
 use crate::store::StateMachineStatus;
-use crate::types::RaftMetrics;
+use crate::types::{ModuleRecord, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -44,6 +44,10 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
     pub fsm_module_hash: String,
     pub fsm_module_size: u64,
+    /// The log index of the entry that activated the module (0: the one the node started with).
+    pub fsm_module_since_index: u64,
+    /// Every module this state machine has run, oldest first; the last is the active one.
+    pub fsm_modules: Vec<ModuleRecord>,
     /// Last log index covered by this node's latest snapshot (0 when none).
     pub snapshot_index: u64,
     /// Present when asked for (it costs one guest `snapshot()` call).
@@ -94,6 +98,8 @@ impl Status {
                 .collect(),
             fsm_module_hash: sm.module_hash.clone(),
             fsm_module_size: sm.module_size as u64,
+            fsm_module_since_index: sm.modules.last().map(|r| r.since_index).unwrap_or(0),
+            fsm_modules: sm.modules.clone(),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             state_hash: None,
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
@@ -127,6 +133,16 @@ impl From<proto::Status> for Status {
                 .collect(),
             fsm_module_hash: s.fsm_module_hash,
             fsm_module_size: s.fsm_module_size,
+            fsm_module_since_index: s.fsm_module_since_index,
+            fsm_modules: s
+                .fsm_modules
+                .into_iter()
+                .map(|m| ModuleRecord {
+                    hash: m.hash,
+                    size: m.size,
+                    since_index: m.since_index,
+                })
+                .collect(),
             snapshot_index: s.snapshot_index,
             purged_index: s.purged_index,
             state_hash: s.state_hash.map(|h| StateHash {
@@ -162,6 +178,16 @@ impl From<Status> for proto::Status {
                 .collect(),
             fsm_module_hash: s.fsm_module_hash,
             fsm_module_size: s.fsm_module_size,
+            fsm_module_since_index: s.fsm_module_since_index,
+            fsm_modules: s
+                .fsm_modules
+                .into_iter()
+                .map(|m| proto::FsmModule {
+                    hash: m.hash,
+                    size: m.size,
+                    since_index: m.since_index,
+                })
+                .collect(),
             snapshot_index: s.snapshot_index,
             purged_index: s.purged_index,
             state_hash: s.state_hash.map(|h| proto::StateHash {

@@ -1,18 +1,21 @@
 //! Snapshot files: the guest's `snapshot()` bytes wrapped with the host's metadata, written
 //! atomically and checked on read.
 //!
-//! The wrapped form ("envelope") is also what travels to other nodes in `InstallSnapshot`:
-//! `RWSNAP01`, the guest module's SHA-256 (32 bytes), the guest state length (u64 LE), the
-//! state, and a CRC-32 of everything before it. The file adds the openraft metadata in front:
-//! `RWMETA01`, its JSON length (u32 LE), the JSON, then the envelope.
+//! The wrapped form ("envelope") is also what travels to other nodes in `InstallSnapshot`, so it
+//! carries the guest module itself: a node that installs it runs the module that was active at
+//! the snapshot's index, whatever `--fsm` it was started with. Layout: `RWSNAP02`, the active
+//! module's SHA-256 (32 bytes), the module's length (u64 LE) and bytes (empty for the native
+//! benchmark baseline), the module history as JSON with its length (u32 LE), the guest state
+//! with its length (u64 LE), and a CRC-32 of everything before it. The file adds the openraft
+//! metadata in front: `RWMETA01`, its JSON length (u32 LE), the JSON, then the envelope.
 
-use crate::types::SnapshotMeta;
+use crate::types::{ModuleRecord, SnapshotMeta};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP01";
+const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP02";
 const FILE_MAGIC: &[u8; 8] = b"RWMETA01";
 /// File name of the current snapshot inside the data dir.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -25,8 +28,8 @@ pub const FAILPOINT_BEFORE_RENAME: &str = "RAFTWASM_FAILPOINT_SNAPSHOT_BEFORE_RE
 pub enum SnapshotError {
     #[error("snapshot is corrupt: {0}")]
     Corrupt(String),
-    #[error("snapshot was made by guest module {found}, but this node runs {expected}")]
-    ModuleMismatch { expected: String, found: String },
+    #[error("snapshot was made by state machine {found}, which this node cannot run ({reason})")]
+    ModuleMismatch { found: String, reason: String },
     #[error("snapshot I/O on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -35,45 +38,78 @@ pub enum SnapshotError {
     },
 }
 
-/// Wraps guest state bytes for module `module_hash` (hex SHA-256).
-pub fn seal(module_hash: &str, state: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(state.len() + 56);
+/// The contents of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contents<'a> {
+    /// Hex SHA-256 of the active module.
+    pub module_hash: String,
+    /// The active module's bytes (empty for the native baseline).
+    pub module: &'a [u8],
+    /// Every module the state machine has run, oldest first; the last one is the active one.
+    pub modules: Vec<ModuleRecord>,
+    /// The guest's `snapshot()` bytes.
+    pub state: &'a [u8],
+}
+
+/// Wraps guest state with the module that produced it and the module history.
+pub fn seal(contents: &Contents<'_>) -> Vec<u8> {
+    let history = serde_json::to_vec(&contents.modules).unwrap_or_default();
+    let mut out =
+        Vec::with_capacity(contents.state.len() + contents.module.len() + history.len() + 72);
     out.extend_from_slice(ENVELOPE_MAGIC);
     let mut hash = [0u8; 32];
     // A module hash is always 64 hex digits (see `GuestModule::hash`).
-    let _ = hex::decode_to_slice(module_hash, &mut hash);
+    let _ = hex::decode_to_slice(&contents.module_hash, &mut hash);
     out.extend_from_slice(&hash);
-    out.extend_from_slice(&(state.len() as u64).to_le_bytes());
-    out.extend_from_slice(state);
+    out.extend_from_slice(&(contents.module.len() as u64).to_le_bytes());
+    out.extend_from_slice(contents.module);
+    out.extend_from_slice(&(history.len() as u32).to_le_bytes());
+    out.extend_from_slice(&history);
+    out.extend_from_slice(&(contents.state.len() as u64).to_le_bytes());
+    out.extend_from_slice(contents.state);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// Checks an envelope and returns the guest state inside it, refusing one made for another module.
-pub fn open<'a>(envelope: &'a [u8], module_hash: &str) -> Result<&'a [u8], SnapshotError> {
+/// Checks an envelope's framing and checksum and returns what it holds.
+pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
     let corrupt = |why: &str| SnapshotError::Corrupt(why.to_string());
-    if envelope.len() < 52 || &envelope[..8] != ENVELOPE_MAGIC {
-        return Err(corrupt("missing RWSNAP01 header"));
+    if envelope.len() < 64 || &envelope[..8] != ENVELOPE_MAGIC {
+        return Err(corrupt("missing RWSNAP02 header"));
     }
     let (body, crc) = envelope.split_at(envelope.len() - 4);
     let crc = u32::from_le_bytes(crc.try_into().map_err(|_| corrupt("no checksum"))?);
     if crc32fast::hash(body) != crc {
         return Err(corrupt("checksum mismatch"));
     }
-    let found = hex::encode(&body[8..40]);
-    if found != module_hash {
-        return Err(SnapshotError::ModuleMismatch {
-            expected: module_hash.to_string(),
-            found,
-        });
+    let module_hash = hex::encode(&body[8..40]);
+    let mut rest = &body[40..];
+    let mut take = |n: usize, what: &str| -> Result<&[u8], SnapshotError> {
+        if rest.len() < n {
+            return Err(corrupt(&format!("truncated {what}")));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let len = u64::from_le_bytes(take(8, "module length")?.try_into().unwrap_or_default());
+    let module = take(usize::try_from(len).unwrap_or(usize::MAX), "module")?;
+    let len = u32::from_le_bytes(take(4, "history length")?.try_into().unwrap_or_default());
+    let history = take(len as usize, "history")?;
+    let modules: Vec<ModuleRecord> = serde_json::from_slice(history)
+        .map_err(|e| corrupt(&format!("bad module history: {e}")))?;
+    let len = u64::from_le_bytes(take(8, "state length")?.try_into().unwrap_or_default());
+    let state = take(usize::try_from(len).unwrap_or(usize::MAX), "state")?;
+    if !rest.is_empty() {
+        return Err(corrupt("trailing bytes"));
     }
-    let len = u64::from_le_bytes(body[40..48].try_into().map_err(|_| corrupt("no length"))?);
-    let state = &body[48..];
-    if state.len() as u64 != len {
-        return Err(corrupt("length mismatch"));
-    }
-    Ok(state)
+    Ok(Contents {
+        module_hash,
+        module,
+        modules,
+        state,
+    })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -137,22 +173,28 @@ mod tests {
 
     const HASH: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
+    fn contents(state: &[u8]) -> Contents<'_> {
+        Contents {
+            module_hash: HASH.into(),
+            module: b"\0asm-module-bytes",
+            modules: vec![ModuleRecord {
+                hash: HASH.into(),
+                size: 17,
+                since_index: 3,
+            }],
+            state,
+        }
+    }
+
     #[test]
     fn envelope_round_trip_and_checks() {
-        let env = seal(HASH, b"state");
-        assert_eq!(open(&env, HASH).unwrap(), b"state");
-        let other = HASH.replace("00", "11");
-        assert!(matches!(
-            open(&env, &other),
-            Err(SnapshotError::ModuleMismatch { .. })
-        ));
+        let env = seal(&contents(b"state"));
+        assert_eq!(open(&env).unwrap(), contents(b"state"));
         let mut flipped = env.clone();
         flipped[50] ^= 1;
-        assert!(matches!(
-            open(&flipped, HASH),
-            Err(SnapshotError::Corrupt(_))
-        ));
-        assert!(open(&env[..env.len() - 1], HASH).is_err());
+        assert!(matches!(open(&flipped), Err(SnapshotError::Corrupt(_))));
+        assert!(open(&env[..env.len() - 1]).is_err());
+        assert!(open(b"RWSNAP01 an old format").is_err());
     }
 
     #[test]
@@ -160,9 +202,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).unwrap().is_none());
         let meta = SnapshotMeta::default();
-        write(dir.path(), &meta, &seal(HASH, b"abc")).unwrap();
+        write(dir.path(), &meta, &seal(&contents(b"abc"))).unwrap();
         let (back, env) = read(dir.path()).unwrap().unwrap();
         assert_eq!(back, meta);
-        assert_eq!(open(&env, HASH).unwrap(), b"abc");
+        assert_eq!(open(&env).unwrap().state, b"abc");
     }
 }

@@ -1,21 +1,35 @@
 //! The Raft state machine: the wasm guest holds the application state, the host holds
-//! `last_applied` and the membership (as openraft's `raft-kv-memstore` example splits them), and
-//! snapshots go to `<data-dir>/snapshot.bin`.
+//! `last_applied`, the membership (as openraft's `raft-kv-memstore` example splits them) and the
+//! guest module history; snapshots go to `<data-dir>/snapshot.bin`.
 //!
-//! On start the latest snapshot is restored into the guest and openraft replays the committed
+//! The active guest module is replicated state. A `Module` log entry switches every node to a new
+//! component at the same index: the old guest's `snapshot()` goes into the new guest's
+//! `restore()` (where a new version migrates the old layout), and if loading or restoring fails
+//! the entry is rejected with the same error on every node and the old guest stays. Each
+//! activated module's bytes are kept in `<data-dir>/modules/<sha256>.wasm`, and snapshots carry
+//! the active module, so a node restarting, installing a snapshot or joining later runs the
+//! module that is active at its applied index whatever `--fsm` it was started with; `--fsm`
+//! only seeds a brand-new cluster (the bootstrap node logs it as the first, `seed`, entry).
+//!
+//! On start the latest snapshot is restored into its module and openraft replays the committed
 //! log after it.
 
-use super::snapshot;
-use crate::fsm::{FsmError, Machine, MachineSpec, Outcome};
+use super::snapshot::{self, Contents};
+use crate::fsm::{CallError, FsmError, GuestLimits, GuestModule, Machine, MachineSpec, Outcome};
 use crate::types::{
-    Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, LogId, ModuleRecord, Request, Response, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use sha2::Digest;
-use std::io::Cursor;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Directory (inside the data dir) holding every module this node has activated.
+pub const MODULES_DIR: &str = "modules";
 
 fn sm_err(e: impl ToString) -> StorageError {
     StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
@@ -28,15 +42,28 @@ fn snap_err(meta: Option<&SnapshotMeta>, e: impl ToString) -> StorageError {
 
 struct Applied {
     fsm: Machine,
+    /// The active module.
+    spec: MachineSpec,
+    /// Every module this state has run, oldest first; the last is `spec`.
+    modules: Vec<ModuleRecord>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
 }
 
+impl Applied {
+    /// True once a module entry (seed or upgrade) is part of this state's history.
+    fn module_logged(&self) -> bool {
+        self.modules.iter().any(|m| m.since_index > 0)
+    }
+}
+
 struct Shared {
-    module: MachineSpec,
-    /// `module.hash()`, computed once.
-    module_hash: String,
     dir: PathBuf,
+    /// Limits for modules loaded from the log or a snapshot; `None` on the native baseline,
+    /// which cannot switch modules.
+    limits: Option<GuestLimits>,
+    /// Compiled modules by hash, so a replay or a validated upgrade does not compile twice.
+    compiled: Mutex<HashMap<String, GuestModule>>,
     /// A std mutex: every guest call is short and synchronous, and none is held across an await.
     applied: Mutex<Applied>,
     /// Serializes snapshot file writes (builds and installs).
@@ -49,6 +76,8 @@ pub struct StateMachineStatus {
     pub last_applied: Option<LogId>,
     pub module_hash: String,
     pub module_size: usize,
+    /// Every module run so far, oldest first; the last is the active one.
+    pub modules: Vec<ModuleRecord>,
 }
 
 /// The state machine handed to openraft; clones share one guest.
@@ -65,31 +94,60 @@ impl std::fmt::Debug for StateMachine {
     }
 }
 
+fn record(spec: &MachineSpec, since_index: u64) -> ModuleRecord {
+    ModuleRecord {
+        hash: spec.hash(),
+        size: spec.size() as u64,
+        since_index,
+    }
+}
+
+/// Writes `bytes` to `<dir>/modules/<hash>.wasm` (atomically, synced) unless it is there.
+fn keep_module(dir: &Path, hash: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let modules = dir.join(MODULES_DIR);
+    let path = modules.join(format!("{hash}.wasm"));
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&modules)?;
+    let tmp = modules.join(format!("{hash}.wasm.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(&modules)?.sync_all()
+}
+
 impl StateMachine {
-    /// Starts the guest and restores the snapshot in `dir`, if any.
+    /// Starts the guest: the module and state of the snapshot in `dir` if there is one,
+    /// otherwise `module` with an empty state.
     pub fn open(dir: PathBuf, module: MachineSpec) -> Result<Self, StorageError> {
-        let mut fsm = module.start().map_err(sm_err)?;
-        let module_hash = module.hash();
-        let mut last_applied = None;
-        let mut membership = StoredMembership::default();
-        if let Some((meta, envelope)) = snapshot::read(&dir).map_err(|e| snap_err(None, e))? {
-            restore_into(&mut fsm, &module_hash, &meta, &envelope)?;
-            last_applied = meta.last_log_id;
-            membership = meta.last_membership;
-        }
-        Ok(StateMachine {
+        let limits = match &module {
+            MachineSpec::Wasm(m) => Some(m.limits()),
+            MachineSpec::NativeGuestKv => None,
+        };
+        let sm = StateMachine {
             shared: Arc::new(Shared {
-                module,
-                module_hash,
                 dir,
+                limits,
+                compiled: Mutex::new(HashMap::new()),
                 applied: Mutex::new(Applied {
-                    fsm,
-                    last_applied,
-                    membership,
+                    fsm: module.start().map_err(sm_err)?,
+                    modules: vec![record(&module, 0)],
+                    spec: module,
+                    last_applied: None,
+                    membership: StoredMembership::default(),
                 }),
                 snapshot_file: tokio::sync::Mutex::new(()),
             }),
-        })
+        };
+        if let Some((meta, envelope)) =
+            snapshot::read(&sm.shared.dir).map_err(|e| snap_err(None, e))?
+        {
+            let mut applied = sm.lock();
+            sm.restore_into(&mut applied, &meta, &envelope)?;
+        }
+        Ok(sm)
     }
 
     fn lock(&self) -> MutexGuard<'_, Applied> {
@@ -121,45 +179,203 @@ impl StateMachine {
             .map(|m| m.len())
     }
 
-    /// Last applied log id and the running module.
+    /// Last applied log id and the modules.
     pub fn status(&self) -> StateMachineStatus {
+        let applied = self.lock();
         StateMachineStatus {
-            last_applied: self.lock().last_applied,
-            module_hash: self.shared.module_hash.clone(),
-            module_size: self.shared.module.size(),
+            last_applied: applied.last_applied,
+            module_hash: applied.spec.hash(),
+            module_size: applied.spec.size(),
+            modules: applied.modules.clone(),
         }
     }
-}
 
-fn restore_into(
-    fsm: &mut Machine,
-    module_hash: &str,
-    meta: &SnapshotMeta,
-    envelope: &[u8],
-) -> Result<(), StorageError> {
-    let state = snapshot::open(envelope, module_hash).map_err(|e| snap_err(Some(meta), e))?;
-    let outcome = fsm.restore(Arc::new(state.to_vec())).map_err(sm_err)?;
-    outcome
-        .result
-        .map_err(|e| snap_err(Some(meta), format!("guest refused the snapshot: {e}")))
+    /// The active module's bytes (empty on the native baseline): what a seed entry carries.
+    pub fn active_module_bytes(&self) -> Vec<u8> {
+        match &self.lock().spec {
+            MachineSpec::Wasm(m) => m.bytes().to_vec(),
+            MachineSpec::NativeGuestKv => Vec::new(),
+        }
+    }
+
+    /// Compiles `bytes` (or takes it from the cache) under this node's limits.
+    fn compile(&self, bytes: &[u8]) -> Result<GuestModule, String> {
+        let Some(limits) = self.shared.limits else {
+            return Err(
+                "this node runs the native guest-kv benchmark baseline, which cannot \
+                        switch modules"
+                    .into(),
+            );
+        };
+        let hash = crate::fsm::module::module_hash(bytes);
+        let mut compiled = self
+            .shared
+            .compiled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = compiled.get(&hash) {
+            return Ok(m.clone());
+        }
+        let name = format!("sha256:{}", &hash[..12]);
+        let module = GuestModule::from_bytes(&name, bytes, limits).map_err(|e| e.to_string())?;
+        compiled.insert(hash, module.clone());
+        Ok(module)
+    }
+
+    /// A new guest of `module` holding `state` (the active guest's snapshot).
+    fn migrate(module: &GuestModule, state: Arc<Vec<u8>>) -> Result<Machine, String> {
+        let mut fsm = module
+            .start()
+            .map_err(|e| format!("the new module cannot start: {e}"))?;
+        let outcome = fsm
+            .restore(state)
+            .map_err(|e| format!("the new module failed to take the state: {e}"))?;
+        outcome
+            .result
+            .map_err(|e| format!("the new module's restore() failed: {e}"))?;
+        Ok(Machine::Wasm(fsm))
+    }
+
+    /// The leader's check before an upgrade is logged: the module compiles, is a component with
+    /// the state machine's exports, and restores the current state (a dry run on a copy; the
+    /// active guest is untouched). Returns the record the module would get (index 0).
+    pub fn check_upgrade(&self, bytes: &[u8]) -> Result<ModuleRecord, String> {
+        let module = self.compile(bytes)?;
+        let state = self
+            .lock()
+            .fsm
+            .snapshot()
+            .map_err(|e| format!("the active guest's snapshot failed: {e}"))?;
+        Self::migrate(&module, state)?;
+        Ok(ModuleRecord {
+            hash: module.hash().to_string(),
+            size: module.size() as u64,
+            since_index: 0,
+        })
+    }
+
+    /// Applies a module entry at `index`. The inner error is the deterministic rejection; the
+    /// outer one a local storage failure (the module file could not be written).
+    fn apply_module(
+        &self,
+        applied: &mut Applied,
+        bytes: &[u8],
+        seed: bool,
+        index: u64,
+    ) -> Result<Result<Vec<u8>, CallError>, StorageError> {
+        let reject = |reason: String| Ok(Err(CallError::ModuleRejected { reason }));
+        if seed && (applied.module_logged() || self.shared.limits.is_none()) {
+            // A cluster is seeded once; a later seed (a bootstrap retried) changes nothing.
+            let active = applied.modules.last().cloned().unwrap_or_default();
+            return Ok(Ok(serde_json::to_vec(&serde_json::json!({
+                "hash": active.hash, "size": active.size, "since_index": active.since_index,
+                "ignored": true,
+            }))
+            .unwrap_or_default()));
+        }
+        let module = match self.compile(bytes) {
+            Ok(m) => m,
+            Err(reason) => return reject(reason),
+        };
+        let fsm = if seed {
+            // Nothing was applied before a seed: the new module starts empty.
+            match module.start() {
+                Ok(f) => Machine::Wasm(f),
+                Err(e) => return reject(format!("the new module cannot start: {e}")),
+            }
+        } else {
+            let state = match applied.fsm.snapshot() {
+                Ok(s) => s,
+                Err(e) => return reject(format!("the active guest's snapshot failed: {e}")),
+            };
+            match Self::migrate(&module, state) {
+                Ok(f) => f,
+                Err(reason) => return reject(reason),
+            }
+        };
+        keep_module(&self.shared.dir, module.hash(), module.bytes()).map_err(sm_err)?;
+        let rec = ModuleRecord {
+            hash: module.hash().to_string(),
+            size: module.size() as u64,
+            since_index: index,
+        };
+        applied.fsm = fsm;
+        applied.spec = MachineSpec::Wasm(module);
+        if seed {
+            // The module a node was started with is not replicated state (nodes may differ in
+            // `--fsm`): from the seed on, every node's history is the same.
+            applied.modules.clear();
+        }
+        applied.modules.push(rec.clone());
+        Ok(Ok(serde_json::to_vec(&rec).unwrap_or_default()))
+    }
+
+    /// Replaces `applied` with a snapshot's module and state.
+    fn restore_into(
+        &self,
+        applied: &mut Applied,
+        meta: &SnapshotMeta,
+        envelope: &[u8],
+    ) -> Result<(), StorageError> {
+        let contents = snapshot::open(envelope).map_err(|e| snap_err(Some(meta), e))?;
+        let spec = if contents.module_hash == applied.spec.hash() {
+            applied.spec.clone()
+        } else {
+            let module = self.compile(contents.module).map_err(|reason| {
+                snap_err(
+                    Some(meta),
+                    snapshot::SnapshotError::ModuleMismatch {
+                        found: contents.module_hash.clone(),
+                        reason,
+                    },
+                )
+            })?;
+            MachineSpec::Wasm(module)
+        };
+        let mut fsm = spec.start().map_err(sm_err)?;
+        let outcome = fsm
+            .restore(Arc::new(contents.state.to_vec()))
+            .map_err(sm_err)?;
+        outcome
+            .result
+            .map_err(|e| snap_err(Some(meta), format!("guest refused the snapshot: {e}")))?;
+        if let MachineSpec::Wasm(m) = &spec {
+            keep_module(&self.shared.dir, m.hash(), m.bytes()).map_err(sm_err)?;
+        }
+        applied.fsm = fsm;
+        applied.spec = spec;
+        applied.modules = contents.modules;
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        Ok(())
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (state, last_applied, membership) = {
+        let (envelope, module_hash, last_applied, membership) = {
             let mut applied = self.lock();
             let state = applied.fsm.snapshot().map_err(sm_err)?;
-            (state, applied.last_applied, applied.membership.clone())
+            let module_hash = applied.spec.hash();
+            let envelope = snapshot::seal(&Contents {
+                module_hash: module_hash.clone(),
+                module: match &applied.spec {
+                    MachineSpec::Wasm(m) => m.bytes(),
+                    MachineSpec::NativeGuestKv => &[],
+                },
+                modules: applied.modules.clone(),
+                state: &state,
+            });
+            (
+                envelope,
+                module_hash,
+                applied.last_applied,
+                applied.membership.clone(),
+            )
         };
-        let envelope = snapshot::seal(&self.shared.module_hash, &state);
         let snapshot_id = match last_applied {
-            Some(id) => format!(
-                "{}-{}-{}",
-                id.leader_id,
-                id.index,
-                &self.shared.module_hash[..12]
-            ),
-            None => format!("empty-{}", &self.shared.module_hash[..12]),
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, &module_hash[..12]),
+            None => format!("empty-{}", &module_hash[..12]),
         };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
@@ -211,13 +427,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut response = Response::default();
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(request) => {
-                    for command in &request.commands {
+                EntryPayload::Normal(Request::Commands(commands)) => {
+                    for command in &commands {
                         // An FsmError means the guest could not be put back after a failed call:
                         // stop applying rather than diverge.
                         let outcome = applied.fsm.apply(command).map_err(sm_err)?;
                         response.results.push(outcome.result);
                     }
+                }
+                EntryPayload::Normal(Request::Module { bytes, seed }) => {
+                    let result =
+                        self.apply_module(&mut applied, &bytes, seed, entry.log_id.index)?;
+                    response.results.push(result);
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -245,15 +466,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Check it before it replaces the snapshot on disk, and persist it before the guest takes
         // it: after a crash in between, restart restores this snapshot, never an older one with a
         // log that no longer reaches it.
-        snapshot::open(&envelope, &self.shared.module_hash).map_err(|e| snap_err(Some(meta), e))?;
-        self.persist(meta, &envelope).await?;
         {
-            let mut applied = self.lock();
-            restore_into(&mut applied.fsm, &self.shared.module_hash, meta, &envelope)?;
-            applied.last_applied = meta.last_log_id;
-            applied.membership = meta.last_membership.clone();
+            // Refuse a snapshot this node cannot run before it replaces the one on disk.
+            let contents = snapshot::open(&envelope).map_err(|e| snap_err(Some(meta), e))?;
+            if contents.module_hash != self.lock().spec.hash() {
+                self.compile(contents.module).map_err(|reason| {
+                    snap_err(
+                        Some(meta),
+                        snapshot::SnapshotError::ModuleMismatch {
+                            found: contents.module_hash.clone(),
+                            reason,
+                        },
+                    )
+                })?;
+            }
         }
-        Ok(())
+        self.persist(meta, &envelope).await?;
+        let mut applied = self.lock();
+        self.restore_into(&mut applied, meta, &envelope)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -120,6 +120,11 @@ impl Node {
         }
     }
 
+    /// Replaces the extra flags used from the next (re)start on.
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Starts the process again on the same ports and data dir.
     pub fn restart(&mut self, bootstrap: bool) {
         self.kill();
@@ -279,4 +284,33 @@ pub async fn three_nodes(root: &Path, extra: &[&str]) -> Vec<Node> {
     })
     .await;
     nodes
+}
+
+/// `/v1/status` with the state hash.
+pub async fn status_with_hash(node: &Node) -> Option<Status> {
+    http()
+        .get(node.url("/v1/status?state_hash=true"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Waits until every node reports the same applied index and the same state hash.
+pub async fn wait_for_equal_state(nodes: &[&Node]) -> Status {
+    wait_for("identical state on every node", || async {
+        let mut first: Option<Status> = None;
+        for n in nodes {
+            let s = status_with_hash(n).await?;
+            match &first {
+                None => first = Some(s),
+                Some(f) if f.state_hash == s.state_hash => {}
+                Some(_) => return None,
+            }
+        }
+        first
+    })
+    .await
 }

@@ -1,0 +1,309 @@
+//! Live guest upgrades through the Raft log, on real 3-node clusters: v1 (guest-kv) → v2
+//! (examples/guest-kv-v2) under continuous writes, restarts and a late node on v2 whatever their
+//! `--fsm`, and rejected upgrades that leave the old guest active everywhere.
+
+mod common;
+
+use common::{get_value, http, three_nodes, wait_for, wait_for_equal_state, wait_for_leader, Node};
+use host::service::Status;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+const V2: &str = env!("RAFTWASM_GUEST_KV_V2_WASM");
+
+fn module_hash(path: &str) -> String {
+    host::fsm::module::module_hash(&std::fs::read(path).expect("read module"))
+}
+
+async fn status(node: &Node) -> Status {
+    node.status().await.expect("status")
+}
+
+/// POST /v1/apply with a guest-kv JSON command: (HTTP status, body).
+async fn apply(node: &Node, command: &str) -> (u16, String) {
+    let resp = http()
+        .post(node.url("/v1/apply"))
+        .body(command.to_string())
+        .send()
+        .await
+        .expect("POST /v1/apply");
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+/// POST /v1/fsm with `module` as the body: (HTTP status, JSON body).
+async fn upgrade(node: &Node, module: Vec<u8>, dry_run: bool) -> (u16, serde_json::Value) {
+    let resp = http()
+        .post(node.url(&format!("/v1/fsm?dry_run={dry_run}")))
+        .body(module)
+        .send()
+        .await
+        .expect("POST /v1/fsm");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or_default())
+}
+
+fn kvclient(server: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvclient"))
+        .args(["--server", server])
+        .args(args)
+        .output()
+        .expect("run kvclient");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// Waits until every node runs module `hash` with the same module history.
+async fn wait_for_module(nodes: &[&Node], hash: &str) -> Status {
+    wait_for(&format!("every node on module {}", &hash[..12]), || async {
+        let mut first: Option<Status> = None;
+        for n in nodes {
+            let s = n.status().await?;
+            if s.fsm_module_hash != hash {
+                return None;
+            }
+            match &first {
+                Some(f) if f.fsm_modules != s.fsm_modules => return None,
+                Some(_) => {}
+                None => first = Some(s),
+            }
+        }
+        first
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_under_writes_survives_restarts_and_reaches_a_late_node() {
+    let root = tempfile::tempdir().unwrap();
+    // A short log tail after snapshots, so the late node has to install one.
+    let mut nodes = three_nodes(root.path(), &["--snapshot-keep-logs", "5"]).await;
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_for_leader(&refs).await;
+    let v1 = status(&nodes[0]).await.fsm_module_hash;
+    let v2 = module_hash(V2);
+    assert_ne!(v1, v2);
+
+    // Four writers, each on its own node in turn, until told to stop; acknowledged keys recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let url = nodes[w % 3].url("/v1/kv/");
+        let (stop, acked) = (stop.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("w{w}-{i:05}");
+                if let Ok(resp) = http()
+                    .put(format!("{url}{key}"))
+                    .body(key.clone())
+                    .send()
+                    .await
+                {
+                    if resp.status().is_success() {
+                        acked.lock().unwrap().push(key);
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    wait_for("writes flowing", || async {
+        (acked.lock().unwrap().len() >= 200).then_some(())
+    })
+    .await;
+
+    // The upgrade goes through a follower (forwarded to the leader) with kvclient, over gRPC.
+    let follower = &nodes[(leader + 1) % 3];
+    let (ok, out, err) = kvclient(&follower.grpc, &["--command", "upgrade", "--fsm", V2]);
+    assert!(ok, "{out} {err}");
+    assert!(
+        out.contains(&v2) && out.contains("active from log index"),
+        "{out}"
+    );
+    let before = acked.lock().unwrap().len();
+    wait_for("writes after the upgrade", || async {
+        (acked.lock().unwrap().len() >= before + 200).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let on_v2 = wait_for_module(&refs, &v2).await;
+    assert_eq!(on_v2.fsm_modules.len(), 2, "{:?}", on_v2.fsm_modules);
+    assert_eq!(on_v2.fsm_modules[0].hash, v1);
+    assert!(on_v2.fsm_module_since_index > on_v2.fsm_modules[0].since_index);
+    let equal = wait_for_equal_state(&refs).await;
+    let acked = acked.lock().unwrap().clone();
+    println!(
+        "{} writes acknowledged around the upgrade at index {}",
+        acked.len(),
+        on_v2.fsm_module_since_index
+    );
+    for key in &acked {
+        assert_eq!(get_value(&nodes[leader], key, "").await, (200, key.clone()));
+    }
+    // v2's new command and query.
+    assert_eq!(
+        apply(&nodes[0], r#"{"op":"incr","key":"counter"}"#).await,
+        (200, r#"{"value":"1"}"#.to_string())
+    );
+
+    // Restart every node, started (as before) with the embedded v1: they come back on v2.
+    for n in nodes.iter_mut() {
+        n.kill();
+    }
+    for n in nodes.iter_mut() {
+        n.restart(false);
+    }
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let leader = wait_for_leader(&refs).await;
+    wait_for_module(&refs, &v2).await;
+    let after = wait_for_equal_state(&refs).await;
+    assert!(
+        after.state_hash.as_ref().unwrap().applied_index
+            >= equal.state_hash.as_ref().unwrap().applied_index
+    );
+    assert_eq!(
+        apply(&nodes[1], r#"{"op":"incr","key":"counter"}"#).await,
+        (200, r#"{"value":"2"}"#.to_string())
+    );
+
+    // Snapshot on the leader (log purged to a 5-entry tail), then a fourth node, started with
+    // v1, joins: it installs the snapshot and runs v2 with identical state.
+    let resp = http()
+        .post(nodes[leader].url("/v1/snapshot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let n4 = Node::start(root.path(), "node4", false, &["--snapshot-keep-logs", "5"]);
+    let resp = http()
+        .get(nodes[leader].url(&format!("/AddVoter/{}/{}", n4.grpc, n4.name)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let all: Vec<&Node> = nodes.iter().chain([&n4]).collect();
+    wait_for_module(&all, &v2).await;
+    wait_for_equal_state(&all).await;
+    assert!(
+        status(&n4).await.snapshot_index > 0,
+        "node4 installed no snapshot"
+    );
+    let revision = http()
+        .post(n4.url("/v1/query?consistency=stale"))
+        .body(r#"{"op":"revision"}"#)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(revision.contains(r#""revision":2"#), "{revision}");
+    assert!(n4
+        .data_dir
+        .join("modules")
+        .join(format!("{v2}.wasm"))
+        .exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_upgrades_leave_the_old_guest_active_everywhere() {
+    let root = tempfile::tempdir().unwrap();
+    // A smaller restore/snapshot fuel budget, so a restore that loops runs out quickly.
+    let nodes = three_nodes(root.path(), &["--fuel-per-snapshot", "300000000"]).await;
+    let refs: Vec<&Node> = nodes.iter().collect();
+    wait_for_leader(&refs).await;
+    let v1 = status(&nodes[0]).await.fsm_module_hash;
+    let bad_restore = std::fs::read(env!("RAFTWASM_BAD_RESTORE_WASM")).unwrap();
+
+    // (module, a value that makes bad-restore fail, expected words in the error)
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "garbage",
+            b"definitely not wasm".to_vec(),
+            "",
+            "not a WebAssembly file",
+        ),
+        (
+            "core module",
+            wat::parse_str("(module)").unwrap(),
+            "",
+            "core WebAssembly module",
+        ),
+        (
+            "wrong exports",
+            wat::parse_str("(component)").unwrap(),
+            "",
+            "does not implement",
+        ),
+        (
+            "restore error",
+            bad_restore.clone(),
+            "RESTORE-ERR",
+            "restore() failed",
+        ),
+        (
+            "restore trap",
+            bad_restore.clone(),
+            "RESTORE-TRAP",
+            "trapped",
+        ),
+        (
+            "restore out of fuel",
+            bad_restore,
+            "RESTORE-LOOP",
+            "ran out of fuel",
+        ),
+    ];
+    for (i, (what, module, cue, expected)) in cases.into_iter().enumerate() {
+        let via = &nodes[i % 3];
+        if !cue.is_empty() {
+            let resp = http()
+                .put(via.url("/v1/kv/cue"))
+                .body(cue)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success());
+        }
+        let (code, body) = upgrade(via, module, false).await;
+        assert_eq!(code, 400, "{what}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{what}: {body}");
+        // Nothing changed anywhere, and writes keep working.
+        for n in &nodes {
+            let s = status(n).await;
+            assert_eq!(s.fsm_module_hash, v1, "{what}");
+            assert_eq!(s.fsm_modules.len(), 1, "{what}: {:?}", s.fsm_modules);
+        }
+        let key = format!("after-{i}");
+        let resp = http()
+            .put(via.url(&format!("/v1/kv/{key}")))
+            .body("ok")
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{what}");
+        assert_eq!(get_value(via, &key, "").await, (200, "ok".to_string()));
+    }
+
+    // A dry run of a good module validates it and changes nothing.
+    let (code, body) = upgrade(&nodes[1], std::fs::read(V2).unwrap(), true).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["dry_run"], true);
+    assert_eq!(body["hash"], module_hash(V2));
+    for n in &nodes {
+        assert_eq!(status(n).await.fsm_module_hash, v1);
+    }
+    wait_for_equal_state(&refs).await;
+}
