@@ -30,10 +30,12 @@ run: build
 	./target/release/host --id $(RUN_ID) --address $(RUN_ADDR) --http $(RUN_HTTP) --bs
 
 ## Unit, guest-runtime and cluster tests, all in the release profile so wasmtime compiles once,
-## then a short fault-injection run (partitions, kills, pauses, membership; checked by adya).
+## then a short fault-injection run (partitions, kills, pauses, membership, and a live guest
+## upgrade to guest-kv v2 in the middle of it; checked by adya).
 test: setup
 	$(CARGO) test --release --workspace
-	chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),)
+	chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \
+	  --upgrade-module target/wasm/guest_kv_v2.wasm --upgrade-at 25
 
 ## A long fault-injection run: make chaos CHAOS_DURATION=1800 CHAOS_SEED=42 CHAOS_ARGS="--faults kill,split"
 chaos: setup

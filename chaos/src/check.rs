@@ -82,12 +82,17 @@ pub fn duplicated_elements(final_read: &BTreeMap<u64, Vec<u64>>) -> Vec<(u64, u6
     dups
 }
 
-/// Waits until every node reports the same applied index and state hash; returns them, or the
-/// last statuses seen when they did not agree within `wait`.
-pub async fn replicas_agree(
-    cluster: &Cluster,
-    wait: Duration,
-) -> Result<(u64, String), Vec<String>> {
+/// What every replica agreed on at the end.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Agreement {
+    pub applied_index: u64,
+    pub state_hash: String,
+    pub module_hash: String,
+}
+
+/// Waits until every node reports the same applied index, state hash and guest module; returns
+/// them, or the last statuses seen when they did not agree within `wait`.
+pub async fn replicas_agree(cluster: &Cluster, wait: Duration) -> Result<Agreement, Vec<String>> {
     let deadline = Instant::now() + wait;
     loop {
         let mut seen = Vec::new();
@@ -99,10 +104,14 @@ pub async fn replicas_agree(
                     answered += 1;
                     let h = s.state_hash.unwrap_or_default();
                     seen.push(format!(
-                        "{}: {} applied {} hash {}",
-                        s.id, s.state, h.applied_index, h.sha256
+                        "{}: {} applied {} hash {} module {}",
+                        s.id, s.state, h.applied_index, h.sha256, s.fsm_module_hash
                     ));
-                    hashes.insert((h.applied_index, h.sha256));
+                    hashes.insert(Agreement {
+                        applied_index: h.applied_index,
+                        state_hash: h.sha256,
+                        module_hash: s.fsm_module_hash,
+                    });
                 }
                 Err(e) => seen.push(e.to_string()),
             }

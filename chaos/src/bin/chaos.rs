@@ -59,6 +59,13 @@ struct Args {
     /// Client request deadline, ms (a write past it is recorded as unknown).
     #[arg(long, default_value_t = 3000)]
     timeout_ms: u64,
+    /// A guest module to upgrade to, through the log, while the faults go on (see --upgrade-at).
+    #[arg(long)]
+    upgrade_module: Option<PathBuf>,
+    /// Seconds into the run at which the upgrade is sent (retried through every node until
+    /// acknowledged).
+    #[arg(long, default_value_t = 20)]
+    upgrade_at: u64,
     /// Extra flags for every node, e.g. "--snapshot-every=300".
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     node_args: Vec<String>,
@@ -128,6 +135,68 @@ async fn restore_membership(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// What happened to the requested upgrade.
+#[derive(Debug, Default)]
+struct UpgradeOutcome {
+    hash: String,
+    acknowledged_at_s: Option<f64>,
+    log_index: u64,
+    attempts: u32,
+    last_error: Option<String>,
+    /// The leader refused the module outright (a real problem, not a fault).
+    refused: bool,
+}
+
+/// Sends the upgrade at `at`, through each node in turn, until one acknowledges it or `stop`.
+async fn upgrade_during_faults(
+    clients: Vec<host::grpc::proto::client_client::ClientClient<tonic::transport::Channel>>,
+    module: Vec<u8>,
+    at: Duration,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+) -> UpgradeOutcome {
+    let mut out = UpgradeOutcome {
+        hash: host::fsm::module::module_hash(&module),
+        ..UpgradeOutcome::default()
+    };
+    while start.elapsed() < at && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        out.attempts += 1;
+        let mut req = tonic::Request::new(host::grpc::proto::UpgradeFsmRequest {
+            module: module.clone(),
+            dry_run: false,
+        });
+        req.set_timeout(Duration::from_secs(10));
+        match clients[i % clients.len()].clone().upgrade_fsm(req).await {
+            Ok(reply) => {
+                out.acknowledged_at_s = Some(start.elapsed().as_secs_f64());
+                out.log_index = reply.into_inner().log_index;
+                eprintln!(
+                    "upgrade   {:>8.3}s acknowledged at log index {} after {} attempt(s)",
+                    start.elapsed().as_secs_f64(),
+                    out.log_index,
+                    out.attempts
+                );
+                return out;
+            }
+            Err(status) => {
+                if status.code() == tonic::Code::InvalidArgument {
+                    out.refused = true;
+                    out.last_error = Some(status.message().to_string());
+                    return out;
+                }
+                out.last_error = Some(status.message().to_string());
+            }
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    out
 }
 
 /// Reads every key ever used, linearizably, through any node; recorded in the history.
@@ -220,6 +289,10 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut nemesis = Nemesis::new(net, StdRng::seed_from_u64(seed), faults, schedule, start);
     form_cluster(&mut cluster, &mut nemesis.log, start).await?;
+    let upgrade_module = match &args.upgrade_module {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
 
     let keys = Arc::new(Keys::default());
     let recorder = Arc::new(Recorder::default());
@@ -251,7 +324,21 @@ async fn main() -> anyhow::Result<()> {
             stop.store(true, Ordering::Relaxed);
         })
     };
+    let upgrader = upgrade_module.map(|module| {
+        let clients = (0..n).map(|i| cluster.client(i)).collect();
+        tokio::spawn(upgrade_during_faults(
+            clients,
+            module,
+            Duration::from_secs(args.upgrade_at),
+            start,
+            stop.clone(),
+        ))
+    });
     nemesis.run(&mut cluster, stop.clone()).await;
+    let upgrade = match upgrader {
+        Some(task) => Some(task.await?),
+        None => None,
+    };
     timer.await?;
     for c in clients {
         c.await?;
@@ -290,16 +377,29 @@ async fn main() -> anyhow::Result<()> {
         "lost_acknowledged_appends": lost.len(),
         "duplicated_elements": dups.len(),
         "replicas": match &agreed {
-            Ok((index, hash)) => json!({"agree": true, "applied_index": index, "state_hash": hash}),
+            Ok(a) => json!({"agree": true, "applied_index": a.applied_index,
+                "state_hash": a.state_hash, "module_hash": a.module_hash}),
             Err(seen) => json!({"agree": false, "seen": seen}),
         },
+        "upgrade": upgrade.as_ref().map(|u| json!({
+            "module_hash": u.hash, "acknowledged_at_s": u.acknowledged_at_s,
+            "log_index": u.log_index, "attempts": u.attempts, "refused": u.refused,
+            "last_error": u.last_error,
+        })),
     });
     std::fs::write(
         args.work.join("report.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
     println!("{report}");
-    let passed = isolation.valid && lost.is_empty() && dups.is_empty() && agreed.is_ok();
+    // An acknowledged upgrade must be what every replica runs; a refused one is a failure.
+    let upgrade_ok = match (&upgrade, &agreed) {
+        (Some(u), _) if u.refused => false,
+        (Some(u), Ok(a)) if u.acknowledged_at_s.is_some() => a.module_hash == u.hash,
+        _ => true,
+    };
+    let passed =
+        isolation.valid && lost.is_empty() && dups.is_empty() && agreed.is_ok() && upgrade_ok;
     if !passed {
         if !isolation.valid {
             eprintln!("adya: {}\n{}", isolation.verdict, isolation.details);
@@ -312,6 +412,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Err(seen) = &agreed {
             eprintln!("replicas disagree: {seen:#?}");
+        }
+        if !upgrade_ok {
+            eprintln!("upgrade failed: {upgrade:?}");
         }
         bail!(
             "chaos run FAILED (seed {seed}); history, faults and node logs are in {}",
