@@ -307,3 +307,122 @@ async fn rejected_upgrades_leave_the_old_guest_active_everywhere() {
     }
     wait_for_equal_state(&refs).await;
 }
+
+mod in_process {
+    //! The state machine alone, entry by entry: what every node does with module entries.
+
+    use host::fsm::{CallError, GuestLimits, GuestModule, MachineSpec};
+    use host::store::StateMachine;
+    use host::types::{Entry, LogId, Request};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+
+    fn spec(path: &str) -> MachineSpec {
+        MachineSpec::Wasm(
+            GuestModule::from_file(path.as_ref(), GuestLimits::default()).expect("load module"),
+        )
+    }
+
+    fn entry(index: u64, request: Request) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(request),
+        }
+    }
+
+    fn module(path: &str, seed: bool) -> Request {
+        Request::Module {
+            bytes: std::fs::read(path).unwrap(),
+            seed,
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Request {
+        Request::Commands(vec![format!(
+            r#"{{"op":"put","key":"{key}","value":"{value}"}}"#
+        )
+        .into_bytes()])
+    }
+
+    #[tokio::test]
+    async fn module_entries_switch_reject_and_travel_in_snapshots() {
+        let (v1, v2) = (env!("RAFTWASM_GUEST_KV_WASM"), super::V2);
+        let bad = env!("RAFTWASM_BAD_RESTORE_WASM");
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        // Started with the bank guest: the seed entry decides what runs, not --fsm.
+        let mut sm =
+            StateMachine::open(dir.path().join("a"), spec(env!("RAFTWASM_BANK_WASM"))).unwrap();
+        let out = sm
+            .apply([
+                entry(1, module(v1, true)),
+                entry(2, put("k", "v")),
+                entry(3, module(v1, true)),
+                entry(4, put("cue", "RESTORE-TRAP")),
+                entry(5, module(bad, false)),
+                entry(6, module(v2, false)),
+                entry(
+                    7,
+                    Request::Commands(vec![br#"{"op":"incr","key":"n"}"#.to_vec()]),
+                ),
+            ])
+            .await
+            .unwrap();
+        let result = |i: usize| out[i].results[0].clone();
+        assert!(result(0).is_ok() && result(1).is_ok());
+        // A second seed changes nothing.
+        assert!(String::from_utf8_lossy(&result(2).unwrap()).contains("ignored"));
+        // bad-restore traps on this state: rejected, v1 stays and v2 then takes v1's state.
+        match result(4) {
+            Err(CallError::ModuleRejected { reason }) => {
+                assert!(reason.contains("trap"), "{reason}")
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        assert!(result(5).is_ok(), "{:?}", result(5));
+        assert_eq!(result(6).unwrap(), br#"{"value":"1"}"#);
+        let status = sm.status();
+        let hash = |p: &str| host::fsm::module::module_hash(&std::fs::read(p).unwrap());
+        let history: Vec<(String, u64)> = status
+            .modules
+            .iter()
+            .map(|m| (m.hash.clone(), m.since_index))
+            .collect();
+        assert_eq!(history, [(hash(v1), 1), (hash(v2), 6)]);
+        assert!(dir
+            .path()
+            .join("a/modules")
+            .join(format!("{}.wasm", hash(v2)))
+            .exists());
+
+        // The snapshot carries v2: a node started with bank installs it and runs v2.
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut other =
+            StateMachine::open(dir.path().join("b"), spec(env!("RAFTWASM_BANK_WASM"))).unwrap();
+        other
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(other.status().module_hash, hash(v2));
+        assert_eq!(other.status().modules, status.modules);
+        let got = other
+            .query(br#"{"op":"get","key":"k"}"#)
+            .unwrap()
+            .result
+            .unwrap();
+        assert_eq!(got, br#"{"value":"v"}"#);
+        assert_eq!(other.state_hash().unwrap(), sm.state_hash().unwrap());
+        // And so does a restart of that node, from its own snapshot file.
+        drop(other);
+        let reopened =
+            StateMachine::open(dir.path().join("b"), spec(env!("RAFTWASM_BANK_WASM"))).unwrap();
+        assert_eq!(reopened.status().module_hash, hash(v2));
+    }
+}
