@@ -15,7 +15,7 @@
 //!   and all nodes end with the same guest-kv state.
 //!
 //! Seeds: a fixed list plus one random seed per run; `RAFTWASM_SIM_SEEDS=1,2,3` replays chosen
-//! ones. A failing seed is printed. The seed fixes the fault schedule, the client's choices and
+//! ones (`SIM_DEBUG=1` also prints each node's final Raft metrics). A failing seed is printed. The seed fixes the fault schedule, the client's choices and
 //! turmoil's message latencies; tokio's internal task-selection order is not seeded (that needs
 //! `tokio_unstable`), so a replay repeats the faults but not necessarily every interleaving.
 
