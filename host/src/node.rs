@@ -11,7 +11,7 @@ use crate::grpc::raft_service::RaftService;
 use crate::network::{Network, PeerPool, MAX_GRPC_MESSAGE_BYTES};
 use crate::service::{Limits, Service};
 use crate::store::{LogStore, StateMachine};
-use crate::types::{node_id, validate_node_name, Member, Raft, Request};
+use crate::types::{node_id, validate_node_name, Member, Raft};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -156,35 +156,9 @@ fn no_delay(
     })
 }
 
-/// Logs the node's `--fsm` module as a new cluster's first entry, so every node that ever
-/// replays this log runs the same module from the start, whatever its own `--fsm` (see
-/// [`crate::store::state_machine`]). Nothing to do on the native baseline.
-async fn seed_module(raft: &Raft, sm: &StateMachine) -> Result<(), NodeError> {
-    let bytes = sm.active_module_bytes();
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let write = raft.client_write(Request::Module {
-            bytes: bytes.clone(),
-            seed: true,
-        });
-        match write.await {
-            Ok(_) => return Ok(()),
-            // A fresh one-node cluster elects itself within an election timeout.
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "seed module entry not accepted yet; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            Err(e) => {
-                return Err(NodeError::Raft(format!(
-                    "logging the seed module failed: {e}"
-                )))
-            }
-        }
-    }
-}
+/// Failpoint for tests: when set, a bootstrapping node does not log its seed module entry, as if
+/// it had crashed right after initializing the cluster. Never set it in production.
+pub const FAILPOINT_SKIP_SEED: &str = "RAFTWASM_FAILPOINT_SKIP_SEED";
 
 /// Opens storage and starts Raft (without serving); bootstraps if configured to.
 pub async fn start(config: &NodeConfig) -> Result<Started, NodeError> {
@@ -237,7 +211,13 @@ pub async fn start(config: &NodeConfig) -> Result<Started, NodeError> {
                 .await
                 .map_err(|e| NodeError::Raft(format!("bootstrap failed: {e}")))?;
             tracing::info!(node = %config.name, "bootstrapped a one-node cluster");
-            seed_module(&raft, &sm).await?;
+            // The failpoint stands for a crash between initializing and seeding (tests only):
+            // the first write on the leader then logs the seed instead.
+            if std::env::var_os(FAILPOINT_SKIP_SEED).is_none() {
+                crate::service::seed_module(&raft, &sm, std::time::Duration::from_secs(30))
+                    .await
+                    .map_err(NodeError::Raft)?;
+            }
         } else {
             tracing::info!(node = %config.name, "already initialized; --bs ignored");
         }

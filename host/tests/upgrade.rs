@@ -426,3 +426,51 @@ mod in_process {
         assert_eq!(reopened.status().module_hash, hash(v2));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_whose_seed_entry_was_never_logged_seeds_before_its_first_command() {
+    let root = tempfile::tempdir().unwrap();
+    // node1 bootstraps but "crashes" before logging its seed (failpoint); node2 runs another
+    // module. The first write makes the leader log the seed first, so node2 replays into
+    // guest-kv, not bank.
+    let mut n1 = Node::start(root.path(), "node1", false, &[]);
+    n1.env
+        .push((host::node::FAILPOINT_SKIP_SEED.into(), "1".into()));
+    n1.restart(true);
+    wait_for_leader(&[&n1]).await;
+    let s = status(&n1).await;
+    assert!(
+        s.fsm_modules.iter().all(|m| m.since_index == 0),
+        "{:?}",
+        s.fsm_modules
+    );
+    let resp = http()
+        .put(n1.url("/v1/kv/first"))
+        .body("write")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let s = status(&n1).await;
+    assert_eq!(s.fsm_modules.len(), 1, "{:?}", s.fsm_modules);
+    assert!(s.fsm_modules[0].since_index > 0);
+
+    let n2 = Node::start(
+        root.path(),
+        "node2",
+        false,
+        &["--fsm", env!("RAFTWASM_BANK_WASM")],
+    );
+    let resp = http()
+        .get(n1.url(&format!("/AddVoter/{}/{}", n2.grpc, n2.name)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    wait_for_module(&[&n1, &n2], &s.fsm_module_hash).await;
+    wait_for_equal_state(&[&n1, &n2]).await;
+    assert_eq!(
+        get_value(&n2, "first", "consistency=stale").await,
+        (200, "write".to_string())
+    );
+}

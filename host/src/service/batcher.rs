@@ -7,6 +7,7 @@
 //! next batch accumulates. At most `MAX_IN_FLIGHT` batches are proposed at once.
 
 use crate::fsm::CallError;
+use crate::store::StateMachine;
 use crate::types::{Member, NodeId, Raft, Request};
 use openraft::error::{ClientWriteError, RaftError};
 use std::sync::Arc;
@@ -42,9 +43,9 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the batching task for `raft`.
-    pub fn start(raft: Raft) -> Self {
+    pub fn start(raft: Raft, sm: StateMachine) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, sm, rx));
         Batcher { tx }
     }
 
@@ -57,7 +58,7 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
+async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -76,7 +77,19 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         let raft = raft.clone();
+        let sm = sm.clone();
         tokio::spawn(async move {
+            // No command may precede the cluster's first module entry (see `seed_module`): a
+            // leader whose log has none yet logs one first. One attempt; if it fails, so will
+            // the batch, with the same error.
+            let leads = || {
+                let m = raft.metrics();
+                let m = m.borrow();
+                m.current_leader == Some(m.id)
+            };
+            if sm.needs_seed() && leads() {
+                let _ = super::seed_module(&raft, &sm, std::time::Duration::ZERO).await;
+            }
             let (commands, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             match raft.client_write(Request::Commands(commands)).await {

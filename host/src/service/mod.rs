@@ -58,6 +58,40 @@ pub struct ModuleUpgrade {
     pub dry_run: bool,
 }
 
+/// Logs the node's `--fsm` module as a cluster's first module entry (a seed), so every node that
+/// ever replays the log runs the same module from the start, whatever its own `--fsm` (see
+/// [`crate::store::state_machine`]). Called by the bootstrap node right after initializing, and
+/// by a leader before it proposes commands into a log that has no module entry yet (the
+/// bootstrap node may have died in between). A seed after another module entry is ignored when
+/// applied, so racing seeds are harmless. Retries for up to `retry_for` while the node is not
+/// (yet) leader. Nothing to do on the native baseline.
+pub async fn seed_module(
+    raft: &Raft,
+    sm: &StateMachine,
+    retry_for: Duration,
+) -> Result<(), String> {
+    let bytes = sm.active_module_bytes();
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + retry_for;
+    loop {
+        let write = raft.client_write(Request::Module {
+            bytes: bytes.clone(),
+            seed: true,
+        });
+        match write.await {
+            Ok(_) => return Ok(()),
+            // A fresh one-node cluster elects itself within an election timeout.
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "seed module entry not accepted yet; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(format!("logging the seed module failed: {e}")),
+        }
+    }
+}
+
 /// Default limits (all configurable on the command line).
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -211,7 +245,7 @@ impl Service {
                 id: node_id(&name),
                 name,
                 addr,
-                batcher: batcher::Batcher::start(raft.clone()),
+                batcher: batcher::Batcher::start(raft.clone(), sm.clone()),
                 read_index: read_index::ReadIndex::start(raft.clone()),
                 transfer: tokio::sync::Mutex::new(()),
                 paused: tokio::sync::watch::channel(false).0,

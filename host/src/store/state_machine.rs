@@ -190,6 +190,12 @@ impl StateMachine {
         }
     }
 
+    /// True when this state machine still needs a seed entry: it runs a wasm module and no
+    /// module entry has been applied yet.
+    pub fn needs_seed(&self) -> bool {
+        self.shared.limits.is_some() && !self.lock().module_logged()
+    }
+
     /// The active module's bytes (empty on the native baseline): what a seed entry carries.
     pub fn active_module_bytes(&self) -> Vec<u8> {
         match &self.lock().spec {
