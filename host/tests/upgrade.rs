@@ -433,10 +433,15 @@ async fn a_cluster_whose_seed_entry_was_never_logged_seeds_before_its_first_comm
     // node1 bootstraps but "crashes" before logging its seed (failpoint); node2 runs another
     // module. The first write makes the leader log the seed first, so node2 replays into
     // guest-kv, not bank.
-    let mut n1 = Node::start(root.path(), "node1", false, &[]);
-    n1.env
-        .push((host::node::FAILPOINT_SKIP_SEED.into(), "1".into()));
-    n1.restart(true);
+    // Started with the failpoint from the first start: a kill and restart on the same ports
+    // could race other tests for them.
+    let n1 = Node::start_with_env(
+        root.path(),
+        "node1",
+        true,
+        &[],
+        &[(host::node::FAILPOINT_SKIP_SEED, "1")],
+    );
     wait_for_leader(&[&n1]).await;
     let s = status(&n1).await;
     assert!(

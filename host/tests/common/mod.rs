@@ -30,13 +30,27 @@ pub struct Node {
 impl Node {
     /// Starts node `name` with its data under `root`, on fresh ports.
     pub fn start(root: &Path, name: &str, bootstrap: bool, extra: &[&str]) -> Node {
+        Self::start_with_env(root, name, bootstrap, extra, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables (failpoints) from the first start on.
+    pub fn start_with_env(
+        root: &Path,
+        name: &str,
+        bootstrap: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         let mut node = Node {
             name: name.to_string(),
             data_dir: root.join(name),
             grpc: "127.0.0.1:0".into(),
             http: "127.0.0.1:0".into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         node.spawn(bootstrap);
