@@ -393,3 +393,16 @@ async fn repeated_sigkill_mid_write_never_corrupts_the_log() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_killed_during_its_first_start_starts_again() {
+    // SIGKILL as soon as the node has bound its ports, i.e. while it creates its log database;
+    // before the database was created under a temporary name, the half-written file made every
+    // later start fail ("Not a redb database"). Several rounds, as the kill lands at random.
+    for _ in 0..5 {
+        let root = tempfile::tempdir().unwrap();
+        let mut node = Node::start(root.path(), "solo", false, &[]);
+        node.restart(true);
+        wait_for_leader(&[&node]).await;
+    }
+}

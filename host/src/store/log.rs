@@ -79,7 +79,14 @@ impl Debug for LogStore {
 
 impl LogStore {
     /// Opens (or creates) the log database at `path` and starts its writer thread.
+    ///
+    /// A new database is made under a temporary name and renamed into place once its tables are
+    /// committed, so a process killed while creating it leaves no half-written `path` behind
+    /// (redb refuses such a file, and the node could never start again).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        if !path.exists() {
+            create_atomically(path).map_err(write_err)?;
+        }
         let db = Database::create(path).map_err(write_err)?;
         let txn = db.begin_write().map_err(write_err)?;
         txn.open_table(LOGS).map_err(write_err)?;
@@ -138,6 +145,28 @@ impl LogStore {
         };
         Ok(last)
     }
+}
+
+/// Creates an empty log database at `path` via `<path>.tmp` and a rename (see [`LogStore::open`]).
+fn create_atomically(path: &Path) -> Result<(), String> {
+    let tmp = path.with_extension("redb.tmp");
+    // A leftover from a start that was killed midway.
+    let _ = std::fs::remove_file(&tmp);
+    {
+        let db = Database::create(&tmp).map_err(|e| e.to_string())?;
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.open_table(LOGS).map_err(|e| e.to_string())?;
+        txn.open_table(META).map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| format!("rename {}: {e}", tmp.display()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("sync {}: {e}", dir.display()))
 }
 
 fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
@@ -356,5 +385,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             done,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_left_half_created_by_a_killed_start_does_not_block_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        // What a start killed while creating the database leaves now: a temporary file only.
+        std::fs::write(path.with_extension("redb.tmp"), vec![0u8; 4096]).unwrap();
+        let store = LogStore::open(&path).unwrap();
+        assert!(store.last_in_db().unwrap().is_none());
+        assert!(!path.with_extension("redb.tmp").exists());
+        assert!(path.exists());
+        drop(store);
+        // And the complete database opens again, once the old writer thread has let go of it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while let Err(e) = LogStore::open(&path) {
+            assert!(std::time::Instant::now() < deadline, "{e}");
+            std::thread::yield_now();
+        }
     }
 }
