@@ -15,9 +15,12 @@
 //!   and all nodes end with the same guest-kv state.
 //!
 //! Seeds: a fixed list plus one random seed per run; `RAFTWASM_SIM_SEEDS=1,2,3` replays chosen
-//! ones (`SIM_DEBUG=1` also prints each node's final Raft metrics). A failing seed is printed. The seed fixes the fault schedule, the client's choices and
-//! turmoil's message latencies; tokio's internal task-selection order is not seeded (that needs
-//! `tokio_unstable`), so a replay repeats the faults but not necessarily every interleaving.
+//! ones (`SIM_DEBUG=1` also prints each node's final Raft metrics). A failing seed is printed.
+//! The seed fixes the fault schedule, the client's choices and turmoil's message latencies, and
+//! each run prints a fingerprint (acknowledged writes and every node's applied history) to
+//! compare replays with. tokio seeds its own `select!` order only under `--cfg tokio_unstable`,
+//! so exact replay is observed, not guaranteed: repeated runs of one build gave identical
+//! outcomes for every seed tried.
 
 use guest_kv::Kv;
 use host::fsm::CallError;
@@ -384,6 +387,9 @@ async fn run_node(
 struct Outcome {
     acked: usize,
     faults: usize,
+    /// A fingerprint of the run: the acknowledged writes with their indexes and every node's
+    /// applied history. Equal across replays of a seed when the run was reproduced exactly.
+    fingerprint: u64,
     violations: Vec<String>,
 }
 
@@ -526,6 +532,16 @@ fn run_seed(seed: u64) -> Outcome {
     // Durability and agreement: every node applied every acknowledged write, the same way.
     let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     out.acked = acked.len();
+    {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: the same value in every process.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        acked.hash(&mut h);
+        for d in &disks {
+            lock(d).applied.hash(&mut h);
+        }
+        out.fingerprint = h.finish();
+    }
     let applied: Vec<BTreeMap<u64, Vec<Vec<u8>>>> =
         disks.iter().map(|d| lock(d).applied.clone()).collect();
     for (idx, d) in disks.iter().enumerate() {
@@ -582,10 +598,11 @@ fn raft_over_simulated_network_keeps_its_invariants_under_faults() {
     for seed in seeds {
         let out = run_seed(seed);
         println!(
-            "sim seed {seed}: {} acknowledged writes, {} faults, {} violations",
+            "sim seed {seed}: {} acknowledged writes, {} faults, {} violations, fingerprint {:016x}",
             out.acked,
             out.faults,
-            out.violations.len()
+            out.violations.len(),
+            out.fingerprint
         );
         assert!(out.acked > 100, "seed {seed}: the client made no progress");
         if !out.violations.is_empty() {
