@@ -339,18 +339,7 @@ async fn kvclient_watch_and_remove_node() {
     let nodes = three_nodes(root.path(), &[]).await;
     let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let follower = &nodes[(leader + 1) % 3];
-    let kvclient = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvclient"))
-            .args(["--server", &follower.grpc])
-            .args(args)
-            .output()
-            .expect("run kvclient");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        )
-    };
+    let kvclient = |args: &[&str]| common::kvclient(&follower.grpc, args);
     let (ok, out, err) = kvclient(&["--command", "set", "--key", "a_b c", "--val", "d/e f"]);
     assert!(ok, "{out} {err}");
     let (ok, out, _) = kvclient(&["--command", "get", "--key", "a_b c"]);

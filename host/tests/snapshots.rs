@@ -73,12 +73,7 @@ async fn snapshots_purge_the_log_restart_restores_and_a_late_node_installs_one()
     let leader = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let purged = nodes[leader].status().await.unwrap().purged_index;
     assert!(purged > 0);
-    let resp = http()
-        .get(nodes[leader].url(&format!("/AddVoter/{}/node4", n4.grpc)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    common::add_voter(&nodes[leader], &n4).await;
     // The leader no longer has the entries before `purged`: node4 can only have got that part
     // of the state by installing a snapshot that covers it.
     wait_for("node4 to install a snapshot", || async {

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{get_value, http, three_nodes, wait_for, wait_for_equal_state, wait_for_leader, Node};
+use common::{
+    add_voter, get_value, http, kvclient, three_nodes, wait_for, wait_for_equal_state,
+    wait_for_leader, Node,
+};
 use host::service::Status;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,19 +46,6 @@ async fn upgrade(node: &Node, module: Vec<u8>, dry_run: bool) -> (u16, serde_jso
         .expect("POST /v1/fsm");
     let code = resp.status().as_u16();
     (code, resp.json().await.unwrap_or_default())
-}
-
-fn kvclient(server: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvclient"))
-        .args(["--server", server])
-        .args(args)
-        .output()
-        .expect("run kvclient");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    )
 }
 
 /// Waits until every node runs module `hash` with the same module history.
@@ -186,12 +176,7 @@ async fn upgrade_under_writes_survives_restarts_and_reaches_a_late_node() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let n4 = Node::start(root.path(), "node4", false, &["--snapshot-keep-logs", "5"]);
-    let resp = http()
-        .get(nodes[leader].url(&format!("/AddVoter/{}/{}", n4.grpc, n4.name)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    add_voter(&nodes[leader], &n4).await;
     let all: Vec<&Node> = nodes.iter().chain([&n4]).collect();
     wait_for_module(&all, &v2).await;
     wait_for_equal_state(&all).await;
@@ -433,8 +418,6 @@ async fn a_cluster_whose_seed_entry_was_never_logged_seeds_before_its_first_comm
     // node1 bootstraps but "crashes" before logging its seed (failpoint); node2 runs another
     // module. The first write makes the leader log the seed first, so node2 replays into
     // guest-kv, not bank.
-    // Started with the failpoint from the first start: a kill and restart on the same ports
-    // could race other tests for them.
     let n1 = Node::start_with_env(
         root.path(),
         "node1",
@@ -466,12 +449,7 @@ async fn a_cluster_whose_seed_entry_was_never_logged_seeds_before_its_first_comm
         false,
         &["--fsm", env!("RAFTWASM_BANK_WASM")],
     );
-    let resp = http()
-        .get(n1.url(&format!("/AddVoter/{}/{}", n2.grpc, n2.name)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    add_voter(&n1, &n2).await;
     wait_for_module(&[&n1, &n2], &s.fsm_module_hash).await;
     wait_for_equal_state(&[&n1, &n2]).await;
     assert_eq!(

@@ -267,6 +267,35 @@ pub fn seg(s: &str) -> String {
     out
 }
 
+/// Adds `node` as a voter through `via`'s `/AddVoter` route, expecting success.
+pub async fn add_voter(via: &Node, node: &Node) {
+    let resp = http()
+        .get(via.url(&format!("/AddVoter/{}/{}", node.grpc, node.name)))
+        .send()
+        .await
+        .expect("AddVoter");
+    assert_eq!(
+        resp.status(),
+        200,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+/// Runs `kvclient --server <server> <args>`: (success, stdout, stderr), trimmed.
+pub fn kvclient(server: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvclient"))
+        .args(["--server", server])
+        .args(args)
+        .output()
+        .expect("run kvclient");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
 /// Starts a three-node cluster: node1 bootstraps, node2 and node3 join via `/AddVoter`.
 pub async fn three_nodes(root: &Path, extra: &[&str]) -> Vec<Node> {
     let n1 = Node::start(root, "node1", true, extra);
@@ -274,17 +303,7 @@ pub async fn three_nodes(root: &Path, extra: &[&str]) -> Vec<Node> {
     let n3 = Node::start(root, "node3", false, extra);
     wait_for_leader(&[&n1]).await;
     for n in [&n2, &n3] {
-        let resp = http()
-            .get(n1.url(&format!("/AddVoter/{}/{}", n.grpc, n.name)))
-            .send()
-            .await
-            .expect("AddVoter");
-        assert_eq!(
-            resp.status(),
-            200,
-            "{}",
-            resp.text().await.unwrap_or_default()
-        );
+        add_voter(&n1, n).await;
     }
     let nodes = vec![n1, n2, n3];
     wait_for("three voters everywhere", || async {
