@@ -5,7 +5,7 @@
 //! - [`fsm`]: loads a guest component with wasmtime and runs it deterministically (fuel, memory
 //!   cap, no ambient capabilities, rollback of failed calls).
 //! - [`types`]: openraft's type configuration and node naming.
-//! - [`store`]: durable log and vote (redb), the guest-backed state machine, snapshots.
+//! - [`store`]: durable log and vote (a write-ahead log), the guest state machine, snapshots.
 //! - [`network`]: Raft RPC client and the shared pool of gRPC channels.
 //! - [`grpc`]: the node-to-node `Raft` service and the client-facing `Client` service.
 //! - [`service`]: every client operation, shared by gRPC and HTTP (forwarding, read index).

@@ -168,8 +168,7 @@ pub async fn start(config: &NodeConfig) -> Result<Started, NodeError> {
         reason,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(e.to_string()))?;
-    let log =
-        LogStore::open(&config.data_dir.join("raft.redb")).map_err(|e| storage(e.to_string()))?;
+    let log = LogStore::open(&config.data_dir).map_err(|e| storage(e.to_string()))?;
     let sm = StateMachine::open(config.data_dir.clone(), config.module.clone())
         .map_err(|e| storage(e.to_string()))?;
 

@@ -357,8 +357,8 @@ async fn transfer_leadership_and_remove_the_leader() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_sigkill_mid_write_never_corrupts_the_log() {
-    // Each kill lands while batches are being committed, so some commit is cut short; redb must
-    // come back at its last complete commit, and every acknowledged write must be in it.
+    // Each kill lands while batches are being written, so some write is cut short; the log must
+    // come back at its last complete record, and every acknowledged write must be in it.
     let root = tempfile::tempdir().unwrap();
     let mut node = Node::start(root.path(), "solo", true, &["--snapshot-every", "500"]);
     let mut acked = Vec::new();
@@ -391,9 +391,9 @@ async fn repeated_sigkill_mid_write_never_corrupts_the_log() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_killed_during_its_first_start_starts_again() {
-    // SIGKILL as soon as the node has bound its ports, i.e. while it creates its log database;
-    // before the database was created under a temporary name, the half-written file made every
-    // later start fail ("Not a redb database"). Several rounds, as the kill lands at random.
+    // SIGKILL as soon as the node has bound its ports, i.e. while it creates its log (an earlier
+    // log store left a half-written database that made every later start fail). Several rounds,
+    // as the kill lands at random.
     for _ in 0..5 {
         let root = tempfile::tempdir().unwrap();
         let mut node = Node::start(root.path(), "solo", false, &[]);

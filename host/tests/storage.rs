@@ -1,4 +1,4 @@
-//! Storage tests: openraft's own conformance suite against our redb log store and the
+//! Storage tests: openraft's own conformance suite against our write-ahead log store and the
 //! guest-backed state machine, on real files in a temporary directory.
 
 use host::fsm::{GuestLimits, GuestModule, MachineSpec};
@@ -14,7 +14,7 @@ struct Builder {
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = LogStore::open(&dir.path().join("raft.redb"))?;
+        let log = LogStore::open(dir.path())?;
         let sm = StateMachine::open(dir.path().to_path_buf(), self.module.clone())?;
         Ok((dir, log, sm))
     }

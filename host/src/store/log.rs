@@ -1,15 +1,19 @@
-//! The Raft log and vote, durable in a redb database (`<data-dir>/raft.redb`).
+//! The Raft log and vote, durable in the write-ahead log of [`super::wal`]
+//! (`<data-dir>/wal/`).
 //!
-//! Writes go through one writer thread that commits everything queued since its last commit in
-//! a single redb transaction (one fsync): concurrent appends share fsyncs. `append` returns as
-//! soon as the entries are queued and readable (they sit in `unflushed` until committed) and
+//! Writes go through one writer thread that appends everything queued since its last sync as one
+//! batch of records with one `fdatasync`: concurrent appends share fsyncs. `append` returns as
+//! soon as the entries are queued and readable (they sit in `unflushed` until written) and
 //! openraft is told through the flush callback once they are on disk, so nothing is acknowledged
-//! before it is durable. Vote, committed id, truncate and purge wait for their commit.
+//! before it is durable. Vote, truncate and purge wait for their sync.
+//!
+//! A data directory written by an older version keeps its log in `raft.redb`; the first open
+//! copies it into a new write-ahead log and renames the database to `raft.redb.imported`.
 
+use super::wal::{Record, Wal, WalReader, DEFAULT_SEGMENT_BYTES};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogId, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -17,14 +21,11 @@ use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Log entries by index, bincode-encoded.
-const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
-/// Small records: the vote, the committed log id and the last purged log id.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const VOTE_KEY: &str = "vote";
-const COMMITTED_KEY: &str = "committed";
-const PURGED_KEY: &str = "last_purged";
-/// Most queued operations folded into one transaction.
+/// Metadata keys in the write-ahead log.
+const VOTE_KEY: u8 = 1;
+const COMMITTED_KEY: u8 = 2;
+const PURGED_KEY: u8 = 3;
+/// Most queued operations folded into one sync.
 const MAX_BATCH: usize = 4096;
 
 fn read_err(e: impl ToString) -> StorageError {
@@ -37,19 +38,22 @@ fn write_err(e: impl ToString) -> StorageError {
 
 type Done = oneshot::Sender<Result<(), String>>;
 
-/// One queued write; the writer thread applies a batch of them in one transaction.
+/// One queued write; the writer thread syncs a batch of them at once.
 enum WriteOp {
     Append {
         entries: Vec<(u64, Vec<u8>)>,
         callback: LogFlushed<TypeConfig>,
     },
     Meta {
-        key: &'static str,
+        key: u8,
         value: Vec<u8>,
         done: Done,
     },
     /// Delete entries with index >= the given one.
-    Truncate { from: u64, done: Done },
+    Truncate {
+        from: u64,
+        done: Done,
+    },
     /// Delete entries with index <= `upto` and record `record` (the encoded last purged log id).
     Purge {
         upto: u64,
@@ -59,12 +63,13 @@ enum WriteOp {
 }
 
 struct Shared {
-    db: Database,
-    /// Entries queued for the writer but not yet committed, so readers see them at once.
+    wal: WalReader,
+    /// Entries queued for the writer but not yet written, so readers see them at once.
     unflushed: Mutex<BTreeMap<u64, Entry>>,
 }
 
-/// openraft's log storage over redb. Cheap to clone; clones share the database and writer.
+/// openraft's log storage over the write-ahead log. Cheap to clone; clones share the log and
+/// its writer.
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
@@ -78,38 +83,31 @@ impl Debug for LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log database at `path` and starts its writer thread.
-    ///
-    /// A new database is made under a temporary name and renamed into place once its tables are
-    /// committed, so a process killed while creating it leaves no half-written `path` behind
-    /// (redb refuses such a file, and the node could never start again).
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
-        if !path.exists() {
-            create_atomically(path).map_err(write_err)?;
+    /// Opens (or creates) the log in `data_dir/wal` and starts its writer thread.
+    pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
+        let dir = data_dir.join("wal");
+        let legacy = data_dir.join("raft.redb");
+        if !dir.exists() && legacy.exists() {
+            import_redb(&legacy, &dir).map_err(write_err)?;
         }
-        let db = Database::create(path).map_err(write_err)?;
-        let txn = db.begin_write().map_err(write_err)?;
-        txn.open_table(LOGS).map_err(write_err)?;
-        txn.open_table(META).map_err(write_err)?;
-        txn.commit().map_err(write_err)?;
+        let wal = Wal::open(&dir, DEFAULT_SEGMENT_BYTES)
+            .map_err(|e| write_err(format!("{}: {e}", dir.display())))?;
         let shared = Arc::new(Shared {
-            db,
+            wal: wal.reader(),
             unflushed: Mutex::new(BTreeMap::new()),
         });
         let (writer, rx) = mpsc::channel();
         let for_writer = shared.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(&for_writer, &rx))
+            .spawn(move || writer_loop(wal, &for_writer, &rx))
             .map_err(write_err)?;
         Ok(LogStore { shared, writer })
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        let txn = self.shared.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(META).map_err(read_err)?;
-        match table.get(key).map_err(read_err)? {
-            Some(v) => Ok(Some(bincode::deserialize(v.value()).map_err(read_err)?)),
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: u8) -> Result<Option<T>, StorageError> {
+        match self.shared.wal.meta(key) {
+            Some(v) => Ok(Some(bincode::deserialize(&v).map_err(read_err)?)),
             None => Ok(None),
         }
     }
@@ -124,52 +122,97 @@ impl LogStore {
             .map_err(write_err)
     }
 
-    async fn save_meta<T: serde::Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), StorageError> {
+    async fn save_meta<T: serde::Serialize>(&self, key: u8, value: &T) -> Result<(), StorageError> {
         let value = bincode::serialize(value).map_err(write_err)?;
         self.submit(|done| WriteOp::Meta { key, value, done }).await
     }
 
-    fn last_in_db(&self) -> Result<Option<LogId>, StorageError> {
-        let txn = self.shared.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(LOGS).map_err(read_err)?;
-        let last = match table.last().map_err(read_err)? {
-            Some((_, v)) => {
-                let entry: Entry = bincode::deserialize(v.value()).map_err(read_err)?;
-                Some(*entry.get_log_id())
-            }
-            None => None,
+    fn last_written(&self) -> Result<Option<LogId>, StorageError> {
+        let Some(last) = self.shared.wal.last_index() else {
+            return Ok(None);
         };
-        Ok(last)
+        match self
+            .shared
+            .wal
+            .entries(last..=last)
+            .map_err(read_err)?
+            .pop()
+        {
+            Some((_, bytes)) => {
+                let entry: Entry = bincode::deserialize(&bytes).map_err(read_err)?;
+                Ok(Some(*entry.get_log_id()))
+            }
+            None => Ok(None),
+        }
     }
 }
 
-/// Creates an empty log database at `path` via `<path>.tmp` and a rename (see [`LogStore::open`]).
-fn create_atomically(path: &Path) -> Result<(), String> {
-    let tmp = path.with_extension("redb.tmp");
-    // A leftover from a start that was killed midway.
-    let _ = std::fs::remove_file(&tmp);
+/// Copies a log kept in redb by an older version into a new write-ahead log at `dir`: built
+/// in `<dir>.tmp` and renamed into place, then the database is renamed `raft.redb.imported`.
+fn import_redb(path: &Path, dir: &Path) -> Result<(), String> {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+    const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let e = |e: &dyn std::fmt::Display| format!("importing {}: {e}", path.display());
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
     {
-        let db = Database::create(&tmp).map_err(|e| e.to_string())?;
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        txn.open_table(LOGS).map_err(|e| e.to_string())?;
-        txn.open_table(META).map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())?;
+        let db = redb::Database::open(path).map_err(|x| e(&x))?;
+        let txn = db.begin_read().map_err(|x| e(&x))?;
+        let mut wal = Wal::open(&tmp, DEFAULT_SEGMENT_BYTES).map_err(|x| e(&x))?;
+        if let Ok(meta) = txn.open_table(META) {
+            for (name, key) in [
+                ("vote", VOTE_KEY),
+                ("committed", COMMITTED_KEY),
+                ("last_purged", PURGED_KEY),
+            ] {
+                if let Some(v) = meta.get(name).map_err(|x| e(&x))? {
+                    let value = v.value().to_vec();
+                    let mut records = vec![Record::Meta { key, value: &value }];
+                    let purged: Option<LogId> = match key {
+                        PURGED_KEY => Some(bincode::deserialize(&value).map_err(|x| e(&x))?),
+                        _ => None,
+                    };
+                    if let Some(p) = purged {
+                        records.push(Record::Purge { upto: p.index });
+                    }
+                    wal.write(&records).map_err(|x| e(&x))?;
+                }
+            }
+        }
+        if let Ok(logs) = txn.open_table(LOGS) {
+            let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut flush = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), String> {
+                let records: Vec<_> = chunk
+                    .iter()
+                    .map(|(index, bytes)| Record::Entry {
+                        index: *index,
+                        bytes,
+                    })
+                    .collect();
+                wal.write(&records).map_err(|x| e(&x))?;
+                chunk.clear();
+                Ok(())
+            };
+            for item in logs.iter().map_err(|x| e(&x))? {
+                let (k, v) = item.map_err(|x| e(&x))?;
+                chunk.push((k.value(), v.value().to_vec()));
+                if chunk.len() == 1024 {
+                    flush(&mut chunk)?;
+                }
+            }
+            flush(&mut chunk)?;
+        }
     }
-    std::fs::rename(&tmp, path).map_err(|e| format!("rename {}: {e}", tmp.display()))?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
+    std::fs::rename(&tmp, dir).map_err(|x| e(&x))?;
+    std::fs::rename(path, path.with_extension("redb.imported")).map_err(|x| e(&x))?;
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(parent)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("sync {}: {e}", dir.display()))
+        .map_err(|x| e(&x))
 }
 
-fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
+fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -178,7 +221,7 @@ fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let result = commit_batch(shared, &batch).map_err(|e| e.to_string());
+        let result = write_batch(&mut wal, &batch).map_err(|e| e.to_string());
         let mut flushed_upto = None;
         for op in batch {
             match op {
@@ -197,40 +240,35 @@ fn writer_loop(shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
         }
         if let (Ok(()), Some(upto)) = (&result, flushed_upto) {
             let mut unflushed = shared.unflushed.lock().unwrap_or_else(|p| p.into_inner());
-            // Entries up to `upto` are now readable from the database.
+            // Entries up to `upto` are now readable from the log files.
             let rest = unflushed.split_off(&(upto + 1));
             *unflushed = rest;
         }
     }
 }
 
-fn commit_batch(shared: &Shared, batch: &[WriteOp]) -> Result<(), redb::Error> {
-    let txn = shared.db.begin_write()?;
-    {
-        let mut logs = txn.open_table(LOGS)?;
-        let mut meta = txn.open_table(META)?;
-        for op in batch {
-            match op {
-                WriteOp::Append { entries, .. } => {
-                    for (index, bytes) in entries {
-                        logs.insert(*index, bytes.as_slice())?;
-                    }
-                }
-                WriteOp::Meta { key, value, .. } => {
-                    meta.insert(*key, value.as_slice())?;
-                }
-                WriteOp::Truncate { from, .. } => {
-                    logs.retain_in(*from.., |_, _| false)?;
-                }
-                WriteOp::Purge { upto, record, .. } => {
-                    logs.retain_in(..=*upto, |_, _| false)?;
-                    meta.insert(PURGED_KEY, record.as_slice())?;
-                }
+fn write_batch(wal: &mut Wal, batch: &[WriteOp]) -> std::io::Result<()> {
+    let mut records = Vec::new();
+    for op in batch {
+        match op {
+            WriteOp::Append { entries, .. } => {
+                records.extend(entries.iter().map(|(index, bytes)| Record::Entry {
+                    index: *index,
+                    bytes,
+                }));
+            }
+            WriteOp::Meta { key, value, .. } => records.push(Record::Meta { key: *key, value }),
+            WriteOp::Truncate { from, .. } => records.push(Record::Truncate { from: *from }),
+            WriteOp::Purge { upto, record, .. } => {
+                records.push(Record::Meta {
+                    key: PURGED_KEY,
+                    value: record,
+                });
+                records.push(Record::Purge { upto: *upto });
             }
         }
     }
-    txn.commit()?;
-    Ok(())
+    wal.write(&records)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -249,21 +287,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => None,
         };
         let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
-        {
-            let txn = self.shared.db.begin_read().map_err(read_err)?;
-            let table = txn.open_table(LOGS).map_err(read_err)?;
-            let iter = match end {
-                Some(e) => table.range(start..e),
-                None => table.range(start..),
-            }
-            .map_err(read_err)?;
-            for item in iter {
-                let (k, v) = item.map_err(read_err)?;
-                out.insert(
-                    k.value(),
-                    bincode::deserialize(v.value()).map_err(read_err)?,
-                );
-            }
+        let bounds = (
+            Bound::Included(start),
+            end.map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        for (index, bytes) in self.shared.wal.entries(bounds).map_err(read_err)? {
+            out.insert(index, bincode::deserialize(&bytes).map_err(read_err)?);
         }
         let unflushed = self
             .shared
@@ -293,7 +322,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .unwrap_or_else(|p| p.into_inner());
             unflushed.values().next_back().map(|e| *e.get_log_id())
         };
-        let last = pending_last.or(self.last_in_db()?).or(last_purged);
+        let last = pending_last.or(self.last_written()?).or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -391,23 +420,65 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openraft::{EntryPayload, LeaderId};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(LeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
 
     #[test]
-    fn a_database_left_half_created_by_a_killed_start_does_not_block_the_next_one() {
+    fn a_log_kept_in_redb_by_an_older_version_is_imported_once() {
+        use redb::TableDefinition;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft.redb");
-        // What a start killed while creating the database leaves now: a temporary file only.
-        std::fs::write(path.with_extension("redb.tmp"), vec![0u8; 4096]).unwrap();
-        let store = LogStore::open(&path).unwrap();
-        assert!(store.last_in_db().unwrap().is_none());
-        assert!(!path.with_extension("redb.tmp").exists());
-        assert!(path.exists());
-        drop(store);
-        // And the complete database opens again, once the old writer thread has let go of it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while let Err(e) = LogStore::open(&path) {
-            assert!(std::time::Instant::now() < deadline, "{e}");
-            std::thread::yield_now();
+        let legacy = dir.path().join("raft.redb");
+        {
+            let db = redb::Database::create(&legacy).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut logs = txn
+                    .open_table(TableDefinition::<u64, &[u8]>::new("logs"))
+                    .unwrap();
+                for i in 4..=9 {
+                    logs.insert(i, bincode::serialize(&entry(i)).unwrap().as_slice())
+                        .unwrap();
+                }
+                let mut meta = txn
+                    .open_table(TableDefinition::<&str, &[u8]>::new("meta"))
+                    .unwrap();
+                let vote = Vote::<NodeId>::new_committed(1, 1);
+                meta.insert("vote", bincode::serialize(&vote).unwrap().as_slice())
+                    .unwrap();
+                let purged = *entry(3).get_log_id();
+                meta.insert(
+                    "last_purged",
+                    bincode::serialize(&purged).unwrap().as_slice(),
+                )
+                .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            rt.block_on(async {
+                let state = store.get_log_state().await.unwrap();
+                assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
+                assert_eq!(state.last_log_id.map(|l| l.index), Some(9));
+                let got = store.try_get_log_entries(0..100).await.unwrap();
+                let got: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+                assert_eq!(got, (4..=9).collect::<Vec<_>>());
+                assert_eq!(
+                    store.read_vote().await.unwrap(),
+                    Some(Vote::new_committed(1, 1))
+                );
+            });
+            assert!(!legacy.exists());
+            assert!(dir.path().join("raft.redb.imported").exists());
         }
     }
 }

@@ -1,0 +1,660 @@
+//! The write-ahead log under `<data-dir>/wal/`: Raft entries, truncations, purges and small
+//! metadata records (vote, committed id, purged id), appended as checksummed records to
+//! preallocated, zero-filled segment files and made durable with one `fdatasync` per batch.
+//!
+//! Why segments of zeros: overwriting bytes that already exist changes neither the file's size
+//! nor its block map, so `fdatasync` flushes data only, with no filesystem journal commit. On
+//! this project's machine one 10 KB durable append took 91 µs this way against 284 µs for a redb
+//! commit (150 µs against 470 µs with three writers on the disk at once). etcd's WAL does the
+//! same.
+//!
+//! Format. Segments are `<id:016x>.wal`, ids increasing. A record is
+//! `len: u32 LE | crc32(body): u32 LE | body`, body = `kind: u8 | fields`:
+//! entry (`1 | index: u64 | bytes`), truncate (`2 | from: u64`: entries >= `from` are gone),
+//! meta (`3 | key: u8 | value`), purge (`4 | upto: u64`: entries <= `upto` are gone).
+//!
+//! Replay reads segments in id order, each up to its first zero length or invalid record (a
+//! torn tail, never acknowledged: a write is acknowledged only after the fsync that covers every
+//! earlier byte). Every open starts a new segment, so bytes after a torn tail are never read as
+//! records. Each segment begins with the current metadata and purge point, which lets older
+//! segments be deleted once everything they hold is superseded or purged. The next segment is
+//! zero-filled ahead of time on a helper thread.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+/// Size a segment is preallocated to. A batch that does not fit starts a new segment; a single
+/// batch larger than this makes its segment grow past it (correct, only slower to sync).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
+
+const HEADER: usize = 8;
+const KIND_ENTRY: u8 = 1;
+const KIND_TRUNCATE: u8 = 2;
+const KIND_META: u8 = 3;
+const KIND_PURGE: u8 = 4;
+const SPARE: &str = "next.tmp";
+
+/// One record to append.
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'a> {
+    /// The encoded entry at `index`; replaces any entry at or after `index`.
+    Entry { index: u64, bytes: &'a [u8] },
+    /// Removes entries with index >= `from`.
+    Truncate { from: u64 },
+    /// Sets metadata `key` to `value`.
+    Meta { key: u8, value: &'a [u8] },
+    /// Removes entries with index <= `upto`.
+    Purge { upto: u64 },
+}
+
+/// Where an entry's bytes are.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// What readers see: open segment files and where each live entry is.
+#[derive(Default)]
+struct Index {
+    files: BTreeMap<u64, Arc<File>>,
+    entries: BTreeMap<u64, Loc>,
+    meta: BTreeMap<u8, Vec<u8>>,
+}
+
+/// What the log knows about one segment, to decide when it can be deleted.
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    /// Highest entry index written into it (whether or not later truncated).
+    max_index: Option<u64>,
+    truncates: bool,
+}
+
+/// Read side of a [`Wal`]; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct WalReader {
+    index: Arc<RwLock<Index>>,
+}
+
+/// The writing side; owned by one thread.
+pub struct Wal {
+    dir: PathBuf,
+    segment_bytes: u64,
+    index: Arc<RwLock<Index>>,
+    segments: Vec<Segment>,
+    active: Arc<File>,
+    pos: u64,
+    /// Bytes of the active segment taken by its head (metadata restated at its start).
+    head_len: u64,
+    meta: BTreeMap<u8, Vec<u8>>,
+    purged: Option<u64>,
+    spare: Option<JoinHandle<io::Result<File>>>,
+    buf: Vec<u8>,
+}
+
+impl Drop for Wal {
+    /// Waits for the spare segment, so a later open of the same directory cannot race it.
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.wal"))
+}
+
+fn corrupt(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `path` filled with `bytes` zeros and syncs it.
+fn zero_filled(path: &Path, bytes: u64) -> io::Result<File> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    f.sync_all()?;
+    Ok(f)
+}
+
+fn encode(out: &mut Vec<u8>, record: &Record<'_>) -> Option<(u64, u64, u32)> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    let mut entry = None;
+    match *record {
+        Record::Entry { index, bytes } => {
+            out.push(KIND_ENTRY);
+            out.extend_from_slice(&index.to_le_bytes());
+            entry = Some((index, out.len() as u64, bytes.len() as u32));
+            out.extend_from_slice(bytes);
+        }
+        Record::Truncate { from } => {
+            out.push(KIND_TRUNCATE);
+            out.extend_from_slice(&from.to_le_bytes());
+        }
+        Record::Meta { key, value } => {
+            out.push(KIND_META);
+            out.push(key);
+            out.extend_from_slice(value);
+        }
+        Record::Purge { upto } => {
+            out.push(KIND_PURGE);
+            out.extend_from_slice(&upto.to_le_bytes());
+        }
+    }
+    let body_len = (out.len() - start - HEADER) as u32;
+    let crc = crc32fast::hash(&out[start + HEADER..]);
+    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    entry
+}
+
+/// Decodes the valid records at the start of `data`, calling `f(record, body_offset)` for each.
+fn decode_all(data: &[u8], mut f: impl FnMut(Record<'_>, u64)) {
+    let mut pos = 0usize;
+    while data.len() - pos >= HEADER {
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
+        if len == 0 || len > data.len() - pos - HEADER {
+            return;
+        }
+        let body = &data[pos + HEADER..pos + HEADER + len];
+        if crc32fast::hash(body) != crc {
+            return;
+        }
+        let u64_at = |b: &[u8]| {
+            b.get(..8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        };
+        let record = match body[0] {
+            KIND_ENTRY => u64_at(&body[1..]).map(|index| Record::Entry {
+                index,
+                bytes: &body[9..],
+            }),
+            KIND_TRUNCATE => u64_at(&body[1..]).map(|from| Record::Truncate { from }),
+            KIND_META if body.len() >= 2 => Some(Record::Meta {
+                key: body[1],
+                value: &body[2..],
+            }),
+            KIND_PURGE => u64_at(&body[1..]).map(|upto| Record::Purge { upto }),
+            _ => None,
+        };
+        let Some(record) = record else { return };
+        f(record, (pos + HEADER) as u64);
+        pos += HEADER + len;
+    }
+}
+
+impl Wal {
+    /// Opens the log in `dir` (creating it if needed), replays it and starts a new segment.
+    pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<Wal> {
+        std::fs::create_dir_all(dir)?;
+        let _ = std::fs::remove_file(dir.join(SPARE));
+        let mut ids = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let name = item?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = name
+                .strip_suffix(".wal")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+
+        let mut index = Index::default();
+        let mut segments = Vec::new();
+        let mut purged = None;
+        for &id in &ids {
+            let path = segment_path(dir, id);
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let data = std::fs::read(&path)?;
+            let mut seg = Segment {
+                id,
+                max_index: None,
+                truncates: false,
+            };
+            decode_all(&data, |record, body| {
+                apply(&mut index, &mut purged, &mut seg, id, record, body)
+            });
+            index.files.insert(id, Arc::new(file));
+            segments.push(seg);
+        }
+        let meta = index.meta.clone();
+        let file = zero_filled(&dir.join(SPARE), segment_bytes)?;
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            index: Arc::new(RwLock::new(index)),
+            segments,
+            active: Arc::new(file.try_clone()?),
+            pos: 0,
+            head_len: 0,
+            meta,
+            purged,
+            spare: None,
+            buf: Vec::new(),
+        };
+        let next = ids.last().map_or(1, |last| last + 1);
+        wal.start_segment(next, file)?;
+        wal.active.sync_data()?;
+        wal.delete_obsolete();
+        Ok(wal)
+    }
+
+    /// A handle for reading entries and metadata.
+    pub fn reader(&self) -> WalReader {
+        WalReader {
+            index: self.index.clone(),
+        }
+    }
+
+    /// Appends `records` in order and makes them durable (one `fdatasync`). Entries become
+    /// readable as soon as they are written, metadata once it is durable.
+    pub fn write(&mut self, records: &[Record<'_>]) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut entries = Vec::new();
+        for record in records {
+            if let Some(e) = encode(&mut buf, record) {
+                entries.push(e);
+            }
+        }
+        if self.pos + buf.len() as u64 > self.segment_bytes && self.pos > self.head_len {
+            self.rotate()?;
+        }
+        let base = self.pos;
+        let id = self.segments.last().expect("active segment").id;
+        let written = self.active.write_all_at(&buf, base);
+        self.buf = buf;
+        written?;
+        self.pos += self.buf.len() as u64;
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let seg = self.segments.last_mut().expect("active segment");
+            let mut entries = entries.into_iter();
+            for record in records {
+                match *record {
+                    Record::Entry { .. } => {
+                        let (i, rel, len) = entries.next().expect("one location per entry");
+                        apply_entry(&mut index, seg, i, id, base + rel, len);
+                    }
+                    Record::Truncate { from } => {
+                        index.entries.split_off(&from);
+                        seg.truncates = true;
+                    }
+                    Record::Purge { upto } => {
+                        index.entries = index.entries.split_off(&(upto + 1));
+                        self.purged = self.purged.max(Some(upto));
+                    }
+                    Record::Meta { .. } => {}
+                }
+            }
+        }
+        self.active.sync_data()?;
+        let mut purges = false;
+        {
+            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for record in records {
+                match *record {
+                    Record::Meta { key, value } => {
+                        self.meta.insert(key, value.to_vec());
+                        index.meta.insert(key, value.to_vec());
+                    }
+                    Record::Purge { .. } => purges = true,
+                    _ => {}
+                }
+            }
+        }
+        if purges {
+            self.delete_obsolete();
+        }
+        Ok(())
+    }
+
+    /// Number of segment files (for tests and status).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.active.sync_data()?;
+        let file = match self.spare.take() {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("segment preallocation panicked")))?,
+            None => zero_filled(&self.dir.join(SPARE), self.segment_bytes)?,
+        };
+        let next = self.segments.last().map_or(1, |s| s.id + 1);
+        self.start_segment(next, file)
+    }
+
+    /// Makes the zero-filled spare file segment `id`, writes the head and prepares a new spare.
+    fn start_segment(&mut self, id: u64, file: File) -> io::Result<()> {
+        std::fs::rename(self.dir.join(SPARE), segment_path(&self.dir, id))?;
+        sync_dir(&self.dir)?;
+        let file = Arc::new(file);
+        let mut head = Vec::new();
+        for (key, value) in &self.meta {
+            encode(&mut head, &Record::Meta { key: *key, value });
+        }
+        if let Some(upto) = self.purged {
+            encode(&mut head, &Record::Purge { upto });
+        }
+        file.write_all_at(&head, 0)?;
+        self.active = file.clone();
+        self.pos = head.len() as u64;
+        self.head_len = self.pos;
+        self.segments.push(Segment {
+            id,
+            max_index: None,
+            truncates: false,
+        });
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .files
+            .insert(id, file);
+        let (path, bytes) = (self.dir.join(SPARE), self.segment_bytes);
+        self.spare = std::thread::Builder::new()
+            .name("raft-wal-prealloc".into())
+            .spawn(move || zero_filled(&path, bytes))
+            .ok();
+        Ok(())
+    }
+
+    /// Deletes segments nothing needs any more: those holding only metadata and purges (later
+    /// heads restate them), and the oldest ones whose entries are all purged. A segment with a
+    /// truncation stays while an older one does, since replay applies it to them.
+    fn delete_obsolete(&mut self) {
+        let active = self.segments.last().map(|s| s.id);
+        let purged = self.purged;
+        let mut prefix = true;
+        let mut gone = Vec::new();
+        self.segments.retain(|s| {
+            if Some(s.id) == active {
+                return true;
+            }
+            let only_meta = s.max_index.is_none() && !s.truncates;
+            let all_purged = prefix && s.max_index.is_none_or(|m| Some(m) <= purged);
+            if only_meta || all_purged {
+                gone.push(s.id);
+                false
+            } else {
+                prefix = false;
+                true
+            }
+        });
+        if gone.is_empty() {
+            return;
+        }
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        for id in gone {
+            index.files.remove(&id);
+            // Best effort: a segment that survives a crash is replayed and its entries dropped
+            // again by the purge point restated in every later head.
+            let _ = std::fs::remove_file(segment_path(&self.dir, id));
+        }
+    }
+}
+
+fn apply_entry(index: &mut Index, seg: &mut Segment, i: u64, id: u64, offset: u64, len: u32) {
+    index.entries.split_off(&i);
+    index.entries.insert(
+        i,
+        Loc {
+            segment: id,
+            offset,
+            len,
+        },
+    );
+    seg.max_index = seg.max_index.max(Some(i));
+}
+
+fn apply(
+    index: &mut Index,
+    purged: &mut Option<u64>,
+    seg: &mut Segment,
+    id: u64,
+    record: Record<'_>,
+    body: u64,
+) {
+    match record {
+        Record::Entry { index: i, bytes } => {
+            apply_entry(index, seg, i, id, body + 9, bytes.len() as u32);
+        }
+        Record::Truncate { from } => {
+            index.entries.split_off(&from);
+            seg.truncates = true;
+        }
+        Record::Meta { key, value } => {
+            index.meta.insert(key, value.to_vec());
+        }
+        Record::Purge { upto } => {
+            index.entries = index.entries.split_off(&(upto + 1));
+            *purged = (*purged).max(Some(upto));
+        }
+    }
+}
+
+impl std::fmt::Debug for WalReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalReader").finish_non_exhaustive()
+    }
+}
+
+impl WalReader {
+    /// The durable value of metadata `key`.
+    pub fn meta(&self, key: u8) -> Option<Vec<u8>> {
+        self.read_index().meta.get(&key).cloned()
+    }
+
+    /// The highest live entry index.
+    pub fn last_index(&self) -> Option<u64> {
+        self.read_index().entries.keys().next_back().copied()
+    }
+
+    /// The encoded entries with index in `range`, in order.
+    pub fn entries(&self, range: impl RangeBounds<u64>) -> io::Result<Vec<(u64, Vec<u8>)>> {
+        let wanted: Vec<(u64, Loc, Arc<File>)> = {
+            let index = self.read_index();
+            index
+                .entries
+                .range(range)
+                .map(|(i, loc)| {
+                    let file = index.files.get(&loc.segment).cloned().ok_or_else(|| {
+                        corrupt(format!("entry {i}: segment {} is gone", loc.segment))
+                    })?;
+                    Ok((*i, *loc, file))
+                })
+                .collect::<io::Result<_>>()?
+        };
+        wanted
+            .into_iter()
+            .map(|(i, loc, file)| {
+                let mut bytes = vec![0u8; loc.len as usize];
+                file.read_exact_at(&mut bytes, loc.offset)?;
+                Ok((i, bytes))
+            })
+            .collect()
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Vec<u8> {
+        format!("entry-{index}").into_bytes()
+    }
+
+    fn append(wal: &mut Wal, range: std::ops::Range<u64>) {
+        let bytes: Vec<_> = range.clone().map(entry).collect();
+        let records: Vec<_> = range
+            .zip(&bytes)
+            .map(|(index, bytes)| Record::Entry { index, bytes })
+            .collect();
+        wal.write(&records).unwrap();
+    }
+
+    fn wal_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("wal".as_ref()))
+            .count()
+    }
+
+    fn indexes(wal: &WalReader) -> Vec<u64> {
+        let got = wal.entries(..).unwrap();
+        for (i, bytes) in &got {
+            assert_eq!(bytes, &entry(*i));
+        }
+        got.into_iter().map(|(i, _)| i).collect()
+    }
+
+    #[test]
+    fn entries_truncation_purge_and_meta_survive_reopen_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1024).unwrap();
+        for chunk in 0..40 {
+            append(&mut wal, chunk * 10 + 1..chunk * 10 + 11);
+        }
+        wal.write(&[Record::Meta {
+            key: 1,
+            value: b"vote-a",
+        }])
+        .unwrap();
+        // Truncation reaching back into older segments.
+        wal.write(&[Record::Truncate { from: 205 }]).unwrap();
+        append(&mut wal, 205..208);
+        let before = wal.segment_count();
+        assert!(before > 2, "{before}");
+        wal.write(&[Record::Purge { upto: 150 }]).unwrap();
+        assert!(
+            wal.segment_count() < before,
+            "{} segments",
+            wal.segment_count()
+        );
+        let expect: Vec<u64> = (151..208).collect();
+        assert_eq!(indexes(&wal.reader()), expect);
+        drop(wal);
+
+        let wal = Wal::open(dir.path(), 1024).unwrap();
+        assert_eq!(indexes(&wal.reader()), expect);
+        assert_eq!(wal.reader().meta(1).as_deref(), Some(&b"vote-a"[..]));
+        assert_eq!(wal.reader().entries(200..300).unwrap().len(), 8);
+        // Segments wholly below the purge point are gone from disk.
+        assert_eq!(wal_files(dir.path()), wal.segment_count());
+    }
+
+    #[test]
+    fn a_torn_tail_is_dropped_and_never_read_after_new_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        append(&mut wal, 1..6);
+        let seg = wal.segments.last().unwrap().id;
+        let end = wal.pos;
+        drop(wal);
+        // A record half on disk: a valid header whose body was not fully written, followed by
+        // a complete, valid record that must not be taken as part of the log.
+        let path = segment_path(dir.path(), seg);
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let mut torn = Vec::new();
+        encode(
+            &mut torn,
+            &Record::Entry {
+                index: 6,
+                bytes: &entry(6),
+            },
+        );
+        let half = torn.len() / 2;
+        torn[half..].fill(0);
+        encode(
+            &mut torn,
+            &Record::Entry {
+                index: 7,
+                bytes: &entry(7),
+            },
+        );
+        file.write_all_at(&torn, end).unwrap();
+        drop(file);
+
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&wal.reader()), vec![1, 2, 3, 4, 5]);
+        append(&mut wal, 6..7);
+        drop(wal);
+        let wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&wal.reader()), vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_flipped_bit_ends_replay_at_that_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        append(&mut wal, 1..4);
+        let seg = wal.segments.last().unwrap().id;
+        let at = wal.index.read().unwrap().entries[&2].offset;
+        drop(wal);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment_path(dir.path(), seg))
+            .unwrap();
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, at).unwrap();
+        file.write_all_at(&[b[0] ^ 1], at).unwrap();
+        drop(file);
+        let wal = Wal::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(indexes(&wal.reader()), vec![1]);
+    }
+
+    #[test]
+    fn restarts_without_writes_do_not_pile_up_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 16).unwrap();
+        append(&mut wal, 1..3);
+        drop(wal);
+        for _ in 0..5 {
+            let wal = Wal::open(dir.path(), 1 << 16).unwrap();
+            assert_eq!(indexes(&wal.reader()), vec![1, 2]);
+        }
+        assert_eq!(wal_files(dir.path()), 2);
+    }
+}
