@@ -2,26 +2,30 @@
 //! append and one fsync. openraft 0.9 appends (and fsyncs) each client write on its own before
 //! taking the next, so without this every write would pay a full fsync.
 //!
-//! A single task takes the first queued command, drains whatever else is queued (up to
-//! [`MAX_BATCH_COMMANDS`] / [`MAX_BATCH_BYTES`]) and proposes the batch; while it is in flight the
-//! next batch accumulates. At most `MAX_IN_FLIGHT` batches are proposed at once.
-
+//! A single task proposes one batch at a time: it takes the first queued command, drains whatever
+//! else is queued (up to [`MAX_BATCH_COMMANDS`] / [`MAX_BATCH_BYTES`]) and proposes the batch;
+//! the next batch accumulates meanwhile.
+//!
+//! Closed-loop clients send their next command as soon as they get a reply, so a batch that just
+//! finished predicts who will be back shortly. Proposing the moment the previous batch ends splits
+//! steady load into two groups that alternate, each idle for a whole round while the other is in
+//! flight. So the task waits briefly for as many commands as were in flight plus queued at the
+//! end of the last round: never longer than half a round's duration, and not at all for a lone
+//! client (its next command completes the count). Measured with 64 clients: see BENCHMARKS.md.
 use crate::fsm::CallError;
 use crate::store::StateMachine;
 use crate::types::{Member, NodeId, Raft, Request};
 use openraft::error::{ClientWriteError, RaftError};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Most commands in one log entry.
 pub const MAX_BATCH_COMMANDS: usize = 1024;
 /// Most command bytes in one log entry (a single larger command still goes alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
-/// Batches proposed concurrently. openraft 0.9 handles client writes one at a time, each with
-/// its own fsync, so a second batch in flight only splits what could have been one entry: with
-/// 64 clients, 1 in flight measured 14,039 puts/s, 2 gave 11,649 and 4 gave 13,406 (5 s runs,
-/// noisy within about ±20%).
-const MAX_IN_FLIGHT: usize = 1;
+/// Longest wait for the clients answered by the last round, whatever that round took.
+const MAX_LINGER: Duration = Duration::from_millis(2);
 /// Commands waiting for a batch.
 const QUEUE: usize = 16 * 1024;
 
@@ -59,59 +63,74 @@ impl Batcher {
 }
 
 async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // Commands expected for the next batch, and how long to wait for them at most.
+    let mut expect = 0usize;
+    let mut linger = Duration::ZERO;
     while let Some(first) = rx.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        // Drain what queued up while we waited for a slot.
         let mut bytes = first.command.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
+        let deadline = Instant::now() + linger;
+        loop {
+            while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.command.len();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if batch.len() >= expect.min(MAX_BATCH_COMMANDS) || bytes >= MAX_BATCH_BYTES {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => {
                     bytes += p.command.len();
                     batch.push(p);
                 }
-                Err(_) => break,
+                Ok(None) | Err(_) => break,
             }
         }
-        let raft = raft.clone();
-        let sm = sm.clone();
-        tokio::spawn(async move {
-            // No command may precede the cluster's first module entry (see `seed_module`): a
-            // leader whose log has none yet logs one first. One attempt; if it fails, so will
-            // the batch, with the same error.
-            let leads = || {
-                let m = raft.metrics();
-                let m = m.borrow();
-                m.current_leader == Some(m.id)
-            };
-            if sm.needs_seed() && leads() {
-                let _ = super::seed_module(&raft, &sm, std::time::Duration::ZERO).await;
+        let started = Instant::now();
+        let proposed = batch.len();
+        propose(&raft, &sm, batch).await;
+        expect = proposed + rx.len();
+        linger = (started.elapsed() / 2).min(MAX_LINGER);
+    }
+}
+
+/// Proposes one batch and answers every command in it.
+async fn propose(raft: &Raft, sm: &StateMachine, batch: Vec<Pending>) {
+    // No command may precede the cluster's first module entry (see `seed_module`): a leader
+    // whose log has none yet logs one first. One attempt; if it fails, so will the batch, with
+    // the same error.
+    let leads = || {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(m.id)
+    };
+    if sm.needs_seed() && leads() {
+        let _ = super::seed_module(raft, sm, Duration::ZERO).await;
+    }
+    let (commands, replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+    match raft.client_write(Request::Commands(commands)).await {
+        Ok(written) => {
+            let index = written.log_id.index;
+            let mut results = written.data.results.into_iter();
+            for reply in replies {
+                let result = results.next().unwrap_or_else(|| {
+                    Err(CallError::Trap {
+                        message: "internal: batch response is short".into(),
+                    })
+                });
+                let _ = reply.send(Ok((index, result)));
             }
-            let (commands, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            match raft.client_write(Request::Commands(commands)).await {
-                Ok(written) => {
-                    let index = written.log_id.index;
-                    let mut results = written.data.results.into_iter();
-                    for reply in replies {
-                        let result = results.next().unwrap_or_else(|| {
-                            Err(CallError::Trap {
-                                message: "internal: batch response is short".into(),
-                            })
-                        });
-                        let _ = reply.send(Ok((index, result)));
-                    }
-                }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
-            drop(permit);
-        });
+        }
     }
 }

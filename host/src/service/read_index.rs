@@ -8,7 +8,12 @@
 
 use crate::types::{Member, NodeId, Raft};
 use openraft::error::{CheckIsLeaderError, RaftError};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Longest wait for the readers answered by the last round.
+const MAX_LINGER: Duration = Duration::from_millis(2);
 
 pub type CheckError = RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>;
 
@@ -35,14 +40,32 @@ impl ReadIndex {
 }
 
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), CheckError>>>) {
+    // As in the write batcher: wait briefly for the readers the last round answered, so steady
+    // load shares one round instead of splitting into two alternating groups.
+    let mut expect = 0usize;
+    let mut linger = Duration::ZERO;
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            waiting.push(w);
+        let deadline = Instant::now() + linger;
+        loop {
+            while let Ok(w) = rx.try_recv() {
+                waiting.push(w);
+            }
+            if waiting.len() >= expect {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(w)) => waiting.push(w),
+                Ok(None) | Err(_) => break,
+            }
         }
+        let started = Instant::now();
         let result = raft.ensure_linearizable().await.map(drop);
+        let served = waiting.len();
         for w in waiting {
             let _ = w.send(result.clone());
         }
+        expect = served + rx.len();
+        linger = (started.elapsed() / 2).min(MAX_LINGER);
     }
 }
