@@ -3,7 +3,7 @@
 # cluster running guest-kv natively (the guest's share), and a 3-member etcd cluster, all on
 # loopback with fsync on, alternating between them, and writes the table to BENCHMARKS.md.
 #
-#   bench/compare.sh                 # DURATION=10 WARMUP=2 BASE_PORT=31000 by default
+#   bench/compare.sh                 # DURATION=10 WARMUP=2 ROUNDS=3 BASE_PORT=31000 by default
 #
 # Installs etcd from Debian's etcd-server package if it is missing (needs root). Stops
 # everything it started, even on failure.
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-31000}
 KEYSPACE=${KEYSPACE:-10000}
 OUT=${OUT:-BENCHMARKS.md}
@@ -86,19 +87,37 @@ run() { # SYSTEM TARGET ENDPOINT OP CLIENTS [extra]
     | tail -n 1 >>"$RESULTS"
 }
 
-for clients in 1 64; do
-  run raftwasm raftwasm "$WASM_LEADER" put $clients
-  run etcd etcd "$ETCD_LEADER" put $clients
-  run raftwasm-native raftwasm "$NATIVE_LEADER" put $clients
-done
-for clients in 1 64; do
-  run raftwasm raftwasm "$WASM_LEADER" get $clients --preload
-  run etcd etcd "$ETCD_LEADER" get $clients --preload
+# Each workload runs ROUNDS times, the systems alternating within a round; the table shows the
+# round with the median throughput and the range over all rounds (this machine varies ±15%).
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round of $ROUNDS" >&2
+  for clients in 1 64; do
+    run raftwasm raftwasm "$WASM_LEADER" put $clients
+    run etcd etcd "$ETCD_LEADER" put $clients
+    run raftwasm-native raftwasm "$NATIVE_LEADER" put $clients
+  done
+  preload=""
+  [ "$round" = 1 ] && preload=--preload
+  for clients in 1 64; do
+    run raftwasm raftwasm "$WASM_LEADER" get $clients $preload
+    run etcd etcd "$ETCD_LEADER" get $clients $preload
+  done
 done
 
 python3 - "$RESULTS" "$OUT" <<'PY'
 import json, platform, subprocess, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# One row per workload: the median-throughput round, plus the range over rounds.
+groups = {}
+for r in runs:
+    groups.setdefault((r["label"], r["op"], r["clients"]), []).append(r)
+rows = []
+for key, rs in groups.items():
+    rs.sort(key=lambda r: r["ops_per_sec"])
+    row = dict(rs[len(rs) // 2])
+    row["range"] = "%d–%d" % (rs[0]["ops_per_sec"], rs[-1]["ops_per_sec"]) if len(rs) > 1 else "-"
+    row["rounds"] = len(rs)
+    rows.append(row)
 def sh(cmd):
     try: return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
     except Exception: return "?"
@@ -106,15 +125,17 @@ cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
 out = ["# Benchmarks", "",
        "Written by `bench/compare.sh` (rerun it to refresh). Same machine, same run, same client",
        "(`kvbench`, gRPC), loopback, fsync on, 3 nodes each, requests sent to the leader,",
-       "8-byte keys, 256-byte values, keyspace %d, reads linearizable." % rows[0]["keyspace"], "",
+       "8-byte keys, 256-byte values, keyspace %d, reads linearizable. Each workload ran %d times" % (rows[0]["keyspace"], rows[0]["rounds"]),
+       "(%d s each, systems alternating); a row is the run with the median ops/s, and `range` spans" % rows[0]["duration_s"],
+       "all its runs.", "",
        "- machine: %s, %s cores, %s" % (cpu, sh("nproc"), platform.platform()),
        "- raftwasm: %s (git %s), %s" % (sh("./target/release/host --version"), sh("git rev-parse --short HEAD"), sh("rustc --version")),
        "- etcd: %s" % sh("etcd --version | head -1"), "",
-       "| system | op | clients | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |",
-       "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+       "| system | op | clients | ops/s | range | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |",
+       "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in rows:
-    out.append("| %s | %s | %d | %d | %.2f | %.2f | %.2f | %.2f | %d |" % (
-        r["label"], r["op"], r["clients"], r["ops_per_sec"], r["p50_ms"], r["p90_ms"],
+    out.append("| %s | %s | %d | %d | %s | %.2f | %.2f | %.2f | %.2f | %d |" % (
+        r["label"], r["op"], r["clients"], r["ops_per_sec"], r["range"], r["p50_ms"], r["p90_ms"],
         r["p99_ms"], r["p999_ms"], r["errors"]))
 out.append("")
 out.append("`raftwasm-native` runs guest-kv compiled into the host (`--native-fsm`): the gap to")
