@@ -49,6 +49,12 @@ enum WriteOp {
         value: Vec<u8>,
         done: Done,
     },
+    /// Metadata that is safe to lose (the committed id): written with the next sync, and
+    /// never the reason for one.
+    Lazy {
+        key: u8,
+        value: Vec<u8>,
+    },
     /// Delete entries with index >= the given one.
     Truncate {
         from: u64,
@@ -221,7 +227,8 @@ fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let result = write_batch(&mut wal, &batch).map_err(|e| e.to_string());
+        let sync = batch.iter().any(|op| !matches!(op, WriteOp::Lazy { .. }));
+        let result = write_batch(&mut wal, &batch, sync).map_err(|e| e.to_string());
         let mut flushed_upto = None;
         for op in batch {
             match op {
@@ -236,6 +243,11 @@ fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
                 | WriteOp::Purge { done, .. } => {
                     let _ = done.send(result.clone());
                 }
+                WriteOp::Lazy { .. } => {
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "saving the committed log id failed");
+                    }
+                }
             }
         }
         if let (Ok(()), Some(upto)) = (&result, flushed_upto) {
@@ -247,7 +259,7 @@ fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
     }
 }
 
-fn write_batch(wal: &mut Wal, batch: &[WriteOp]) -> std::io::Result<()> {
+fn write_batch(wal: &mut Wal, batch: &[WriteOp], sync: bool) -> std::io::Result<()> {
     let mut records = Vec::new();
     for op in batch {
         match op {
@@ -257,7 +269,9 @@ fn write_batch(wal: &mut Wal, batch: &[WriteOp]) -> std::io::Result<()> {
                     bytes,
                 }));
             }
-            WriteOp::Meta { key, value, .. } => records.push(Record::Meta { key: *key, value }),
+            WriteOp::Meta { key, value, .. } | WriteOp::Lazy { key, value } => {
+                records.push(Record::Meta { key: *key, value })
+            }
             WriteOp::Truncate { from, .. } => records.push(Record::Truncate { from: *from }),
             WriteOp::Purge { upto, record, .. } => {
                 records.push(Record::Meta {
@@ -268,7 +282,11 @@ fn write_batch(wal: &mut Wal, batch: &[WriteOp]) -> std::io::Result<()> {
             }
         }
     }
-    wal.write(&records)
+    if sync {
+        wal.write(&records)
+    } else {
+        wal.write_unsynced(&records)
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -341,17 +359,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta(VOTE_KEY)
     }
 
-    /// Queued, not awaited: openraft calls this on every commit advance, and the committed id
-    /// only saves replay work after a restart (losing the latest one is safe), so it must not
-    /// cost the Raft core an fsync each time. It lands with the next batch the writer commits.
+    /// Queued, not awaited, and never synced on its own: openraft calls this on every commit
+    /// advance, and the committed id only saves replay work after a restart (losing the latest
+    /// one is safe). It becomes durable with the next sync of entries or other metadata; before
+    /// this, each one cost an extra `fdatasync` per batch on every node.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let value = bincode::serialize(&committed).map_err(write_err)?;
-        let (done, _ignored) = oneshot::channel();
         self.writer
-            .send(WriteOp::Meta {
+            .send(WriteOp::Lazy {
                 key: COMMITTED_KEY,
                 value,
-                done,
             })
             .map_err(|_| write_err("log writer thread stopped"))
     }

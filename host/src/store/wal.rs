@@ -9,7 +9,7 @@
 //! same.
 //!
 //! Format. Segments are `<id:016x>.wal`, ids increasing. A record is
-//! `len: u32 LE | crc32(body): u32 LE | body`, body = `kind: u8 | fields`:
+//! `len: u32 LE | crc32(id: u64 LE, body): u32 LE | body`, body = `kind: u8 | fields`:
 //! entry (`1 | index: u64 | bytes`), truncate (`2 | from: u64`: entries >= `from` are gone),
 //! meta (`3 | key: u8 | value`), purge (`4 | upto: u64`: entries <= `upto` are gone).
 //!
@@ -17,8 +17,13 @@
 //! torn tail, never acknowledged: a write is acknowledged only after the fsync that covers every
 //! earlier byte). Every open starts a new segment, so bytes after a torn tail are never read as
 //! records. Each segment begins with the current metadata and purge point, which lets older
-//! segments be deleted once everything they hold is superseded or purged. The next segment is
-//! zero-filled ahead of time on a helper thread.
+//! segments be deleted once everything they hold is superseded or purged.
+//!
+//! The next segment is made ready on a helper thread while the current one fills (created,
+//! zero-filled, synced, named, directory synced), so starting it costs the writer only its head.
+//! A deleted segment's file is kept for that (up to [`RECYCLE`] of them, as `<id>.recycle`)
+//! rather than zero-filling a new one, which would double the bytes written; the segment id in
+//! every checksum makes records left from a file's earlier life invalid in its new one.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -39,6 +44,8 @@ const KIND_TRUNCATE: u8 = 2;
 const KIND_META: u8 = 3;
 const KIND_PURGE: u8 = 4;
 const SPARE: &str = "next.tmp";
+/// Deleted segment files kept for reuse (8 MiB each by default).
+pub const RECYCLE: usize = 8;
 
 /// One record to append.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +85,9 @@ struct Segment {
     truncates: bool,
 }
 
+/// A segment file made ready for use, and its id.
+type Prepared = (u64, Arc<File>);
+
 /// Read side of a [`Wal`]; cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct WalReader {
@@ -96,15 +106,18 @@ pub struct Wal {
     head_len: u64,
     meta: BTreeMap<u8, Vec<u8>>,
     purged: Option<u64>,
-    spare: Option<JoinHandle<io::Result<File>>>,
+    /// The next segment, being made ready.
+    next: Option<JoinHandle<io::Result<Prepared>>>,
+    /// Deleted segments' files, for reuse. A file is reused only once no reader holds it.
+    recycled: Vec<(PathBuf, Arc<File>)>,
     buf: Vec<u8>,
 }
 
 impl Drop for Wal {
-    /// Waits for the spare segment, so a later open of the same directory cannot race it.
+    /// Waits for the next segment, so a later open of the same directory cannot race it.
     fn drop(&mut self) {
-        if let Some(spare) = self.spare.take() {
-            let _ = spare.join();
+        if let Some(next) = self.next.take() {
+            let _ = next.join();
         }
     }
 }
@@ -149,6 +162,8 @@ fn zero_filled(path: &Path, bytes: u64) -> io::Result<File> {
     Ok(f)
 }
 
+/// Appends `record` to `out` with its checksum left zero (see [`seal`]); returns where an
+/// entry's bytes are, relative to `out`.
 fn encode(out: &mut Vec<u8>, record: &Record<'_>) -> Option<(u64, u64, u32)> {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
@@ -175,14 +190,31 @@ fn encode(out: &mut Vec<u8>, record: &Record<'_>) -> Option<(u64, u64, u32)> {
         }
     }
     let body_len = (out.len() - start - HEADER) as u32;
-    let crc = crc32fast::hash(&out[start + HEADER..]);
     out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     entry
 }
 
-/// Decodes the valid records at the start of `data`, calling `f(record, body_offset)` for each.
-fn decode_all(data: &[u8], mut f: impl FnMut(Record<'_>, u64)) {
+fn checksum(segment: u64, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&segment.to_le_bytes());
+    h.update(body);
+    h.finalize()
+}
+
+/// Fills in the checksums of the records encoded in `buf`, for segment `segment`.
+fn seal(buf: &mut [u8], segment: u64) {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
+        let crc = checksum(segment, &buf[pos + HEADER..pos + HEADER + len]);
+        buf[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+        pos += HEADER + len;
+    }
+}
+
+/// Decodes the valid records of segment `segment` at the start of `data`, calling
+/// `f(record, body_offset)` for each.
+fn decode_all(data: &[u8], segment: u64, mut f: impl FnMut(Record<'_>, u64)) {
     let mut pos = 0usize;
     while data.len() - pos >= HEADER {
         let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
@@ -191,7 +223,7 @@ fn decode_all(data: &[u8], mut f: impl FnMut(Record<'_>, u64)) {
             return;
         }
         let body = &data[pos + HEADER..pos + HEADER + len];
-        if crc32fast::hash(body) != crc {
+        if checksum(segment, body) != crc {
             return;
         }
         let u64_at = |b: &[u8]| {
@@ -223,14 +255,22 @@ impl Wal {
         std::fs::create_dir_all(dir)?;
         let _ = std::fs::remove_file(dir.join(SPARE));
         let mut ids = Vec::new();
+        let mut recycled = Vec::new();
         for item in std::fs::read_dir(dir)? {
-            let name = item?.file_name();
-            let name = name.to_string_lossy();
+            let path = item?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
             if let Some(id) = name
                 .strip_suffix(".wal")
                 .and_then(|h| u64::from_str_radix(h, 16).ok())
             {
                 ids.push(id);
+            } else if name.ends_with(".recycle") {
+                if recycled.len() < RECYCLE {
+                    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+                    recycled.push((path, Arc::new(file)));
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
             }
         }
         ids.sort_unstable();
@@ -247,29 +287,31 @@ impl Wal {
                 max_index: None,
                 truncates: false,
             };
-            decode_all(&data, |record, body| {
+            decode_all(&data, id, |record, body| {
                 apply(&mut index, &mut purged, &mut seg, id, record, body)
             });
             index.files.insert(id, Arc::new(file));
             segments.push(seg);
         }
         let meta = index.meta.clone();
-        let file = zero_filled(&dir.join(SPARE), segment_bytes)?;
+        let next = ids.last().map_or(1, |last| last + 1);
+        let reuse = take_unread(&mut recycled);
+        let (id, file) = prepare(dir, next, reuse, segment_bytes)?;
         let mut wal = Wal {
             dir: dir.to_path_buf(),
             segment_bytes,
             index: Arc::new(RwLock::new(index)),
             segments,
-            active: Arc::new(file.try_clone()?),
+            active: file.clone(),
             pos: 0,
             head_len: 0,
             meta,
             purged,
-            spare: None,
+            next: None,
+            recycled,
             buf: Vec::new(),
         };
-        let next = ids.last().map_or(1, |last| last + 1);
-        wal.start_segment(next, file)?;
+        wal.start_segment(id, file)?;
         wal.active.sync_data()?;
         wal.delete_obsolete();
         Ok(wal)
@@ -285,6 +327,17 @@ impl Wal {
     /// Appends `records` in order and makes them durable (one `fdatasync`). Entries become
     /// readable as soon as they are written, metadata once it is durable.
     pub fn write(&mut self, records: &[Record<'_>]) -> io::Result<()> {
+        self.append(records, true)
+    }
+
+    /// Appends `records` without waiting for the disk: they become durable with the next
+    /// [`Wal::write`], or are lost (as a torn or missing tail) if the process dies first. For
+    /// records that are safe to lose; their metadata is visible at once.
+    pub fn write_unsynced(&mut self, records: &[Record<'_>]) -> io::Result<()> {
+        self.append(records, false)
+    }
+
+    fn append(&mut self, records: &[Record<'_>], sync: bool) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut entries = Vec::new();
@@ -298,6 +351,7 @@ impl Wal {
         }
         let base = self.pos;
         let id = self.segments.last().expect("active segment").id;
+        seal(&mut buf, id);
         let written = self.active.write_all_at(&buf, base);
         self.buf = buf;
         written?;
@@ -324,7 +378,9 @@ impl Wal {
                 }
             }
         }
-        self.active.sync_data()?;
+        if sync {
+            self.active.sync_data()?;
+        }
         let mut purges = false;
         {
             let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
@@ -352,21 +408,27 @@ impl Wal {
 
     fn rotate(&mut self) -> io::Result<()> {
         self.active.sync_data()?;
-        let file = match self.spare.take() {
+        let want = self.segments.last().map_or(1, |s| s.id + 1);
+        let (id, file) = match self.next.take() {
             Some(handle) => handle
                 .join()
-                .unwrap_or_else(|_| Err(io::Error::other("segment preallocation panicked")))?,
-            None => zero_filled(&self.dir.join(SPARE), self.segment_bytes)?,
+                .unwrap_or_else(|_| Err(io::Error::other("preparing a segment panicked")))?,
+            None => {
+                let reuse = take_unread(&mut self.recycled);
+                prepare(&self.dir, want, reuse, self.segment_bytes)?
+            }
         };
-        let next = self.segments.last().map_or(1, |s| s.id + 1);
-        self.start_segment(next, file)
+        if id != want {
+            return Err(io::Error::other(format!(
+                "prepared segment {id}, expected {want}"
+            )));
+        }
+        self.start_segment(id, file)
     }
 
-    /// Makes the zero-filled spare file segment `id`, writes the head and prepares a new spare.
-    fn start_segment(&mut self, id: u64, file: File) -> io::Result<()> {
-        std::fs::rename(self.dir.join(SPARE), segment_path(&self.dir, id))?;
-        sync_dir(&self.dir)?;
-        let file = Arc::new(file);
+    /// Makes the prepared `file` the active segment `id`, writes its head and starts preparing
+    /// the one after it.
+    fn start_segment(&mut self, id: u64, file: Arc<File>) -> io::Result<()> {
         let mut head = Vec::new();
         for (key, value) in &self.meta {
             encode(&mut head, &Record::Meta { key: *key, value });
@@ -374,6 +436,7 @@ impl Wal {
         if let Some(upto) = self.purged {
             encode(&mut head, &Record::Purge { upto });
         }
+        seal(&mut head, id);
         file.write_all_at(&head, 0)?;
         self.active = file.clone();
         self.pos = head.len() as u64;
@@ -388,11 +451,13 @@ impl Wal {
             .unwrap_or_else(|p| p.into_inner())
             .files
             .insert(id, file);
-        let (path, bytes) = (self.dir.join(SPARE), self.segment_bytes);
-        self.spare = std::thread::Builder::new()
-            .name("raft-wal-prealloc".into())
-            .spawn(move || zero_filled(&path, bytes))
-            .ok();
+        let reuse = take_unread(&mut self.recycled);
+        let (dir, bytes) = (self.dir.clone(), self.segment_bytes);
+        self.next = Some(
+            std::thread::Builder::new()
+                .name("raft-wal-next".into())
+                .spawn(move || prepare(&dir, id + 1, reuse, bytes))?,
+        );
         Ok(())
     }
 
@@ -423,12 +488,53 @@ impl Wal {
         }
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for id in gone {
-            index.files.remove(&id);
+            let file = index.files.remove(&id);
+            let path = segment_path(&self.dir, id);
             // Best effort: a segment that survives a crash is replayed and its entries dropped
             // again by the purge point restated in every later head.
-            let _ = std::fs::remove_file(segment_path(&self.dir, id));
+            if let (Some(file), true) = (file, self.recycled.len() < RECYCLE) {
+                let keep = path.with_extension("recycle");
+                if std::fs::rename(&path, &keep).is_ok() {
+                    self.recycled.push((keep, file));
+                    continue;
+                }
+            }
+            let _ = std::fs::remove_file(&path);
         }
     }
+}
+
+/// A recycled file that no reader still holds (an entry being read from it stays intact).
+fn take_unread(recycled: &mut Vec<(PathBuf, Arc<File>)>) -> Option<(PathBuf, Arc<File>)> {
+    let i = recycled
+        .iter()
+        .position(|(_, f)| Arc::strong_count(f) == 1)?;
+    Some(recycled.swap_remove(i))
+}
+
+/// Makes segment file `id` ready for use: `reuse` renamed, or a new zero-filled file; then
+/// syncs the directory so the name is durable.
+fn prepare(
+    dir: &Path,
+    id: u64,
+    reuse: Option<(PathBuf, Arc<File>)>,
+    segment_bytes: u64,
+) -> io::Result<Prepared> {
+    let path = segment_path(dir, id);
+    let file = match reuse {
+        Some((from, file)) => {
+            std::fs::rename(from, &path)?;
+            file
+        }
+        None => {
+            let tmp = dir.join(SPARE);
+            let file = zero_filled(&tmp, segment_bytes)?;
+            std::fs::rename(&tmp, &path)?;
+            Arc::new(file)
+        }
+    };
+    sync_dir(dir)?;
+    Ok((id, file))
 }
 
 fn apply_entry(index: &mut Index, seg: &mut Segment, i: u64, id: u64, offset: u64, len: u32) {
@@ -521,8 +627,11 @@ impl WalReader {
 mod tests {
     use super::*;
 
+    /// Entry bytes; their length varies with the index, so reused segment files are not
+    /// overwritten record for record.
     fn entry(index: u64) -> Vec<u8> {
-        format!("entry-{index}").into_bytes()
+        let pad = if index % 100 < 50 { 60 } else { 0 };
+        format!("entry-{index}-{}", "x".repeat(pad)).into_bytes()
     }
 
     fn append(wal: &mut Wal, range: std::ops::Range<u64>) {
@@ -534,10 +643,10 @@ mod tests {
         wal.write(&records).unwrap();
     }
 
-    fn wal_files(dir: &Path) -> usize {
+    fn wal_files(dir: &Path, extension: &str) -> usize {
         std::fs::read_dir(dir)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension() == Some("wal".as_ref()))
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some(extension.as_ref()))
             .count()
     }
 
@@ -580,8 +689,11 @@ mod tests {
         assert_eq!(indexes(&wal.reader()), expect);
         assert_eq!(wal.reader().meta(1).as_deref(), Some(&b"vote-a"[..]));
         assert_eq!(wal.reader().entries(200..300).unwrap().len(), 8);
-        // Segments wholly below the purge point are gone from disk.
-        assert_eq!(wal_files(dir.path()), wal.segment_count());
+        // Segments wholly below the purge point are gone from disk: what is left is the live
+        // segments and the next one, prepared ahead.
+        let live = wal.segment_count();
+        drop(wal);
+        assert_eq!(wal_files(dir.path(), "wal"), live + 1);
     }
 
     #[test]
@@ -604,8 +716,7 @@ mod tests {
                 bytes: &entry(6),
             },
         );
-        let half = torn.len() / 2;
-        torn[half..].fill(0);
+        let first = torn.len();
         encode(
             &mut torn,
             &Record::Entry {
@@ -613,6 +724,8 @@ mod tests {
                 bytes: &entry(7),
             },
         );
+        seal(&mut torn, seg);
+        torn[first / 2..first].fill(0);
         file.write_all_at(&torn, end).unwrap();
         drop(file);
 
@@ -646,6 +759,69 @@ mod tests {
     }
 
     #[test]
+    fn segment_files_are_reused_and_the_log_stays_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1024).unwrap();
+        let mut next = 1;
+        // Fill, purge and refill many segments, so files are reused several times over.
+        for round in 0..6u64 {
+            for _ in 0..20 {
+                append(&mut wal, next..next + 5);
+                next += 5;
+            }
+            wal.write(&[Record::Purge { upto: next - 30 }]).unwrap();
+            assert!(!wal.recycled.is_empty() && wal.recycled.len() <= RECYCLE);
+            assert_eq!(
+                indexes(&wal.reader()),
+                (next - 29..next).collect::<Vec<_>>()
+            );
+            if round == 2 {
+                drop(wal);
+                wal = Wal::open(dir.path(), 1024).unwrap();
+            }
+        }
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            files.iter().filter(|f| f.ends_with(".recycle")).count() <= RECYCLE,
+            "{files:?}"
+        );
+        drop(wal);
+        // After a restart only live entries come back.
+        let wal = Wal::open(dir.path(), 1024).unwrap();
+        assert_eq!(
+            indexes(&wal.reader()),
+            (next - 29..next).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn records_are_valid_only_in_the_segment_they_were_written_for() {
+        // A reused file still holds its earlier life's records past whatever was rewritten:
+        // here, all of them, under a new segment id.
+        let old = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(old.path(), 1 << 16).unwrap();
+        append(&mut wal, 1..6);
+        let seg = wal.segments.last().unwrap().id;
+        drop(wal);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            segment_path(old.path(), seg),
+            segment_path(dir.path(), seg + 5),
+        )
+        .unwrap();
+        let wal = Wal::open(dir.path(), 1 << 16).unwrap();
+        assert_eq!(indexes(&wal.reader()), Vec::<u64>::new());
+        // The same bytes under their own id replay.
+        std::fs::copy(segment_path(old.path(), seg), segment_path(dir.path(), seg)).unwrap();
+        drop(wal);
+        let wal = Wal::open(dir.path(), 1 << 16).unwrap();
+        assert_eq!(indexes(&wal.reader()), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
     fn restarts_without_writes_do_not_pile_up_segments() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::open(dir.path(), 1 << 16).unwrap();
@@ -655,6 +831,9 @@ mod tests {
             let wal = Wal::open(dir.path(), 1 << 16).unwrap();
             assert_eq!(indexes(&wal.reader()), vec![1, 2]);
         }
-        assert_eq!(wal_files(dir.path()), 2);
+        // The segment with the entries, the active one and the next one; the empty segments
+        // of earlier starts wait for reuse, no more than RECYCLE of them.
+        assert_eq!(wal_files(dir.path(), "wal"), 3);
+        assert!(wal_files(dir.path(), "recycle") <= RECYCLE);
     }
 }
