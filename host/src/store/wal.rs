@@ -44,6 +44,9 @@ const KIND_TRUNCATE: u8 = 2;
 const KIND_META: u8 = 3;
 const KIND_PURGE: u8 = 4;
 const SPARE: &str = "next.tmp";
+/// Names the record format; written before the first segment, checked on every open.
+const FORMAT_FILE: &str = "FORMAT";
+const FORMAT: &str = "raftwasm-wal 2\n";
 /// Deleted segment files kept for reuse (8 MiB each by default).
 pub const RECYCLE: usize = 8;
 
@@ -254,6 +257,7 @@ impl Wal {
     pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<Wal> {
         std::fs::create_dir_all(dir)?;
         let _ = std::fs::remove_file(dir.join(SPARE));
+        check_format(dir)?;
         let mut ids = Vec::new();
         let mut recycled = Vec::new();
         for item in std::fs::read_dir(dir)? {
@@ -501,6 +505,38 @@ impl Wal {
             }
             let _ = std::fs::remove_file(&path);
         }
+    }
+}
+
+/// Checks the directory's format marker, or writes it into a directory with no segments yet.
+fn check_format(dir: &Path) -> io::Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == FORMAT => Ok(()),
+        Ok(found) => Err(corrupt(format!(
+            "{}: log format {:?}, this build reads {:?}",
+            dir.display(),
+            found.trim(),
+            FORMAT.trim()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let has_segments = std::fs::read_dir(dir)?
+                .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "wal")));
+            if has_segments {
+                return Err(corrupt(format!(
+                    "{}: log segments without a {FORMAT_FILE} file (an older development \
+                     format); this build cannot read them",
+                    dir.display()
+                )));
+            }
+            let tmp = dir.join("FORMAT.tmp");
+            let mut f = File::create(&tmp)?;
+            f.write_all(FORMAT.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(dir)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -807,6 +843,7 @@ mod tests {
         let seg = wal.segments.last().unwrap().id;
         drop(wal);
         let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(old.path().join(FORMAT_FILE), dir.path().join(FORMAT_FILE)).unwrap();
         std::fs::copy(
             segment_path(old.path(), seg),
             segment_path(dir.path(), seg + 5),
@@ -819,6 +856,20 @@ mod tests {
         drop(wal);
         let wal = Wal::open(dir.path(), 1 << 16).unwrap();
         assert_eq!(indexes(&wal.reader()), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_log_in_another_format_is_refused_not_read_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(dir.path(), 1 << 16).unwrap();
+        append(&mut wal, 1..3);
+        drop(wal);
+        std::fs::remove_file(dir.path().join(FORMAT_FILE)).unwrap();
+        let err = Wal::open(dir.path(), 1 << 16).unwrap_err().to_string();
+        assert!(err.contains("without a FORMAT file"), "{err}");
+        std::fs::write(dir.path().join(FORMAT_FILE), "raftwasm-wal 9\n").unwrap();
+        let err = Wal::open(dir.path(), 1 << 16).unwrap_err().to_string();
+        assert!(err.contains("raftwasm-wal 9"), "{err}");
     }
 
     #[test]
