@@ -49,6 +49,7 @@ async fn launch(
         // Snapshots only when asked, so each phase is measured alone.
         snapshot_every: u64::MAX / 2,
         snapshot_keep_logs: 0,
+        wal_segment_bytes: host::store::wal::DEFAULT_SEGMENT_BYTES,
     };
     let started = node::start(&config).await?;
     let (stop, stopped) = oneshot::channel::<()>();

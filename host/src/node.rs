@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot when the log is purged.
     pub snapshot_keep_logs: u64,
+    /// Size of a write-ahead log segment file.
+    pub wal_segment_bytes: u64,
 }
 
 /// Why a node could not start or stopped.
@@ -168,7 +170,8 @@ pub async fn start(config: &NodeConfig) -> Result<Started, NodeError> {
         reason,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(e.to_string()))?;
-    let log = LogStore::open(&config.data_dir).map_err(|e| storage(e.to_string()))?;
+    let log = LogStore::open(&config.data_dir, config.wal_segment_bytes)
+        .map_err(|e| storage(e.to_string()))?;
     let sm = StateMachine::open(config.data_dir.clone(), config.module.clone())
         .map_err(|e| storage(e.to_string()))?;
 

@@ -14,7 +14,7 @@ struct Builder {
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = LogStore::open(dir.path())?;
+        let log = LogStore::open(dir.path(), 1 << 16)?;
         let sm = StateMachine::open(dir.path().to_path_buf(), self.module.clone())?;
         Ok((dir, log, sm))
     }

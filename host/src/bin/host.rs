@@ -85,6 +85,10 @@ struct Args {
     /// Log entries kept behind a snapshot, so briefly lagging followers need no snapshot.
     #[arg(long, env = "RAFTWASM_SNAPSHOT_KEEP_LOGS", default_value_t = node::DEFAULT_SNAPSHOT_KEEP_LOGS)]
     snapshot_keep_logs: u64,
+    /// Size each write-ahead log segment file is preallocated to, bytes.
+    #[arg(long, env = "RAFTWASM_WAL_SEGMENT_BYTES", default_value_t = host::store::wal::DEFAULT_SEGMENT_BYTES,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    wal_segment_bytes: u64,
     /// Minimum Raft election timeout, ms (the maximum is twice this).
     #[arg(long, env = "RAFTWASM_ELECTION_TIMEOUT_MS", default_value_t = DEFAULT_ELECTION_TIMEOUT_MS)]
     election_timeout_ms: u64,
@@ -151,6 +155,7 @@ async fn main() -> Result<()> {
         election_timeout_ms: args.election_timeout_ms,
         snapshot_every: args.snapshot_every,
         snapshot_keep_logs: args.snapshot_keep_logs,
+        wal_segment_bytes: args.wal_segment_bytes,
     };
     // One line on stdout that scripts and tests read to learn the bound addresses.
     println!(

@@ -89,14 +89,15 @@ impl Debug for LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `data_dir/wal` and starts its writer thread.
-    pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
+    /// Opens (or creates) the log in `data_dir/wal`, with segments of `segment_bytes`, and
+    /// starts its writer thread.
+    pub fn open(data_dir: &Path, segment_bytes: u64) -> Result<Self, StorageError> {
         let dir = data_dir.join("wal");
         let legacy = data_dir.join("raft.redb");
         if !dir.exists() && legacy.exists() {
             import_redb(&legacy, &dir).map_err(write_err)?;
         }
-        let wal = Wal::open(&dir, DEFAULT_SEGMENT_BYTES)
+        let wal = Wal::open(&dir, segment_bytes)
             .map_err(|e| write_err(format!("{}: {e}", dir.display())))?;
         let shared = Arc::new(Shared {
             wal: wal.reader(),
@@ -481,7 +482,7 @@ mod tests {
             .build()
             .unwrap();
         for _ in 0..2 {
-            let mut store = LogStore::open(dir.path()).unwrap();
+            let mut store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
             rt.block_on(async {
                 let state = store.get_log_state().await.unwrap();
                 assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
