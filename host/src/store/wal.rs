@@ -107,7 +107,6 @@ pub struct Wal {
     pos: u64,
     /// Bytes of the active segment taken by its head (metadata restated at its start).
     head_len: u64,
-    meta: BTreeMap<u8, Vec<u8>>,
     purged: Option<u64>,
     /// The next segment, being made ready.
     next: Option<JoinHandle<io::Result<Prepared>>>,
@@ -165,17 +164,15 @@ fn zero_filled(path: &Path, bytes: u64) -> io::Result<File> {
     Ok(f)
 }
 
-/// Appends `record` to `out` with its checksum left zero (see [`seal`]); returns where an
-/// entry's bytes are, relative to `out`.
-fn encode(out: &mut Vec<u8>, record: &Record<'_>) -> Option<(u64, u64, u32)> {
+/// Appends `record` to `out` with its checksum left zero (see [`seal`]); returns where its
+/// body starts, relative to `out`.
+fn encode(out: &mut Vec<u8>, record: &Record<'_>) -> u64 {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
-    let mut entry = None;
     match *record {
         Record::Entry { index, bytes } => {
             out.push(KIND_ENTRY);
             out.extend_from_slice(&index.to_le_bytes());
-            entry = Some((index, out.len() as u64, bytes.len() as u32));
             out.extend_from_slice(bytes);
         }
         Record::Truncate { from } => {
@@ -194,7 +191,7 @@ fn encode(out: &mut Vec<u8>, record: &Record<'_>) -> Option<(u64, u64, u32)> {
     }
     let body_len = (out.len() - start - HEADER) as u32;
     out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
-    entry
+    (start + HEADER) as u64
 }
 
 fn checksum(segment: u64, body: &[u8]) -> u32 {
@@ -292,12 +289,11 @@ impl Wal {
                 truncates: false,
             };
             decode_all(&data, id, |record, body| {
-                apply(&mut index, &mut purged, &mut seg, id, record, body)
+                apply(&mut index, &mut purged, &mut seg, record, body)
             });
             index.files.insert(id, Arc::new(file));
             segments.push(seg);
         }
-        let meta = index.meta.clone();
         let next = ids.last().map_or(1, |last| last + 1);
         let reuse = take_unread(&mut recycled);
         let (id, file) = prepare(dir, next, reuse, segment_bytes)?;
@@ -309,7 +305,6 @@ impl Wal {
             active: file.clone(),
             pos: 0,
             head_len: 0,
-            meta,
             purged,
             next: None,
             recycled,
@@ -344,12 +339,7 @@ impl Wal {
     fn append(&mut self, records: &[Record<'_>], sync: bool) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let mut entries = Vec::new();
-        for record in records {
-            if let Some(e) = encode(&mut buf, record) {
-                entries.push(e);
-            }
-        }
+        let bodies: Vec<u64> = records.iter().map(|r| encode(&mut buf, r)).collect();
         if self.pos + buf.len() as u64 > self.segment_bytes && self.pos > self.head_len {
             self.rotate()?;
         }
@@ -360,49 +350,35 @@ impl Wal {
         self.buf = buf;
         written?;
         self.pos += self.buf.len() as u64;
-        {
-            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            let seg = self.segments.last_mut().expect("active segment");
-            let mut entries = entries.into_iter();
-            for record in records {
-                match *record {
-                    Record::Entry { .. } => {
-                        let (i, rel, len) = entries.next().expect("one location per entry");
-                        apply_entry(&mut index, seg, i, id, base + rel, len);
-                    }
-                    Record::Truncate { from } => {
-                        index.entries.split_off(&from);
-                        seg.truncates = true;
-                    }
-                    Record::Purge { upto } => {
-                        index.entries = index.entries.split_off(&(upto + 1));
-                        self.purged = self.purged.max(Some(upto));
-                    }
-                    Record::Meta { .. } => {}
-                }
-            }
-        }
+        // Entries, truncations and purges take effect once written; metadata once durable.
+        let is_meta = |r: &Record<'_>| matches!(r, Record::Meta { .. });
+        self.apply_written(records, &bodies, base, |r| !is_meta(r));
         if sync {
             self.active.sync_data()?;
         }
-        let mut purges = false;
-        {
-            let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-            for record in records {
-                match *record {
-                    Record::Meta { key, value } => {
-                        self.meta.insert(key, value.to_vec());
-                        index.meta.insert(key, value.to_vec());
-                    }
-                    Record::Purge { .. } => purges = true,
-                    _ => {}
-                }
-            }
-        }
-        if purges {
+        self.apply_written(records, &bodies, base, is_meta);
+        if records.iter().any(|r| matches!(r, Record::Purge { .. })) {
             self.delete_obsolete();
         }
         Ok(())
+    }
+
+    /// Applies those of `records` that `which` picks, written to the active segment with their
+    /// bodies at `base + bodies[i]`, to the index.
+    fn apply_written(
+        &mut self,
+        records: &[Record<'_>],
+        bodies: &[u64],
+        base: u64,
+        which: impl Fn(&Record<'_>) -> bool,
+    ) {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let seg = self.segments.last_mut().expect("active segment");
+        for (record, body) in records.iter().zip(bodies) {
+            if which(record) {
+                apply(&mut index, &mut self.purged, seg, *record, base + body);
+            }
+        }
     }
 
     /// Number of segment files (for tests and status).
@@ -434,7 +410,7 @@ impl Wal {
     /// the one after it.
     fn start_segment(&mut self, id: u64, file: Arc<File>) -> io::Result<()> {
         let mut head = Vec::new();
-        for (key, value) in &self.meta {
+        for (key, value) in &self.index.read().unwrap_or_else(|p| p.into_inner()).meta {
             encode(&mut head, &Record::Meta { key: *key, value });
         }
         if let Some(upto) = self.purged {
@@ -573,30 +549,26 @@ fn prepare(
     Ok((id, file))
 }
 
-fn apply_entry(index: &mut Index, seg: &mut Segment, i: u64, id: u64, offset: u64, len: u32) {
-    index.entries.split_off(&i);
-    index.entries.insert(
-        i,
-        Loc {
-            segment: id,
-            offset,
-            len,
-        },
-    );
-    seg.max_index = seg.max_index.max(Some(i));
-}
-
+/// Applies `record`, whose body is at offset `body` of segment `seg`, to the index: replay and
+/// new writes both come through here.
 fn apply(
     index: &mut Index,
     purged: &mut Option<u64>,
     seg: &mut Segment,
-    id: u64,
     record: Record<'_>,
     body: u64,
 ) {
     match record {
         Record::Entry { index: i, bytes } => {
-            apply_entry(index, seg, i, id, body + 9, bytes.len() as u32);
+            index.entries.split_off(&i);
+            let loc = Loc {
+                segment: seg.id,
+                // After the kind byte and the index.
+                offset: body + 9,
+                len: bytes.len() as u32,
+            };
+            index.entries.insert(i, loc);
+            seg.max_index = seg.max_index.max(Some(i));
         }
         Record::Truncate { from } => {
             index.entries.split_off(&from);
