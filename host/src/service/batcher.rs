@@ -4,14 +4,9 @@
 //!
 //! A single task proposes one batch at a time: it takes the first queued command, drains whatever
 //! else is queued (up to [`MAX_BATCH_COMMANDS`] / [`MAX_BATCH_BYTES`]) and proposes the batch;
-//! the next batch accumulates meanwhile.
-//!
-//! Closed-loop clients send their next command as soon as they get a reply, so a batch that just
-//! finished predicts who will be back shortly. Proposing the moment the previous batch ends splits
-//! steady load into two groups that alternate, each idle for a whole round while the other is in
-//! flight. So the task waits briefly for as many commands as were in flight plus queued at the
-//! end of the last round: never longer than half a round's duration, and not at all for a lone
-//! client (its next command completes the count). Measured with 64 clients: see BENCHMARKS.md.
+//! the next batch accumulates meanwhile. Before proposing, it waits briefly for the clients the
+//! last batch answered (see [`super::pacing`]).
+use super::pacing::Pacing;
 use crate::fsm::CallError;
 use crate::store::StateMachine;
 use crate::types::{Member, NodeId, Raft, Request};
@@ -24,8 +19,6 @@ use tokio::time::Instant;
 pub const MAX_BATCH_COMMANDS: usize = 1024;
 /// Most command bytes in one log entry (a single larger command still goes alone).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
-/// Longest wait for the clients answered by the last round, whatever that round took.
-const MAX_LINGER: Duration = Duration::from_millis(2);
 /// Commands waiting for a batch.
 const QUEUE: usize = 16 * 1024;
 
@@ -63,13 +56,11 @@ impl Batcher {
 }
 
 async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
-    // Commands expected for the next batch, and how long to wait for them at most.
-    let mut expect = 0usize;
-    let mut linger = Duration::ZERO;
+    let mut pacing = Pacing::default();
     while let Some(first) = rx.recv().await {
         let mut bytes = first.command.len();
         let mut batch = vec![first];
-        let deadline = Instant::now() + linger;
+        let (expect, deadline) = pacing.target();
         loop {
             while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
@@ -94,8 +85,7 @@ async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
         let started = Instant::now();
         let proposed = batch.len();
         propose(&raft, &sm, batch).await;
-        expect = proposed + rx.len();
-        linger = (started.elapsed() / 2).min(MAX_LINGER);
+        pacing.finished(started, proposed, rx.len());
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod batcher;
 mod error;
+mod pacing;
 mod read_index;
 mod status;
 

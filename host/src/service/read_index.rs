@@ -4,16 +4,14 @@
 //! after the read arrived, and has applied up to the commit index it saw then (openraft's
 //! `ensure_linearizable`). One confirmation serves every read that arrived before it started,
 //! so a task runs them in rounds: take everyone waiting, confirm once, release them all; reads
-//! arriving meanwhile wait for the next round. etcd's ReadIndex does the same.
+//! arriving meanwhile wait for the next round. etcd's ReadIndex does the same. A round waits
+//! briefly for the readers the previous one answered (see [`super::pacing`]).
 
+use super::pacing::Pacing;
 use crate::types::{Member, NodeId, Raft};
 use openraft::error::{CheckIsLeaderError, RaftError};
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-
-/// Longest wait for the readers answered by the last round.
-const MAX_LINGER: Duration = Duration::from_millis(2);
 
 pub type CheckError = RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>;
 
@@ -40,13 +38,10 @@ impl ReadIndex {
 }
 
 async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), CheckError>>>) {
-    // As in the write batcher: wait briefly for the readers the last round answered, so steady
-    // load shares one round instead of splitting into two alternating groups.
-    let mut expect = 0usize;
-    let mut linger = Duration::ZERO;
+    let mut pacing = Pacing::default();
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
-        let deadline = Instant::now() + linger;
+        let (expect, deadline) = pacing.target();
         loop {
             while let Ok(w) = rx.try_recv() {
                 waiting.push(w);
@@ -65,7 +60,6 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<
         for w in waiting {
             let _ = w.send(result.clone());
         }
-        expect = served + rx.len();
-        linger = (started.elapsed() / 2).min(MAX_LINGER);
+        pacing.finished(started, served, rx.len());
     }
 }
