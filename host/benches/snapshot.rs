@@ -8,6 +8,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use host::fsm::{GuestLimits, GuestModule, MachineSpec};
 use host::node::{self, NodeConfig, Started};
 use host::service::Limits;
+use openraft::async_runtime::WatchReceiver;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -73,7 +74,13 @@ async fn launch(
 async fn wait_applied(started: &Started, index: u64) {
     let mut rx = started.raft.metrics();
     loop {
-        if rx.borrow().last_applied.map(|l| l.index).unwrap_or(0) >= index {
+        if rx
+            .borrow_watched()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0)
+            >= index
+        {
             return;
         }
         if rx.changed().await.is_err() {
@@ -134,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
         .started
         .raft
         .metrics()
-        .borrow()
+        .borrow_watched()
         .last_log_index
         .unwrap_or(0);
 

@@ -9,7 +9,6 @@ use crate::fsm::CallError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::io::Cursor;
 
 /// openraft's node id: derived from the node's name by [`node_id`].
 pub type NodeId = u64;
@@ -43,6 +42,23 @@ pub enum Request {
     Module { bytes: Vec<u8>, seed: bool },
 }
 
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Commands(c) => write!(f, "commands({})", c.len()),
+            Request::Module { bytes, seed } => {
+                write!(f, "module({} bytes, seed: {seed})", bytes.len())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "results({})", self.results.len())
+    }
+}
+
 /// One guest module in a state machine's history: which, how big, and from which log index on
 /// it ran (0: since the node started, before any module entry).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -67,20 +83,22 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = Member,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
 /// The openraft instance of a node.
-pub type Raft = openraft::Raft<TypeConfig>;
-/// Log id, membership, snapshot metadata and errors with our type parameters.
-pub type LogId = openraft::LogId<NodeId>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type RaftMetrics = openraft::RaftMetrics<NodeId, Member>;
+pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachine>;
+/// Log id, vote, membership, snapshot metadata and errors with our type parameters.
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, Member>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// A snapshot's bytes (a sealed envelope, see `store::snapshot`), kept in memory.
+pub type SnapshotData = Vec<u8>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 
 /// Maps a user-facing node name to openraft's id: the first 8 bytes of its SHA-256. Zero is
 /// avoided so an id is never mistaken for "no node".

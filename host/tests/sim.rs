@@ -28,19 +28,18 @@ use host::grpc::proto::raft_server::RaftServer;
 use host::grpc::raft_service::RaftService;
 use host::network::{Network, PeerPool};
 use host::types::{
-    node_id, Entry, LogId, Member, NodeId, Raft, Request, Response, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    node_id, Entry, LogId, Member, NodeId, Request, Response, Snapshot, SnapshotData, SnapshotMeta,
+    StoredMembership, TypeConfig, Vote,
 };
 use hyper_util::rt::TokioIo;
-use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
-use openraft::{
-    EntryPayload, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot, SnapshotPolicy, Vote,
-};
+use openraft::async_runtime::WatchReceiver;
+use openraft::storage::{EntryResponder, IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{EntryPayload, LogState, RaftLogReader, RaftSnapshotBuilder, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::io::Cursor;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeBounds;
 use std::pin::Pin;
@@ -61,7 +60,7 @@ const QUIET_TAIL: Duration = Duration::from_secs(25);
 
 #[derive(Debug, Default)]
 struct Disk {
-    vote: Option<Vote<NodeId>>,
+    vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
     log: BTreeMap<u64, Entry>,
@@ -85,18 +84,22 @@ impl RaftLogReader<TypeConfig> for MemLog {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         let d = lock(&self.0);
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
         Ok(d.log.range((start, end)).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(lock(&self.0).vote)
     }
 }
 
 impl RaftLogStorage<TypeConfig> for MemLog {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let d = lock(&self.0);
         let last = d.log.values().next_back().map(|e| e.log_id).or(d.purged);
         Ok(LogState {
@@ -109,29 +112,25 @@ impl RaftLogStorage<TypeConfig> for MemLog {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         lock(&self.0).vote = Some(*vote);
         Ok(())
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        Ok(lock(&self.0).vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         lock(&self.0).committed = committed;
         Ok(())
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         Ok(lock(&self.0).committed)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -143,16 +142,18 @@ impl RaftLogStorage<TypeConfig> for MemLog {
             }
         }
         // The "disk" is written synchronously: durable as soon as it is stored.
-        callback.log_io_completed(Ok(()));
+        callback.io_completed(Ok(()));
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        lock(&self.0).log.split_off(&log_id.index);
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        lock(&self.0)
+            .log
+            .split_off(&last.map_or(0, |l| l.index + 1));
         Ok(())
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let mut d = lock(&self.0);
         let keep = d.log.split_off(&(log_id.index + 1));
         d.log = keep;
@@ -171,33 +172,35 @@ struct SimStateMachine {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SimStateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
-            snapshot_id: format!("{:?}", self.last_applied),
         };
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(self.kv.snapshot())),
+            snapshot: self.kv.snapshot(),
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for SimStateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        let mut out = Vec::new();
-        for entry in entries {
+        use futures::StreamExt;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
             let index = entry.log_id.index;
             self.last_applied = Some(entry.log_id);
             let commands = match entry.payload {
@@ -227,9 +230,12 @@ impl RaftStateMachine<TypeConfig> for SimStateMachine {
                     d.applied.insert(index, commands);
                 }
             }
-            out.push(Response { results });
+            drop(d);
+            if let Some(responder) = responder {
+                responder.send(Response { results });
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self {
@@ -241,27 +247,18 @@ impl RaftStateMachine<TypeConfig> for SimStateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        self.kv = Kv::restore(snapshot.get_ref()).map_err(|e| {
-            openraft::StorageIOError::read_snapshot(
-                Some(meta.signature()),
-                openraft::AnyError::error(format!("{e:?}")),
-            )
-        })?;
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        self.kv = Kv::restore(&snapshot).map_err(|e| io::Error::other(format!("{e:?}")))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         Ok(None)
     }
 }
@@ -320,6 +317,7 @@ fn member(name: &str) -> Member {
     }
 }
 
+type Raft = openraft::Raft<TypeConfig, SimStateMachine>;
 type Handles = Arc<Mutex<HashMap<String, Raft>>>;
 /// Writes the client saw acknowledged: (log index, command).
 type Acked = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
@@ -470,7 +468,7 @@ fn run_seed(seed: u64) -> Outcome {
             if crashed == Some(name.as_str()) {
                 continue;
             }
-            let m = raft.metrics().borrow().clone();
+            let m = raft.metrics().borrow_watched().clone();
             if m.current_leader == Some(m.id) {
                 let prev = leaders.insert(m.current_term, m.id);
                 if prev.is_some_and(|p| p != m.id) {
@@ -517,7 +515,7 @@ fn run_seed(seed: u64) -> Outcome {
 
     if std::env::var("SIM_DEBUG").is_ok() {
         for (name, raft) in handles.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let m = raft.metrics().borrow().clone();
+            let m = raft.metrics().borrow_watched().clone();
             eprintln!(
                 "{name}: state {:?} term {} last_log {:?} applied {:?} repl {:?}",
                 m.state, m.current_term, m.last_log_index, m.last_applied, m.replication

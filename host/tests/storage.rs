@@ -3,8 +3,9 @@
 
 use host::fsm::{GuestLimits, GuestModule, MachineSpec};
 use host::store::{LogStore, StateMachine};
-use host::types::{StorageError, TypeConfig};
-use openraft::testing::{StoreBuilder, Suite};
+use host::types::TypeConfig;
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::{ErrorSubject, ErrorVerb, StorageError};
 use std::path::Path;
 
 struct Builder {
@@ -12,16 +13,19 @@ struct Builder {
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        let err = |e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = LogStore::open(dir.path(), 1 << 16)?;
-        let sm = StateMachine::open(dir.path().to_path_buf(), self.module.clone())?;
+        let log = LogStore::open(dir.path(), 1 << 16).map_err(err)?;
+        let sm = StateMachine::open(dir.path().to_path_buf(), self.module.clone()).map_err(err)?;
         Ok((dir, log, sm))
     }
 }
 
-#[test]
-fn openraft_storage_suite() {
+#[tokio::test]
+async fn openraft_storage_suite() {
     let module = GuestModule::from_file(
         Path::new(env!("RAFTWASM_GUEST_KV_WASM")),
         GuestLimits::default(),
@@ -30,5 +34,6 @@ fn openraft_storage_suite() {
     Suite::test_all(Builder {
         module: MachineSpec::Wasm(module),
     })
+    .await
     .expect("conformance suite passes");
 }

@@ -310,8 +310,9 @@ mod in_process {
     use host::fsm::{CallError, GuestLimits, GuestModule, MachineSpec};
     use host::store::StateMachine;
     use host::types::{Entry, LogId, Request};
+    use openraft::impls::leader_id_adv::LeaderId;
     use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
+    use openraft::{EntryPayload, RaftSnapshotBuilder};
 
     fn spec(path: &str) -> MachineSpec {
         MachineSpec::Wasm(
@@ -321,7 +322,13 @@ mod in_process {
 
     fn entry(index: u64, request: Request) -> Entry {
         Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(
+                LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
             payload: EntryPayload::Normal(request),
         }
     }
@@ -351,21 +358,21 @@ mod in_process {
         // Started with the bank guest: the seed entry decides what runs, not --fsm.
         let mut sm =
             StateMachine::open(dir.path().join("a"), spec(env!("RAFTWASM_BANK_WASM"))).unwrap();
-        let out = sm
-            .apply([
-                entry(1, module(v1, true)),
-                entry(2, put("k", "v")),
-                entry(3, module(v1, true)),
-                entry(4, put("cue", "RESTORE-TRAP")),
-                entry(5, module(bad, false)),
-                entry(6, module(v2, false)),
-                entry(
-                    7,
-                    Request::Commands(vec![br#"{"op":"incr","key":"n"}"#.to_vec()]),
-                ),
-            ])
-            .await
-            .unwrap();
+        let out: Vec<_> = [
+            entry(1, module(v1, true)),
+            entry(2, put("k", "v")),
+            entry(3, module(v1, true)),
+            entry(4, put("cue", "RESTORE-TRAP")),
+            entry(5, module(bad, false)),
+            entry(6, module(v2, false)),
+            entry(
+                7,
+                Request::Commands(vec![br#"{"op":"incr","key":"n"}"#.to_vec()]),
+            ),
+        ]
+        .into_iter()
+        .map(|e| sm.apply_entry(e).unwrap())
+        .collect();
         let result = |i: usize| out[i].results[0].clone();
         assert!(result(0).is_ok() && result(1).is_ok());
         // A second seed changes nothing.

@@ -5,31 +5,36 @@
 
 use super::proto::raft_server::Raft as RaftRpc;
 use super::proto::RaftMessage;
-use crate::types::Raft;
+use crate::network::SnapshotHeader;
+use crate::store::StateMachine;
+use crate::types::{Snapshot, SnapshotData, TypeConfig};
+use openraft::error::RaftError;
+use openraft::storage::RaftStateMachine;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-/// Serves Raft RPCs into the local openraft instance.
+/// Serves Raft RPCs into the local openraft instance. Generic over the state machine only so
+/// the simulation test can run the real protocol over its own in-memory one.
 #[derive(Clone)]
-pub struct RaftService {
-    raft: Raft,
+pub struct RaftService<SM: RaftStateMachine<TypeConfig> = StateMachine> {
+    raft: openraft::Raft<TypeConfig, SM>,
     /// Until when elections are suspended (leadership transfer). The suspension always lifts by
     /// itself, so a leader that dies mid-transfer cannot leave the cluster unable to elect.
     suspended_until: Arc<Mutex<Option<Instant>>>,
 }
 
-impl std::fmt::Debug for RaftService {
+impl<SM: RaftStateMachine<TypeConfig>> std::fmt::Debug for RaftService<SM> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RaftService").finish_non_exhaustive()
     }
 }
 
-impl RaftService {
-    pub fn new(raft: Raft) -> Self {
+impl<SM: RaftStateMachine<TypeConfig>> RaftService<SM> {
+    pub fn new(raft: openraft::Raft<TypeConfig, SM>) -> Self {
         RaftService {
             raft,
             suspended_until: Arc::new(Mutex::new(None)),
@@ -75,7 +80,10 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
 }
 
 #[tonic::async_trait]
-impl RaftRpc for RaftService {
+impl<SM> RaftRpc for RaftService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
     async fn append_entries(
         &self,
         req: Request<RaftMessage>,
@@ -89,12 +97,37 @@ impl RaftRpc for RaftService {
         encode(&self.raft.vote(rpc).await)
     }
 
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = decode(req)?;
+        encode(&self.raft.pre_vote(rpc).await)
+    }
+
+    /// A snapshot stream: the header (vote and metadata), then the data in chunks.
     async fn install_snapshot(
         &self,
-        req: Request<RaftMessage>,
+        req: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(req)?;
-        encode(&self.raft.install_snapshot(rpc).await)
+        let mut stream = req.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let header: SnapshotHeader = bincode::deserialize(&first.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            data.extend_from_slice(&chunk.payload);
+        }
+        let snapshot = Snapshot {
+            meta: header.meta,
+            snapshot: data,
+        };
+        let result: Result<_, RaftError<TypeConfig>> = self
+            .raft
+            .install_full_snapshot(header.vote, snapshot)
+            .await
+            .map_err(RaftError::Fatal);
+        encode(&result)
     }
 
     async fn suspend_elections(
@@ -110,7 +143,7 @@ impl RaftRpc for RaftService {
         self.suspend_elections_for(0);
         self.raft
             .trigger()
-            .elect()
+            .elect(false)
             .await
             .map_err(|e| Status::unavailable(format!("cannot campaign: {e}")))?;
         encode(&())

@@ -6,19 +6,19 @@
 
 use crate::grpc::proto::raft_client::RaftClient;
 use crate::grpc::proto::RaftMessage;
-use crate::types::{Member, NodeId, TypeConfig};
+use crate::types::{Member, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::AnyError;
+use openraft::RaftNetworkV2;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -115,86 +115,146 @@ pub struct Connection {
     client: Result<RaftClient<Channel>, String>,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>;
-
-fn network_err<E>(msg: String) -> RPCError<NodeId, Member, E>
-where
-    E: std::error::Error,
-{
-    RPCError::Network(NetworkError::from(AnyError::error(msg)))
+#[derive(Clone, Copy)]
+enum Method {
+    Append,
+    Vote,
+    PreVote,
 }
 
-impl Connection {
-    async fn call<Req, Resp, E>(
-        &mut self,
-        method: RaftMethod,
-        req: &Req,
-        timeout: Duration,
-    ) -> RpcResult<Resp, E>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let client = match &mut self.client {
-            Ok(c) => c,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::from(AnyError::error(e)))),
-        };
-        let payload = bincode::serialize(req).map_err(|e| network_err(e.to_string()))?;
-        let mut request = tonic::Request::new(RaftMessage { payload });
-        request.set_timeout(timeout);
-        let reply = match method {
-            RaftMethod::Append => client.append_entries(request).await,
-            RaftMethod::Vote => client.vote(request).await,
-            RaftMethod::Snapshot => client.install_snapshot(request).await,
-        };
-        let reply = reply.map_err(|status| {
-            let msg = format!("{} ({}): {}", self.addr, status.code(), status.message());
-            match status.code() {
-                tonic::Code::Unavailable => {
-                    RPCError::Unreachable(Unreachable::from(AnyError::error(msg)))
-                }
-                _ => network_err(msg),
-            }
-        })?;
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            bincode::deserialize(&reply.into_inner().payload)
-                .map_err(|e| network_err(e.to_string()))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+/// Bytes of snapshot data per message of a snapshot stream.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// The header of a snapshot stream; the data follows in raw chunks.
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct SnapshotHeader {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+}
+
+fn status_err(addr: &str, status: &tonic::Status) -> RPCError<TypeConfig> {
+    let msg = format!("{addr} ({}): {}", status.code(), status.message());
+    match status.code() {
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(msg)),
+        _ => RPCError::Network(NetworkError::from_string(msg)),
     }
 }
 
-#[derive(Clone, Copy)]
-enum RaftMethod {
-    Append,
-    Vote,
-    Snapshot,
+impl Connection {
+    fn client(&mut self) -> Result<&mut RaftClient<Channel>, RPCError<TypeConfig>> {
+        match &mut self.client {
+            Ok(c) => Ok(c),
+            Err(e) => Err(RPCError::Unreachable(Unreachable::from_string(e))),
+        }
+    }
+
+    async fn call<Req, Resp>(
+        &mut self,
+        method: Method,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+    {
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let mut request = tonic::Request::new(RaftMessage { payload });
+        request.set_timeout(timeout);
+        let client = self.client()?;
+        let reply = match method {
+            Method::Append => client.append_entries(request).await,
+            Method::Vote => client.vote(request).await,
+            Method::PreVote => client.pre_vote(request).await,
+        };
+        let reply = reply.map_err(|status| status_err(&self.addr, &status))?;
+        let result: Result<Resp, RaftError<TypeConfig>> =
+            bincode::deserialize(&reply.into_inner().payload)
+                .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        // The only error a peer returns is fatal (its Raft stopped): unreachable, so replication
+        // backs off instead of retrying at once.
+        result.map_err(|e| {
+            RPCError::Unreachable(Unreachable::from_string(format!(
+                "node {} at {}: {e}",
+                self.target, self.addr
+            )))
+        })
+    }
 }
 
-impl RaftNetwork<TypeConfig> for Connection {
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = crate::types::SnapshotData;
+
     async fn append_entries(
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        self.call(RaftMethod::Append, &req, option.hard_ttl()).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        req: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(RaftMethod::Snapshot, &req, option.hard_ttl())
-            .await
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::Append, &req, option.hard_ttl()).await
     }
 
     async fn vote(
         &mut self,
-        req: VoteRequest<NodeId>,
+        req: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>> {
-        self.call(RaftMethod::Vote, &req, option.hard_ttl()).await
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::Vote, &req, option.hard_ttl()).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        req: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::PreVote, &req, option.hard_ttl()).await
+    }
+
+    /// Sends the whole snapshot as one client stream: a header (vote and metadata), then the
+    /// data in chunks. Dropped (and so cancelled) when `cancel` resolves first.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = bincode::serialize(&SnapshotHeader {
+            vote,
+            meta: snapshot.meta,
+        })
+        .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let data = snapshot.snapshot;
+        let mut messages = vec![RaftMessage { payload: header }];
+        messages.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| RaftMessage {
+            payload: c.to_vec(),
+        }));
+        let mut request = tonic::Request::new(futures::stream::iter(messages));
+        request.set_timeout(option.hard_ttl());
+        let addr = self.addr.clone();
+        let target = self.target;
+        let client = self.client().map_err(rpc_to_streaming)?;
+        let send = client.install_snapshot(request);
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            reply = send => reply.map_err(|status| rpc_to_streaming(status_err(&addr, &status)))?,
+        };
+        let result: Result<SnapshotResponse<TypeConfig>, RaftError<TypeConfig>> =
+            bincode::deserialize(&reply.into_inner().payload)
+                .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        result.map_err(|e| {
+            StreamingError::Network(NetworkError::from_string(format!(
+                "node {target} at {addr} refused the snapshot: {e}"
+            )))
+        })
+    }
+}
+
+fn rpc_to_streaming(e: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
+    match e {
+        RPCError::Timeout(t) => StreamingError::Timeout(t),
+        RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+        RPCError::Network(n) => StreamingError::Network(n),
+        RPCError::RemoteError(r) => StreamingError::Network(NetworkError::from_string(r)),
     }
 }

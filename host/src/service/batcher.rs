@@ -9,7 +9,8 @@
 use super::pacing::Pacing;
 use crate::fsm::CallError;
 use crate::store::StateMachine;
-use crate::types::{Member, NodeId, Raft, Request};
+use crate::types::{Raft, Request, TypeConfig};
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -22,7 +23,7 @@ pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Commands waiting for a batch.
 const QUEUE: usize = 16 * 1024;
 
-pub type WriteError = RaftError<NodeId, ClientWriteError<NodeId, Member>>;
+pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
 
 /// What one command's proposal produced: its log index and the guest's result.
 pub type Committed = Result<(u64, Result<Vec<u8>, CallError>), WriteError>;
@@ -96,7 +97,7 @@ async fn propose(raft: &Raft, sm: &StateMachine, batch: Vec<Pending>) {
     // the same error.
     let leads = || {
         let m = raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         m.current_leader == Some(m.id)
     };
     if sm.needs_seed() && leads() {

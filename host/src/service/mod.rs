@@ -27,8 +27,12 @@ pub use status::{MemberStatus, StateHash, Status};
 use crate::grpc::proto::{self, client_client::ClientClient};
 use crate::network::{PeerPool, MAX_GRPC_MESSAGE_BYTES};
 use crate::store::StateMachine;
-use crate::types::{node_id, validate_node_name, Member, ModuleRecord, NodeId, Raft, Request};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use crate::types::{
+    node_id, validate_node_name, Member, ModuleRecord, NodeId, Raft, RaftMetrics, Request,
+    TypeConfig,
+};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -401,7 +405,7 @@ impl Service {
 
     /// The current leader's member record, if known.
     fn leader(&self) -> Option<Member> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
         let leader = metrics.current_leader?;
         metrics
             .membership_config
@@ -429,10 +433,10 @@ impl Service {
             .ok_or_else(|| ServiceError::unavailable("the node is shutting down", None))?;
             match check {
                 Ok(_) => {}
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => {
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(fwd))) => {
                     return self.forward_query(fwd, request, hops).await;
                 }
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                     return Err(ServiceError::unavailable(
                         format!("no quorum for a linearizable read: {e}"),
                         None,
@@ -451,7 +455,7 @@ impl Service {
 
     async fn forward_query(
         &self,
-        fwd: ForwardToLeader<NodeId, Member>,
+        fwd: ForwardToLeader<TypeConfig>,
         request: Vec<u8>,
         hops: u32,
     ) -> Result<Vec<u8>, ServiceError> {
@@ -560,7 +564,7 @@ impl Service {
                 "address {addr:?} must be host:port"
             )));
         }
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
         if let Some((mut client, leader)) = self.forward_target(&metrics, hops)? {
             let status = client
                 .add_node(self.forwarded(
@@ -682,7 +686,7 @@ impl Service {
 
     /// Removes node `name` from the cluster (voter or learner).
     pub async fn remove_node(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
         if let Some((client, leader)) = self.forward_target(&metrics, hops)? {
             return self.forward_remove(client, &leader, name, hops).await;
         }
@@ -743,7 +747,7 @@ impl Service {
 
     /// Hands leadership to voter `name`.
     pub async fn transfer_leader(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
         if let Some((mut client, leader)) = self.forward_target(&metrics, hops)? {
             let status = client
                 .transfer_leader(self.forwarded(
@@ -795,7 +799,7 @@ impl Service {
         let mut rx = raft.metrics();
         timeout(
             self.inner.limits.request_timeout,
-            rx.wait_for(|m| {
+            rx.wait_until(|m: &RaftMetrics| {
                 let last = m.last_log_index;
                 let matched = m
                     .replication
@@ -815,7 +819,7 @@ impl Service {
         .map_err(|_| unavailable("raft stopped".into()))?;
 
         // 2. Nobody else campaigns while the leases run out; the suspension lifts by itself.
-        let metrics = raft.metrics().borrow().clone();
+        let metrics = raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         let suspend_ms = (lease * 4).as_millis() as u64;
         let others: Vec<Member> = membership
@@ -862,9 +866,12 @@ impl Service {
                 ))
             })?;
         let mut rx = raft.metrics();
-        let moved = timeout(lease * 3, rx.wait_for(|m| m.current_leader == Some(target)))
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let moved = timeout(
+            lease * 3,
+            rx.wait_until(|m: &RaftMetrics| m.current_leader == Some(target)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
 
         for other in &others {
             let mut request = tonic::Request::new(message(&0));
@@ -895,7 +902,11 @@ impl Service {
     /// the log behind it, keeping the configured tail).
     pub async fn snapshot(&self) -> Result<SnapshotInfo, ServiceError> {
         let raft = &self.inner.raft;
-        let target = raft.metrics().borrow().last_applied.map(|l| l.index);
+        let target = raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map(|l| l.index);
         raft.trigger()
             .snapshot()
             .await
@@ -903,7 +914,7 @@ impl Service {
         let mut rx = raft.metrics();
         let wait = async {
             loop {
-                let snap = rx.borrow().snapshot;
+                let snap = rx.borrow_watched().snapshot;
                 if snap.map(|l| l.index) >= target {
                     return snap;
                 }
@@ -934,7 +945,7 @@ impl Service {
         hops: u32,
     ) -> Result<ModuleUpgrade, ServiceError> {
         Self::check_size("module", module.len(), MAX_MODULE_BYTES)?;
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
         if let Some((mut client, leader)) = self.forward_target(&metrics, hops)? {
             let reply = client
                 .upgrade_fsm(self.forwarded(proto::UpgradeFsmRequest { module, dry_run }, hops))
@@ -991,7 +1002,7 @@ impl Service {
 
     /// This node's view of the cluster.
     pub fn status(&self) -> Status {
-        let metrics = self.inner.raft.metrics().borrow().clone();
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
         Status::new(
             &self.inner.name,
             &self.inner.addr,
@@ -1032,12 +1043,19 @@ fn member_named(
     }
 }
 
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ServiceError {
+fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ServiceError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ServiceError::unavailable(
             "leadership changed during the request; retry",
             f.leader_node.map(|m| (m.name, m.addr)),
         ),
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => ServiceError::unavailable(
+            "leadership changed before the write committed (the outcome of a write is unknown); retry",
+            f.leader_node.map(|m| (m.name, m.addr)),
+        ),
+        RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => ServiceError::Conflict {
+            message: format!("precondition failed: {e}"),
+        },
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ServiceError::Conflict {
             message: format!("membership change refused: {e}"),
         },

@@ -8,12 +8,13 @@
 //! briefly for the readers the previous one answered (see [`super::pacing`]).
 
 use super::pacing::Pacing;
-use crate::types::{Member, NodeId, Raft};
-use openraft::error::{CheckIsLeaderError, RaftError};
+use crate::types::{Raft, TypeConfig};
+use openraft::error::{LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-pub type CheckError = RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>;
+pub type CheckError = RaftError<TypeConfig, LinearizableReadError<TypeConfig>>;
 
 /// Handle to the read-index task.
 #[derive(Clone, Debug)]
@@ -55,7 +56,10 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<
             }
         }
         let started = Instant::now();
-        let result = raft.ensure_linearizable().await.map(drop);
+        let result = raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map(drop);
         let served = waiting.len();
         for w in waiting {
             let _ = w.send(result.clone());

@@ -11,11 +11,12 @@
 //! copies it into a new write-ahead log and renames the database to `raft.redb.imported`.
 
 use super::wal::{Record, Wal, WalReader, DEFAULT_SEGMENT_BYTES};
-use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
-use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{AnyError, LogState, RaftLogId, RaftLogReader, StorageIOError, Vote};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::RaftLogReader;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
@@ -28,12 +29,12 @@ const PURGED_KEY: u8 = 3;
 /// Most queued operations folded into one sync.
 const MAX_BATCH: usize = 4096;
 
-fn read_err(e: impl ToString) -> StorageError {
-    StorageIOError::read_logs(AnyError::error(e.to_string())).into()
+fn read_err(e: impl ToString) -> io::Error {
+    io::Error::other(format!("reading the log: {}", e.to_string()))
 }
 
-fn write_err(e: impl ToString) -> StorageError {
-    StorageIOError::write_logs(AnyError::error(e.to_string())).into()
+fn write_err(e: impl ToString) -> io::Error {
+    io::Error::other(format!("writing the log: {}", e.to_string()))
 }
 
 type Done = oneshot::Sender<Result<(), String>>;
@@ -42,7 +43,7 @@ type Done = oneshot::Sender<Result<(), String>>;
 enum WriteOp {
     Append {
         entries: Vec<(u64, Vec<u8>)>,
-        callback: LogFlushed<TypeConfig>,
+        callback: IOFlushed<TypeConfig>,
     },
     Meta {
         key: u8,
@@ -91,7 +92,7 @@ impl Debug for LogStore {
 impl LogStore {
     /// Opens (or creates) the log in `data_dir/wal`, with segments of `segment_bytes`, and
     /// starts its writer thread.
-    pub fn open(data_dir: &Path, segment_bytes: u64) -> Result<Self, StorageError> {
+    pub fn open(data_dir: &Path, segment_bytes: u64) -> Result<Self, io::Error> {
         let dir = data_dir.join("wal");
         let legacy = data_dir.join("raft.redb");
         if !dir.exists() && legacy.exists() {
@@ -112,14 +113,14 @@ impl LogStore {
         Ok(LogStore { shared, writer })
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: u8) -> Result<Option<T>, StorageError> {
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: u8) -> Result<Option<T>, io::Error> {
         match self.shared.wal.meta(key) {
             Some(v) => Ok(Some(bincode::deserialize(&v).map_err(read_err)?)),
             None => Ok(None),
         }
     }
 
-    async fn submit(&self, op: impl FnOnce(Done) -> WriteOp) -> Result<(), StorageError> {
+    async fn submit(&self, op: impl FnOnce(Done) -> WriteOp) -> Result<(), io::Error> {
         let (done, rx) = oneshot::channel();
         self.writer
             .send(op(done))
@@ -129,12 +130,12 @@ impl LogStore {
             .map_err(write_err)
     }
 
-    async fn save_meta<T: serde::Serialize>(&self, key: u8, value: &T) -> Result<(), StorageError> {
+    async fn save_meta<T: serde::Serialize>(&self, key: u8, value: &T) -> Result<(), io::Error> {
         let value = bincode::serialize(value).map_err(write_err)?;
         self.submit(|done| WriteOp::Meta { key, value, done }).await
     }
 
-    fn last_written(&self) -> Result<Option<LogId>, StorageError> {
+    fn last_written(&self) -> Result<Option<LogId>, io::Error> {
         let Some(last) = self.shared.wal.last_index() else {
             return Ok(None);
         };
@@ -147,7 +148,7 @@ impl LogStore {
         {
             Some((_, bytes)) => {
                 let entry: Entry = bincode::deserialize(&bytes).map_err(read_err)?;
-                Ok(Some(*entry.get_log_id()))
+                Ok(Some(entry.log_id))
             }
             None => Ok(None),
         }
@@ -237,7 +238,7 @@ fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
                     if let Some((last, _)) = entries.last() {
                         flushed_upto = Some(*last);
                     }
-                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                    callback.io_completed(result.clone().map_err(io::Error::other));
                 }
                 WriteOp::Meta { done, .. }
                 | WriteOp::Truncate { done, .. }
@@ -294,7 +295,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         let start = match range.start_bound() {
             Bound::Included(s) => *s,
             Bound::Excluded(s) => s + 1,
@@ -326,12 +327,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         Ok(out.into_values().collect())
     }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.meta(VOTE_KEY)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.meta(PURGED_KEY)?;
         let pending_last = {
             let unflushed = self
@@ -339,7 +344,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .unflushed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            unflushed.values().next_back().map(|e| *e.get_log_id())
+            unflushed.values().next_back().map(|e| e.log_id)
         };
         let last = pending_last.or(self.last_written()?).or(last_purged);
         Ok(LogState {
@@ -352,19 +357,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.save_meta(VOTE_KEY, vote).await
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.meta(VOTE_KEY)
     }
 
     /// Queued, not awaited, and never synced on its own: openraft calls this on every commit
     /// advance, and the committed id only saves replay work after a restart (losing the latest
     /// one is safe). It becomes durable with the next sync of entries or other metadata; before
     /// this, each one cost an extra `fdatasync` per batch on every node.
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let value = bincode::serialize(&committed).map_err(write_err)?;
         self.writer
             .send(WriteOp::Lazy {
@@ -374,15 +375,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|_| write_err("log writer thread stopped"))
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         Ok(self.meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -395,7 +396,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             for entry in entries {
-                let index = entry.get_log_id().index;
+                let index = entry.log_id.index;
                 encoded.push((index, bincode::serialize(&entry).map_err(write_err)?));
                 unflushed.insert(index, entry);
             }
@@ -408,23 +409,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|_| write_err("log writer thread stopped"))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        let from = last.map_or(0, |l| l.index + 1);
         {
             let mut unflushed = self
                 .shared
                 .unflushed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            unflushed.split_off(&log_id.index);
+            unflushed.split_off(&from);
         }
-        self.submit(|done| WriteOp::Truncate {
-            from: log_id.index,
-            done,
-        })
-        .await
+        self.submit(|done| WriteOp::Truncate { from, done }).await
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let record = bincode::serialize(&log_id).map_err(write_err)?;
         self.submit(|done| WriteOp::Purge {
             upto: log_id.index,
@@ -438,11 +436,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{EntryPayload, LeaderId};
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::EntryPayload;
 
     fn entry(index: u64) -> Entry {
         Entry {
-            log_id: LogId::new(LeaderId::new(1, 1), index),
+            log_id: LogId::new(
+                LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
             payload: EntryPayload::Blank,
         }
     }
@@ -466,10 +471,10 @@ mod tests {
                 let mut meta = txn
                     .open_table(TableDefinition::<&str, &[u8]>::new("meta"))
                     .unwrap();
-                let vote = Vote::<NodeId>::new_committed(1, 1);
+                let vote = Vote::new_committed(1, 1);
                 meta.insert("vote", bincode::serialize(&vote).unwrap().as_slice())
                     .unwrap();
-                let purged = *entry(3).get_log_id();
+                let purged = entry(3).log_id;
                 meta.insert(
                     "last_purged",
                     bincode::serialize(&purged).unwrap().as_slice(),

@@ -17,27 +17,31 @@
 use super::snapshot::{self, Contents};
 use crate::fsm::{CallError, FsmError, GuestLimits, GuestModule, Machine, MachineSpec, Outcome};
 use crate::types::{
-    Entry, LogId, ModuleRecord, Request, Response, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    Entry, LogId, ModuleRecord, Request, Response, Snapshot, SnapshotData, SnapshotMeta,
+    StoredMembership, TypeConfig,
 };
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
 use sha2::Digest;
 use std::collections::HashMap;
-use std::io::{Cursor, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Directory (inside the data dir) holding every module this node has activated.
 pub const MODULES_DIR: &str = "modules";
 
-fn sm_err(e: impl ToString) -> StorageError {
-    StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
+fn sm_err(e: impl ToString) -> io::Error {
+    io::Error::other(format!("state machine: {}", e.to_string()))
 }
 
-fn snap_err(meta: Option<&SnapshotMeta>, e: impl ToString) -> StorageError {
-    StorageIOError::read_snapshot(meta.map(|m| m.signature()), AnyError::error(e.to_string()))
-        .into()
+fn snap_err(meta: Option<&SnapshotMeta>, e: impl ToString) -> io::Error {
+    let at = match meta.and_then(|m| m.last_log_id) {
+        Some(id) => format!(" up to {id}"),
+        None => String::new(),
+    };
+    io::Error::other(format!("snapshot{at}: {}", e.to_string()))
 }
 
 struct Applied {
@@ -121,7 +125,7 @@ fn keep_module(dir: &Path, hash: &str, bytes: &[u8]) -> std::io::Result<()> {
 impl StateMachine {
     /// Starts the guest: the module and state of the snapshot in `dir` if there is one,
     /// otherwise `module` with an empty state.
-    pub fn open(dir: PathBuf, module: MachineSpec) -> Result<Self, StorageError> {
+    pub fn open(dir: PathBuf, module: MachineSpec) -> Result<Self, io::Error> {
         let limits = match &module {
             MachineSpec::Wasm(m) => Some(m.limits()),
             MachineSpec::NativeGuestKv => None,
@@ -268,7 +272,7 @@ impl StateMachine {
         bytes: &[u8],
         seed: bool,
         index: u64,
-    ) -> Result<Result<Vec<u8>, CallError>, StorageError> {
+    ) -> Result<Result<Vec<u8>, CallError>, io::Error> {
         let reject = |reason: String| Ok(Err(CallError::ModuleRejected { reason }));
         if seed && (applied.module_logged() || self.shared.limits.is_none()) {
             // A cluster is seeded once; a later seed (a bootstrap retried) changes nothing.
@@ -322,7 +326,7 @@ impl StateMachine {
         applied: &mut Applied,
         meta: &SnapshotMeta,
         envelope: &[u8],
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), io::Error> {
         let contents = snapshot::open(envelope).map_err(|e| snap_err(Some(meta), e))?;
         let spec = if contents.module_hash == applied.spec.hash() {
             applied.spec.clone()
@@ -357,9 +361,40 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    /// Applies one committed entry and returns its response (what openraft's `apply` does for
+    /// each entry it is given).
+    pub fn apply_entry(&self, entry: Entry) -> Result<Response, io::Error> {
+        let mut applied = self.lock();
+        applied.last_applied = Some(entry.log_id);
+        let mut response = Response::default();
+        match entry.payload {
+            EntryPayload::Blank => {}
+            EntryPayload::Normal(Request::Commands(commands)) => {
+                for command in &commands {
+                    // An FsmError means the guest could not be put back after a failed call:
+                    // stop applying rather than diverge.
+                    let outcome = applied.fsm.apply(command).map_err(sm_err)?;
+                    response.results.push(outcome.result);
+                }
+            }
+            EntryPayload::Normal(Request::Module { bytes, seed }) => {
+                let result = self.apply_module(&mut applied, &bytes, seed, entry.log_id.index)?;
+                response.results.push(result);
+            }
+            EntryPayload::Membership(membership) => {
+                applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+            }
+        }
+        Ok(response)
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (envelope, module_hash, last_applied, membership) = {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let (envelope, last_applied, membership) = {
             let mut applied = self.lock();
             let state = applied.fsm.snapshot().map_err(sm_err)?;
             let module_hash = applied.spec.hash();
@@ -372,103 +407,63 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 modules: applied.modules.clone(),
                 state: &state,
             });
-            (
-                envelope,
-                module_hash,
-                applied.last_applied,
-                applied.membership.clone(),
-            )
-        };
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, &module_hash[..12]),
-            None => format!("empty-{}", &module_hash[..12]),
+            (envelope, applied.last_applied, applied.membership.clone())
         };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
-            snapshot_id,
         };
         self.persist(&meta, &envelope).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(envelope)),
+            snapshot: envelope,
         })
     }
 }
 
 impl StateMachine {
-    async fn persist(&self, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), StorageError> {
+    async fn persist(&self, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), io::Error> {
         let _guard = self.shared.snapshot_file.lock().await;
         let (dir, meta2, env) = (self.shared.dir.clone(), meta.clone(), envelope.to_vec());
         tokio::task::spawn_blocking(move || snapshot::write(&dir, &meta2, &env))
             .await
             .map_err(|e| snap_err(Some(meta), e))?
-            .map_err(|e| {
-                StorageIOError::write_snapshot(
-                    Some(meta.signature()),
-                    AnyError::error(e.to_string()),
-                )
-                .into()
-            })
+            .map_err(|e| snap_err(Some(meta), format!("cannot write it: {e}")))
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let applied = self.lock();
         Ok((applied.last_applied, applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        let mut applied = self.lock();
-        let mut responses = Vec::new();
-        for entry in entries {
-            applied.last_applied = Some(entry.log_id);
-            let mut response = Response::default();
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(Request::Commands(commands)) => {
-                    for command in &commands {
-                        // An FsmError means the guest could not be put back after a failed call:
-                        // stop applying rather than diverge.
-                        let outcome = applied.fsm.apply(command).map_err(sm_err)?;
-                        response.results.push(outcome.result);
-                    }
-                }
-                EntryPayload::Normal(Request::Module { bytes, seed }) => {
-                    let result =
-                        self.apply_module(&mut applied, &bytes, seed, entry.log_id.index)?;
-                    response.results.push(result);
-                }
-                EntryPayload::Membership(membership) => {
-                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-                }
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let response = self.apply_entry(entry)?;
+            if let Some(responder) = responder {
+                responder.send(response);
             }
-            responses.push(response);
         }
-        Ok(responses)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let envelope = snapshot.into_inner();
+        envelope: SnapshotData,
+    ) -> Result<(), io::Error> {
         // Check it before it replaces the snapshot on disk, and persist it before the guest takes
         // it: after a crash in between, restart restores this snapshot, never an older one with a
         // log that no longer reaches it.
@@ -492,7 +487,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.restore_into(&mut applied, meta, &envelope)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let _guard = self.shared.snapshot_file.lock().await;
         let dir = self.shared.dir.clone();
         let read = tokio::task::spawn_blocking(move || snapshot::read(&dir))
@@ -501,7 +496,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| snap_err(None, e))?;
         Ok(read.map(|(meta, envelope)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(envelope)),
+            snapshot: envelope,
         }))
     }
 }
