@@ -9,9 +9,11 @@ use crate::network::SnapshotHeader;
 use crate::store::StateMachine;
 use crate::types::{Snapshot, SnapshotData, TypeConfig};
 use openraft::error::RaftError;
+use openraft::raft::AppendEntriesRequest;
 use openraft::storage::RaftStateMachine;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -95,6 +97,30 @@ where
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(req)?;
         encode(&self.raft.vote(rpc).await)
+    }
+
+    type StreamAppendStream =
+        Pin<Box<dyn futures::Stream<Item = Result<RaftMessage, Status>> + Send + 'static>>;
+
+    /// A leader's stream of AppendEntries; replies go back in order on the response stream.
+    /// The stream ends at the first undecodable request.
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        use futures::StreamExt;
+        let requests = req.into_inner().scan((), |_, message| {
+            let decoded = message.ok().and_then(|m| {
+                bincode::deserialize::<AppendEntriesRequest<TypeConfig>>(&m.payload).ok()
+            });
+            std::future::ready(decoded)
+        });
+        let replies = self.raft.stream_append(requests).map(|result| {
+            bincode::serialize(&result)
+                .map(|payload| RaftMessage { payload })
+                .map_err(|e| Status::internal(format!("cannot encode Raft reply: {e}")))
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -7,20 +7,23 @@
 use crate::grpc::proto::raft_client::RaftClient;
 use crate::grpc::proto::RaftMessage;
 use crate::types::{Member, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::Fatal;
 use openraft::error::{
     NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use openraft::RaftNetworkV2;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest gRPC message a node sends or accepts (Raft batches and snapshot chunks included).
@@ -210,6 +213,82 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         self.call(Method::PreVote, &req, option.hard_ttl()).await
     }
 
+    /// AppendEntries as one long-lived bidirectional stream per replication session: requests
+    /// go out as openraft produces them, without waiting for earlier replies (the follower
+    /// answers in order). A reply later than `soft_ttl` after its request ends the stream with
+    /// an error, so a silent peer is noticed.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, AppendStreamResult<'s>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            use futures::StreamExt;
+            let ttl = option.soft_ttl();
+            let addr = self.addr.clone();
+            let mut client = self.client()?.clone();
+            // Send times of the requests not answered yet, oldest first.
+            let pending: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+            let sent = pending.clone();
+            let requests = input.map(move |req| {
+                lock(&sent).push_back(Instant::now());
+                RaftMessage {
+                    // Our own types always encode; an empty payload would end the stream.
+                    payload: bincode::serialize(&req).unwrap_or_default(),
+                }
+            });
+            let replies = tokio::time::timeout(ttl, client.stream_append(requests))
+                .await
+                .map_err(|_| {
+                    RPCError::Unreachable(Unreachable::from_string(format!(
+                        "{addr}: no append stream within {ttl:?}"
+                    )))
+                })?
+                .map_err(|status| status_err(&addr, &status))?
+                .into_inner();
+            let out =
+                futures::stream::unfold(Some((replies, pending, addr)), move |state| async move {
+                    let (mut replies, pending, addr) = state?;
+                    loop {
+                        let reply = match tokio::time::timeout(ttl, replies.message()).await {
+                            Ok(reply) => reply,
+                            Err(_) => {
+                                let oldest = lock(&pending).front().copied();
+                                if oldest.is_some_and(|t| t.elapsed() >= ttl) {
+                                    let msg = format!("{addr}: no append reply within {ttl:?}");
+                                    return Some((Err(net_err(msg)), None));
+                                }
+                                continue;
+                            }
+                        };
+                        let message = match reply {
+                            Ok(Some(m)) => m,
+                            Ok(None) => return None,
+                            Err(status) => return Some((Err(status_err(&addr, &status)), None)),
+                        };
+                        lock(&pending).pop_front();
+                        let decoded: Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>> =
+                            match bincode::deserialize(&message.payload) {
+                                Ok(d) => d,
+                                Err(e) => return Some((Err(net_err(e)), None)),
+                            };
+                        return match decoded {
+                            Ok(result) => Some((Ok(result), Some((replies, pending, addr)))),
+                            Err(fatal) => {
+                                let msg = format!("{addr}: {fatal}");
+                                let err = RPCError::Unreachable(Unreachable::from_string(msg));
+                                Some((Err(err), None))
+                            }
+                        };
+                    }
+                });
+            Ok(Box::pin(out) as BoxStream<'s, _>)
+        })
+    }
+
     /// Sends the whole snapshot as one client stream: a header (vote and metadata), then the
     /// data in chunks. Dropped (and so cancelled) when `cancel` resolves first.
     async fn full_snapshot(
@@ -248,6 +327,19 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             )))
         })
     }
+}
+
+type AppendStreamResult<'s> = Result<
+    BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+    RPCError<TypeConfig>,
+>;
+
+fn net_err(e: impl ToString) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(e))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn rpc_to_streaming(e: RPCError<TypeConfig>) -> StreamingError<TypeConfig> {
