@@ -23,7 +23,8 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest gRPC message a node sends or accepts (Raft batches and snapshot chunks included).
@@ -219,7 +220,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     /// an error, so a silent peer is noticed.
     fn stream_append<'s, S>(
         &'s mut self,
-        input: S,
+        mut input: S,
         option: RPCOption,
     ) -> BoxFuture<'s, AppendStreamResult<'s>>
     where
@@ -227,6 +228,12 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     {
         Box::pin(async move {
             use futures::StreamExt;
+            // Wait for the first request before calling: openraft applies its backoff while
+            // producing requests, so a peer that is down is not redialled in a tight loop.
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
+            let input = futures::stream::once(std::future::ready(first)).chain(input);
             let ttl = option.soft_ttl();
             let addr = self.addr.clone();
             let mut client = self.client()?.clone();
