@@ -1,8 +1,8 @@
 //! The Raft type configuration: what a log entry carries, what applying one returns, and how a
 //! node is named.
 //!
-//! Users name nodes as they like (`node1`); openraft 0.9 needs a `Copy` id, so [`node_id`] maps a
-//! name to a `u64` and the name travels in the [`Member`] record. Two names that map to the same
+//! Users name nodes as they like (`node1`); openraft gets a `u64` id: [`node_id`] maps a
+//! name to it and the name travels in the [`Member`] record. Two names that map to the same
 //! id are refused when the second one is added, so the mapping never silently merges nodes.
 
 use crate::fsm::CallError;

@@ -17,10 +17,10 @@
 //! Seeds: a fixed list plus one random seed per run; `RAFTWASM_SIM_SEEDS=1,2,3` replays chosen
 //! ones (`SIM_DEBUG=1` also prints each node's final Raft metrics). A failing seed is printed.
 //! The seed fixes the fault schedule, the client's choices and turmoil's message latencies, and
-//! each run prints a fingerprint (acknowledged writes and every node's applied history) to
-//! compare replays with. tokio seeds its own `select!` order only under `--cfg tokio_unstable`,
-//! so exact replay is observed, not guaranteed: repeated runs of one build gave identical
-//! outcomes for every seed tried.
+//! each run prints a fingerprint (acknowledged writes and every node's applied history). It does
+//! not fix the interleaving: tokio seeds its own `select!` order only under
+//! `--cfg tokio_unstable`, and with openraft 0.10 repeated runs of one seed give different
+//! fingerprints, so a failing seed replays the same faults, not necessarily the same failure.
 
 use guest_kv::Kv;
 use host::fsm::CallError;

@@ -1,6 +1,6 @@
 //! Write batching: concurrent client commands are gathered into one log entry, so they share one
-//! append and one fsync. openraft 0.9 appends (and fsyncs) each client write on its own before
-//! taking the next, so without this every write would pay a full fsync.
+//! append, one fsync and one apply call, and the pacing below can wait for the clients a batch
+//! just answered.
 //!
 //! A single task proposes one batch at a time: it takes the first queued command, drains whatever
 //! else is queued (up to [`MAX_BATCH_COMMANDS`] / [`MAX_BATCH_BYTES`]) and proposes the batch;

@@ -774,7 +774,7 @@ impl Service {
         Ok(self.status())
     }
 
-    /// Leadership transfer with openraft 0.9's primitives (it has no transfer call of its own):
+    /// Leadership transfer from openraft's primitives (its own `transfer_leader` is not used):
     /// wait until the target has the whole log, stop client traffic and heartbeats, suspend
     /// elections on the other voters, let every follower's leader lease run out, then tell the
     /// target to campaign. It wins: its log is complete and nobody else is campaigning.
