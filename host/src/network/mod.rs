@@ -62,7 +62,7 @@ impl PeerPool {
     /// The channel to `addr` (`host:port`), created on first use. Connection happens lazily and
     /// is re-established by tonic after a failure.
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = lock(&self.channels);
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
@@ -139,8 +139,8 @@ pub(crate) struct SnapshotHeader {
 fn status_err(addr: &str, status: &tonic::Status) -> RPCError<TypeConfig> {
     let msg = format!("{addr} ({}): {}", status.code(), status.message());
     match status.code() {
-        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(msg)),
-        _ => RPCError::Network(NetworkError::from_string(msg)),
+        tonic::Code::Unavailable => unreachable(msg),
+        _ => net_err(msg),
     }
 }
 
@@ -148,7 +148,7 @@ impl Connection {
     fn client(&mut self) -> Result<&mut RaftClient<Channel>, RPCError<TypeConfig>> {
         match &mut self.client {
             Ok(c) => Ok(c),
-            Err(e) => Err(RPCError::Unreachable(Unreachable::from_string(e))),
+            Err(e) => Err(unreachable(e)),
         }
     }
 
@@ -162,8 +162,7 @@ impl Connection {
         Req: Serialize,
         Resp: DeserializeOwned,
     {
-        let payload =
-            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let payload = bincode::serialize(req).map_err(net_err)?;
         let mut request = tonic::Request::new(RaftMessage { payload });
         request.set_timeout(timeout);
         let client = self.client()?;
@@ -174,16 +173,10 @@ impl Connection {
         };
         let reply = reply.map_err(|status| status_err(&self.addr, &status))?;
         let result: Result<Resp, RaftError<TypeConfig>> =
-            bincode::deserialize(&reply.into_inner().payload)
-                .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+            bincode::deserialize(&reply.into_inner().payload).map_err(net_err)?;
         // The only error a peer returns is fatal (its Raft stopped): unreachable, so replication
         // backs off instead of retrying at once.
-        result.map_err(|e| {
-            RPCError::Unreachable(Unreachable::from_string(format!(
-                "node {} at {}: {e}",
-                self.target, self.addr
-            )))
-        })
+        result.map_err(|e| unreachable(format!("node {} at {}: {e}", self.target, self.addr)))
     }
 }
 
@@ -249,11 +242,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             });
             let replies = tokio::time::timeout(ttl, client.stream_append(requests))
                 .await
-                .map_err(|_| {
-                    RPCError::Unreachable(Unreachable::from_string(format!(
-                        "{addr}: no append stream within {ttl:?}"
-                    )))
-                })?
+                .map_err(|_| unreachable(format!("{addr}: no append stream within {ttl:?}")))?
                 .map_err(|status| status_err(&addr, &status))?
                 .into_inner();
             let out =
@@ -286,7 +275,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                             Ok(result) => Some((Ok(result), Some((replies, pending, addr)))),
                             Err(fatal) => {
                                 let msg = format!("{addr}: {fatal}");
-                                let err = RPCError::Unreachable(Unreachable::from_string(msg));
+                                let err = unreachable(msg);
                                 Some((Err(err), None))
                             }
                         };
@@ -340,6 +329,10 @@ type AppendStreamResult<'s> = Result<
     BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
     RPCError<TypeConfig>,
 >;
+
+fn unreachable(e: impl ToString) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::from_string(e))
+}
 
 fn net_err(e: impl ToString) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::from_string(e))

@@ -2,10 +2,6 @@
 //! the state machine ([`StateMachine`], the wasm guest plus host metadata, with snapshots on
 //! disk).
 
-// openraft's trait methods return its large `StorageError`; our helpers return the same type
-// so `?` flows through unchanged, as openraft's own examples do.
-#![allow(clippy::result_large_err)]
-
 mod log;
 mod snapshot;
 mod state_machine;
