@@ -5,6 +5,7 @@
 
 use crate::fsm::MachineSpec;
 use crate::grpc::client_service::ClientService;
+use crate::grpc::coalesce::Coalescing;
 use crate::grpc::proto::client_server::ClientServer;
 use crate::grpc::proto::raft_server::RaftServer;
 use crate::grpc::raft_service::RaftService;
@@ -145,16 +146,17 @@ pub async fn serve(
     Ok(())
 }
 
-/// Accepted connections with Nagle's algorithm off: Raft and client RPCs are small
-/// request/response exchanges, and Nagle plus delayed ACKs would hold each reply for ~40 ms.
+/// Accepted connections with Nagle's algorithm off (Raft and client RPCs are small
+/// request/response exchanges, and Nagle plus delayed ACKs would hold each reply for ~40 ms),
+/// and with replies that are ready together sent together ([`Coalescing`]).
 fn no_delay(
     listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+) -> impl futures::Stream<Item = std::io::Result<Coalescing<tokio::net::TcpStream>>> {
     use futures::StreamExt;
     TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         conn.set_nodelay(true)?;
-        Ok(conn)
+        Ok(Coalescing::new(conn))
     })
 }
 

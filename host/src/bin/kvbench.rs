@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use host::grpc::coalesce;
 use host::grpc::etcd::{self, kv_client::KvClient};
 use host::grpc::proto::{self, client_client::ClientClient, Consistency};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,8 +179,7 @@ async fn connect(args: &Args) -> Result<Vec<Conn>> {
     for i in 0..args.connections.max(1) {
         let addr = endpoints[i % endpoints.len()];
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .connect()
+            .connect_with_connector(tower::service_fn(coalesce::connect))
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         conns.push(match args.target {

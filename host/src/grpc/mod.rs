@@ -2,6 +2,7 @@
 //! [`client_service`] for clients. The protocol is `host/proto/raftwasm.proto`.
 
 pub mod client_service;
+pub mod coalesce;
 pub mod raft_service;
 
 /// Types and stubs generated from `proto/raftwasm.proto`.
