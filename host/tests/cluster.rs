@@ -459,3 +459,61 @@ async fn a_custom_guest_runs_through_the_same_flag_and_api() {
         "{s:?}"
     );
 }
+
+/// Runs `kvbench` for a moment; returns its JSON summary line.
+fn kvbench(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args([
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--clients",
+            "8",
+            "--connections",
+            "2",
+        ])
+        .args(args)
+        .output()
+        .expect("run kvbench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a JSON last line")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kvbench_loads_every_node_and_its_writes_land() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(root.path(), &[]).await;
+    // Clients spread over all three nodes: followers forward the puts to the leader.
+    let endpoints = nodes
+        .iter()
+        .map(|n| n.grpc.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let common = [
+        "--endpoints",
+        &endpoints,
+        "--keyspace",
+        "40",
+        "--value-size",
+        "32",
+    ];
+
+    let put = kvbench(&[&common[..], &["--op", "put", "--preload"]].concat());
+    assert_eq!(put["errors"], 0, "{put}");
+    assert!(put["ops_per_sec"].as_f64().unwrap() > 0.0, "{put}");
+    let get = kvbench(&[&common[..], &["--op", "get"]].concat());
+    assert_eq!(get["errors"], 0, "{get}");
+    assert!(get["ops_per_sec"].as_f64().unwrap() > 0.0, "{get}");
+
+    // Preloaded keys are 8 digits; every node ends with the same state.
+    common::wait_for_equal_state(&nodes.iter().collect::<Vec<_>>()).await;
+    for n in &nodes {
+        assert_eq!(http_get(n, "00000039").await, (200, "v".repeat(32)));
+    }
+}

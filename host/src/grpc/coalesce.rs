@@ -1,5 +1,5 @@
 //! Write coalescing for gRPC connections: replies that become ready together leave in one
-//! `writev` instead of one each.
+//! send instead of one `writev` each.
 //!
 //! When a Raft round commits a batch of puts or confirms a batch of reads, tens of handler tasks
 //! finish at once. Each hands its reply to the connection's HTTP/2 task and wakes it; Tokio runs
@@ -60,10 +60,6 @@ impl<S> Coalescing<S> {
             sent: 0,
             yielded: false,
         }
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 }
 
