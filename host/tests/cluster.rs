@@ -495,7 +495,7 @@ async fn kvbench_loads_every_node_and_its_writes_land() {
         .map(|n| n.grpc.as_str())
         .collect::<Vec<_>>()
         .join(",");
-    let common = [
+    let base = [
         "--endpoints",
         &endpoints,
         "--keyspace",
@@ -504,10 +504,10 @@ async fn kvbench_loads_every_node_and_its_writes_land() {
         "32",
     ];
 
-    let put = kvbench(&[&common[..], &["--op", "put", "--preload"]].concat());
+    let put = kvbench(&[&base[..], &["--op", "put", "--preload"]].concat());
     assert_eq!(put["errors"], 0, "{put}");
     assert!(put["ops_per_sec"].as_f64().unwrap() > 0.0, "{put}");
-    let get = kvbench(&[&common[..], &["--op", "get"]].concat());
+    let get = kvbench(&[&base[..], &["--op", "get"]].concat());
     assert_eq!(get["errors"], 0, "{get}");
     assert!(get["ops_per_sec"].as_f64().unwrap() > 0.0, "{get}");
 
