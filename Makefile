@@ -8,6 +8,10 @@ RUN_ID ?= node1
 RUN_ADDR ?= localhost:10001
 RUN_HTTP ?= localhost:9000
 
+# Every build `make test` and `make lint` do uses this one feature set, so wasmtime compiles once.
+# `failpoints` arms crash-test hooks; `make build` (the binary you run) leaves it out.
+TEST_FEATURES := --features host/failpoints
+
 # Fault-injection runs (chaos/run.sh, needs root): `make chaos` is the long one.
 CHAOS_DURATION ?= 600
 CHAOS_SEED ?=
@@ -33,8 +37,8 @@ run: build
 ## then a short fault-injection run (partitions, kills, pauses, membership, and a live guest
 ## upgrade to guest-kv v2 in the middle of it; checked by adya).
 test: setup
-	$(CARGO) test --release --workspace
-	chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \
+	$(CARGO) test --release --workspace $(TEST_FEATURES)
+	CARGO_FEATURES="$(TEST_FEATURES)" chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \
 	  --upgrade-module target/wasm/guest_kv_v2.wasm --upgrade-at 25
 
 ## A long fault-injection run: make chaos CHAOS_DURATION=1800 CHAOS_SEED=42 CHAOS_ARGS="--faults kill,split"
@@ -45,7 +49,7 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 lint: setup
-	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
 ## Guest apply (wasm vs native, ns/op); snapshot build/install and restart for 1M keys.
 bench: setup

@@ -24,7 +24,8 @@ if [ ${#need[@]} -gt 0 ]; then
     { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null; }
 fi
 
-cargo build --release -q -p host --bin host -p chaos --bin chaos
+# CARGO_FEATURES: `make test` passes its own feature set, so this reuses the test build.
+cargo build --release -q ${CARGO_FEATURES:-} -p host --bin host -p chaos --bin chaos
 
 NODES=${NODES:-3}
 TAG="rwc$(( $$ % 100000 ))"          # unique per run, short enough for interface names

@@ -1,8 +1,8 @@
 //! The nodes under test: real `host` processes, one per network namespace, and the calls the
 //! suite makes on them (status, membership) over the same gRPC API every client uses.
 
-use host::grpc::proto::client_client::ClientClient;
-use host::grpc::proto::{self, AddNodeRequest, MonitorRequest, RemoveNodeRequest};
+use host::proto::client_client::ClientClient;
+use host::proto::{self, AddNodeRequest, MonitorRequest, RemoveNodeRequest};
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -262,21 +262,29 @@ impl Nemesis {
                 sleep_unless(stop, hold).await;
             }
             Fault::Membership => {
-                let target = random;
-                let via = others(target)[0];
-                self.note(format!("{fault}: remove {}", name(target)));
-                cluster.remove_node(via, target).await?;
-                cluster.kill(target);
-                cluster.wipe(target)?;
-                cluster.start(target, false)?;
-                self.note(format!(
-                    "{fault}: {} wiped and restarted empty",
-                    name(target)
-                ));
-                add_back(cluster, target, &mut self.log, self.start).await?;
+                self.replace_node(cluster, random, others(random)[0])
+                    .await?
             }
         }
         Ok(())
+    }
+
+    /// Removes node `target` through node `via`, wipes it, restarts it empty and adds it back.
+    async fn replace_node(
+        &mut self,
+        cluster: &mut Cluster,
+        target: usize,
+        via: usize,
+    ) -> anyhow::Result<()> {
+        let fault = Fault::Membership;
+        let name = cluster.specs[target].name.clone();
+        self.note(format!("{fault}: remove {name}"));
+        cluster.remove_node(via, target).await?;
+        cluster.kill(target);
+        cluster.wipe(target)?;
+        cluster.start(target, false)?;
+        self.note(format!("{fault}: {name} wiped and restarted empty"));
+        add_back(cluster, target, &mut self.log, self.start).await
     }
 }
 

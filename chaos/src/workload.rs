@@ -12,11 +12,13 @@
 //! does after an indeterminate operation. A failed read is `fail`: reads change nothing.
 
 use crate::history::{Mop, Outcome, Recorder};
-use host::grpc::proto::client_client::ClientClient;
-use host::grpc::proto::{ApplyRequest, Consistency, QueryRequest};
+use guest_kv::schema::{
+    self, Command, GetManyResponse, GetResponse, Query, TxnOp, TxnResponse, TxnResult,
+};
+use host::proto::client_client::ClientClient;
+use host::proto::{ApplyRequest, Consistency, QueryRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,7 +120,7 @@ impl Keys {
 
 /// The result of sending one transaction.
 #[derive(Debug)]
-pub struct TxnResult {
+pub struct TxnOutcome {
     pub outcome: Outcome,
     /// The transaction with read results filled in (only meaningful when `ok`).
     pub txn: Vec<Mop>,
@@ -150,7 +152,7 @@ pub async fn execute(
     client: &mut ClientClient<Channel>,
     txn: &[Mop],
     timeout: Duration,
-) -> TxnResult {
+) -> TxnOutcome {
     let read_only = txn.iter().all(|m| matches!(m, Mop::Read { .. }));
     if read_only {
         let keys: Vec<String> = txn
@@ -160,39 +162,38 @@ pub async fn execute(
             })
             .collect();
         let mut req = tonic::Request::new(QueryRequest {
-            request: json!({"op": "get_many", "keys": keys})
-                .to_string()
-                .into_bytes(),
+            request: Query::GetMany { keys }.encode(),
             consistency: Consistency::Linearizable as i32,
         });
         req.set_timeout(timeout);
         return match client.query(req).await {
-            Ok(reply) => fill_reads(txn, &reply.into_inner().response, "values", |v| v.as_str()),
-            Err(status) => TxnResult {
+            Ok(reply) => fill_reads(txn, read_many(&reply.into_inner().response)),
+            Err(status) => TxnOutcome {
                 outcome: Outcome::Fail,
                 txn: txn.to_vec(),
                 error: Some(status.to_string()),
             },
         };
     }
-    let ops: Vec<Value> = txn
+    let ops: Vec<TxnOp> = txn
         .iter()
         .map(|m| match m {
-            Mop::Read { key, .. } => json!({"op": "get", "key": key_name(*key)}),
-            Mop::Append { key, value } => {
-                json!({"op": "append", "key": key_name(*key), "value": format!("{value} ")})
-            }
+            Mop::Read { key, .. } => TxnOp::Get {
+                key: key_name(*key),
+            },
+            Mop::Append { key, value } => TxnOp::Append {
+                key: key_name(*key),
+                value: format!("{value} "),
+            },
         })
         .collect();
     let mut req = tonic::Request::new(ApplyRequest {
-        command: json!({"op": "txn", "ops": ops}).to_string().into_bytes(),
+        command: Command::Txn { ops }.encode(),
     });
     req.set_timeout(timeout);
     match client.apply(req).await {
-        Ok(reply) => fill_reads(txn, &reply.into_inner().response, "results", |v| {
-            v.get("value").and_then(Value::as_str)
-        }),
-        Err(status) => TxnResult {
+        Ok(reply) => fill_reads(txn, read_txn(&reply.into_inner().response)),
+        Err(status) => TxnOutcome {
             outcome: classify_write_error(&status),
             txn: txn.to_vec(),
             error: Some(status.to_string()),
@@ -200,49 +201,55 @@ pub async fn execute(
     }
 }
 
-/// Fills each read of `txn` from the reply's array `field` (one item per micro-operation for
-/// `txn`, one per read for `get_many`, which only ever holds reads).
-fn fill_reads(
-    txn: &[Mop],
-    response: &[u8],
-    field: &str,
-    value_of: impl Fn(&Value) -> Option<&str>,
-) -> TxnResult {
-    let parsed = serde_json::from_slice::<Value>(response)
-        .map_err(|e| e.to_string())
-        .and_then(|v| {
-            v.get(field)
-                .and_then(Value::as_array)
-                .cloned()
-                .ok_or_else(|| format!("reply has no {field:?} array"))
+/// The values a `get_many` reply holds, one per key.
+fn read_many(response: &[u8]) -> Result<Vec<Option<String>>, String> {
+    let reply: GetManyResponse = schema::decode(response).map_err(|e| e.to_string())?;
+    Ok(reply.values)
+}
+
+/// One item per operation of a `txn` reply: the value for a `get`, nothing for an append.
+fn read_txn(response: &[u8]) -> Result<Vec<Option<String>>, String> {
+    let reply: TxnResponse = schema::decode(response).map_err(|e| e.to_string())?;
+    Ok(reply
+        .results
+        .into_iter()
+        .map(|r| match r {
+            TxnResult::Get(GetResponse { value }) => value,
+            _ => None,
         })
-        .and_then(|items| {
-            if items.len() != txn.len() {
-                return Err(format!(
-                    "{} results for {} operations",
-                    items.len(),
-                    txn.len()
-                ));
-            }
-            txn.iter()
-                .zip(&items)
-                .map(|(m, item)| match m {
-                    Mop::Read { key, .. } => Ok(Mop::Read {
-                        key: *key,
-                        value: Some(parse_list(value_of(item))?),
-                    }),
-                    other => Ok(other.clone()),
-                })
-                .collect::<Result<Vec<_>, String>>()
-        });
+        .collect())
+}
+
+/// Fills each read of `txn` from `values` (one item per micro-operation for `txn`, one per
+/// read for `get_many`, which only ever holds reads).
+fn fill_reads(txn: &[Mop], values: Result<Vec<Option<String>>, String>) -> TxnOutcome {
+    let parsed = values.and_then(|values| {
+        if values.len() != txn.len() {
+            return Err(format!(
+                "{} results for {} operations",
+                values.len(),
+                txn.len()
+            ));
+        }
+        txn.iter()
+            .zip(&values)
+            .map(|(m, value)| match m {
+                Mop::Read { key, .. } => Ok(Mop::Read {
+                    key: *key,
+                    value: Some(parse_list(value.as_deref())?),
+                }),
+                other => Ok(other.clone()),
+            })
+            .collect::<Result<Vec<_>, String>>()
+    });
     match parsed {
-        Ok(filled) => TxnResult {
+        Ok(filled) => TxnOutcome {
             outcome: Outcome::Ok,
             txn: filled,
             error: None,
         },
         // The write happened but the reply is unreadable: unknown, and worth reporting.
-        Err(e) => TxnResult {
+        Err(e) => TxnOutcome {
             outcome: Outcome::Info,
             txn: txn.to_vec(),
             error: Some(format!("unreadable reply: {e}")),

@@ -1,28 +1,10 @@
-//! The key-value map behind guest-kv, its JSON commands and queries, and its snapshot format.
-//!
-//! Commands (through `apply`, one per committed log entry):
-//! - `{"op":"put","key":K,"value":V}` → `{"prev":V|null}`
-//! - `{"op":"delete","key":K}` → `{"deleted":bool,"prev":V|null}`
-//! - `{"op":"cas","key":K,"expected":V|null,"value":V|null}` → `{"swapped":bool,"current":V|null}`:
-//!   sets `key` to `value` (deletes it when `value` is null) only if its current value equals
-//!   `expected` (null or absent: the key must not exist).
-//! - `{"op":"append","key":K,"value":S}` → `{"len":N}`: appends `S` to the key's value (an
-//!   absent key counts as empty), like Redis `APPEND`; `N` is the new length in bytes.
-//! - `{"op":"txn","ops":[OP,…]}` → `{"results":[R,…]}`: runs up to [`MAX_TXN_OPS`] of `get`,
-//!   `put`, `delete` and `append` (same fields and results as above) as one atomic step, in order,
-//!   each seeing the ones before it. Every key is checked before anything changes, so a bad
-//!   operation rejects the whole transaction and nothing is written.
-//!
-//! Queries (through `query`, read-only):
-//! - `{"op":"get","key":K}` → `{"value":V|null}`
-//! - `{"op":"get_many","keys":[K,…]}` → `{"values":[V|null,…]}`: several keys read at one point.
-//! - `{"op":"scan","prefix":P?,"start":K?,"end":K?,"limit":N?}` →
-//!   `{"items":[{"key":K,"value":V},…],"more":bool}`, keys ascending, `start` inclusive, `end`
-//!   exclusive, at most `limit` items (default [`DEFAULT_SCAN_LIMIT`], capped at [`MAX_SCAN_LIMIT`]).
-//!
-//! Keys are non-empty strings; values are strings, empty allowed. Any Unicode text round-trips.
+//! The key-value map behind guest-kv and its snapshot format. The JSON it speaks is in
+//! [`crate::schema`].
 
-use serde::{Deserialize, Serialize};
+use crate::schema::{
+    to_json, AppendResponse, CasResponse, Command, DeleteResponse, GetManyResponse, GetResponse,
+    KeyValue, PutResponse, Query, ScanResponse, TxnOp, TxnResponse, TxnResult,
+};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -46,133 +28,6 @@ pub enum KvError {
     Rejected(String),
 }
 
-/// A state-changing operation, decoded from the JSON of one log entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Command {
-    /// Set `key` to `value`.
-    Put { key: String, value: String },
-    /// Remove `key` if present.
-    Delete { key: String },
-    /// Compare-and-swap: set (or delete, when `value` is null) only if the current value is `expected`.
-    Cas {
-        key: String,
-        #[serde(default)]
-        expected: Option<String>,
-        #[serde(default)]
-        value: Option<String>,
-    },
-    /// Append `value` to the current value of `key` (absent counts as empty).
-    Append { key: String, value: String },
-    /// Several operations applied atomically, in order.
-    Txn { ops: Vec<TxnOp> },
-}
-
-/// One operation inside a `txn` command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TxnOp {
-    /// Read `key` as of this point in the transaction.
-    Get { key: String },
-    /// Set `key` to `value`.
-    Put { key: String, value: String },
-    /// Remove `key` if present.
-    Delete { key: String },
-    /// Append `value` to the current value of `key`.
-    Append { key: String, value: String },
-}
-
-impl TxnOp {
-    fn key(&self) -> &str {
-        match self {
-            TxnOp::Get { key }
-            | TxnOp::Put { key, .. }
-            | TxnOp::Delete { key }
-            | TxnOp::Append { key, .. } => key,
-        }
-    }
-}
-
-/// A read-only request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Query {
-    /// The value of one key.
-    Get { key: String },
-    /// The values of several keys, read at one point.
-    GetMany { keys: Vec<String> },
-    /// Keys in ascending order, filtered by prefix and/or the range `[start, end)`.
-    Scan {
-        #[serde(default)]
-        prefix: Option<String>,
-        #[serde(default)]
-        start: Option<String>,
-        #[serde(default)]
-        end: Option<String>,
-        #[serde(default)]
-        limit: Option<usize>,
-    },
-}
-
-#[derive(Serialize)]
-struct PutResponse<'a> {
-    prev: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct DeleteResponse<'a> {
-    deleted: bool,
-    prev: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct CasResponse<'a> {
-    swapped: bool,
-    current: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct GetResponse<'a> {
-    value: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct AppendResponse {
-    len: usize,
-}
-
-#[derive(Serialize)]
-struct GetManyResponse<'a> {
-    values: Vec<Option<&'a str>>,
-}
-
-/// One result inside a `txn` response: the same objects the single commands return.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum TxnResult {
-    Get { value: Option<String> },
-    Put { prev: Option<String> },
-    Delete { deleted: bool, prev: Option<String> },
-    Append { len: usize },
-}
-
-#[derive(Serialize)]
-struct TxnResponse {
-    results: Vec<TxnResult>,
-}
-
-#[derive(Serialize)]
-struct ScanItem<'a> {
-    key: &'a str,
-    value: &'a str,
-}
-
-#[derive(Serialize)]
-struct ScanResponse<'a> {
-    items: Vec<ScanItem<'a>>,
-    more: bool,
-}
-
 /// The map. Ordered, so snapshots are byte-identical on every node that applied the same commands.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Kv {
@@ -184,11 +39,6 @@ fn check_key(key: &str) -> Result<(), KvError> {
         return Err(KvError::InvalidInput("key must not be empty".into()));
     }
     Ok(())
-}
-
-fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
-    // Serializing these plain structs of strings and bools cannot fail.
-    serde_json::to_vec(v).unwrap_or_default()
 }
 
 impl Kv {
@@ -226,16 +76,14 @@ impl Kv {
             Command::Put { key, value } => {
                 check_key(&key)?;
                 let prev = self.map.insert(key, value);
-                Ok(to_json(&PutResponse {
-                    prev: prev.as_deref(),
-                }))
+                Ok(to_json(&PutResponse { prev }))
             }
             Command::Delete { key } => {
                 check_key(&key)?;
                 let prev = self.map.remove(&key);
                 Ok(to_json(&DeleteResponse {
                     deleted: prev.is_some(),
-                    prev: prev.as_deref(),
+                    prev,
                 }))
             }
             Command::Cas {
@@ -248,7 +96,7 @@ impl Kv {
                 if current.map(String::as_str) != expected.as_deref() {
                     return Ok(to_json(&CasResponse {
                         swapped: false,
-                        current: current.map(String::as_str),
+                        current: current.cloned(),
                     }));
                 }
                 match value {
@@ -257,7 +105,7 @@ impl Kv {
                         *slot = v;
                         Ok(to_json(&CasResponse {
                             swapped: true,
-                            current: Some(slot),
+                            current: Some(slot.clone()),
                         }))
                     }
                     None => {
@@ -300,22 +148,22 @@ impl Kv {
 
     fn txn_op(&mut self, op: TxnOp) -> TxnResult {
         match op {
-            TxnOp::Get { key } => TxnResult::Get {
+            TxnOp::Get { key } => TxnResult::Get(GetResponse {
                 value: self.map.get(&key).cloned(),
-            },
-            TxnOp::Put { key, value } => TxnResult::Put {
+            }),
+            TxnOp::Put { key, value } => TxnResult::Put(PutResponse {
                 prev: self.map.insert(key, value),
-            },
+            }),
             TxnOp::Delete { key } => {
                 let prev = self.map.remove(&key);
-                TxnResult::Delete {
+                TxnResult::Delete(DeleteResponse {
                     deleted: prev.is_some(),
                     prev,
-                }
+                })
             }
-            TxnOp::Append { key, value } => TxnResult::Append {
+            TxnOp::Append { key, value } => TxnResult::Append(AppendResponse {
                 len: self.append(key, &value),
-            },
+            }),
         }
     }
 
@@ -332,7 +180,7 @@ impl Kv {
             Query::Get { key } => {
                 check_key(key)?;
                 Ok(to_json(&GetResponse {
-                    value: self.map.get(key).map(String::as_str),
+                    value: self.map.get(key).cloned(),
                 }))
             }
             Query::GetMany { keys } => {
@@ -346,10 +194,7 @@ impl Kv {
                     check_key(key)?;
                 }
                 Ok(to_json(&GetManyResponse {
-                    values: keys
-                        .iter()
-                        .map(|k| self.map.get(k).map(String::as_str))
-                        .collect(),
+                    values: keys.iter().map(|k| self.map.get(k).cloned()).collect(),
                 }))
             }
             Query::Scan {
@@ -378,7 +223,10 @@ impl Kv {
                         more = true;
                         break;
                     }
-                    items.push(ScanItem { key: k, value: v });
+                    items.push(KeyValue {
+                        key: k.clone(),
+                        value: v.clone(),
+                    });
                 }
                 Ok(to_json(&ScanResponse { items, more }))
             }

@@ -1,17 +1,20 @@
 //! guest-kv: the default raftwasm state machine, a string→string map.
 //!
-//! Commands and queries are JSON objects tagged by `op` (see [`Command`] and [`Query`]); responses
-//! are JSON too. The state is a `BTreeMap`, so iteration order, and with it the snapshot bytes,
+//! Commands and queries are JSON objects tagged by `op`, responses are JSON too: all of them are
+//! typed in [`schema`], the one definition the host, tools and tests share. The state is a `BTreeMap`, so iteration order, and with it the snapshot bytes,
 //! is the same on every node.
 //!
 //! Layout:
+//! - [`schema`]: commands, queries and responses (serde types).
 //! - [`kv`]: the map and its operations, plain Rust, usable natively (the benchmark baseline).
 //! - the WebAssembly export (only on `wasm32`, with the default `component` feature): adapts
 //!   [`kv::Kv`] to the `raftwasm:fsm` world.
 
 pub mod kv;
+pub mod schema;
 
-pub use kv::{Command, Kv, KvError, Query, TxnOp};
+pub use kv::{Kv, KvError};
+pub use schema::{Command, Query, TxnOp};
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod export {

@@ -24,12 +24,12 @@ fn main() -> anyhow::Result<()> {
     let key = |i: usize| format!("key{:08}", (i * 7919) % keyspace);
     let puts: Vec<Vec<u8>> = (0..ops)
         .map(|i| {
-            serde_json::to_vec(&serde_json::json!({"op": "put", "key": key(i), "value": value}))
-                .unwrap()
+            let (key, value) = (key(i), value.clone());
+            guest_kv::Command::Put { key, value }.encode()
         })
         .collect();
     let gets: Vec<Vec<u8>> = (0..ops)
-        .map(|i| serde_json::to_vec(&serde_json::json!({"op": "get", "key": key(i)})).unwrap())
+        .map(|i| guest_kv::Query::Get { key: key(i) }.encode())
         .collect();
 
     let module = GuestModule::from_file(

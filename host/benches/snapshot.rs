@@ -5,9 +5,8 @@
 //! of 100-byte values). Prints one line per phase.
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use host::fsm::{GuestLimits, GuestModule, MachineSpec};
-use host::node::{self, NodeConfig, Started};
-use host::service::Limits;
+use host::config::{NodeConfig, StorageConfig};
+use host::node::{self, Started};
 use openraft::async_runtime::WatchReceiver;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,34 +24,22 @@ struct Running {
     addr: String,
 }
 
-async fn launch(
-    dir: &Path,
-    name: &str,
-    bootstrap: bool,
-    module: &MachineSpec,
-) -> anyhow::Result<Running> {
+async fn launch(dir: &Path, name: &str, bootstrap: bool) -> anyhow::Result<Running> {
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let http = TcpListener::bind("127.0.0.1:0").await?;
     let addr = grpc.local_addr()?.to_string();
-    let config = NodeConfig {
-        name: name.into(),
-        advertise_addr: addr.clone(),
+    let mut config = NodeConfig::new(name);
+    config.bootstrap = bootstrap;
+    config.storage = StorageConfig {
         data_dir: dir.join(name),
-        module: module.clone(),
-        bootstrap,
-        limits: Limits {
-            catch_up_timeout: Duration::from_secs(600),
-            ..Limits::default()
-        },
-        max_body_bytes: 1 << 20,
-        heartbeat_ms: 100,
-        election_timeout_ms: 1000,
-        // Snapshots only when asked, so each phase is measured alone.
-        snapshot_every: u64::MAX / 2,
-        snapshot_keep_logs: 0,
-        wal_segment_bytes: host::store::wal::DEFAULT_SEGMENT_BYTES,
+        ..StorageConfig::for_node(name)
     };
-    let started = node::start(&config).await?;
+    config.limits.catch_up_timeout = Duration::from_secs(600);
+    config.limits.max_body_bytes = 1 << 20;
+    // Snapshots only when asked, so each phase is measured alone.
+    config.raft.snapshot_every = u64::MAX / 2;
+    config.raft.snapshot_keep_logs = 0;
+    let started = node::start(&config, addr.clone()).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = started.clone();
     let task = tokio::spawn(async move {
@@ -98,22 +85,18 @@ async fn main() -> anyhow::Result<()> {
     let keys = args.first().copied().unwrap_or(DEFAULT_KEYS);
     let value_bytes = args.get(1).copied().unwrap_or(DEFAULT_VALUE_BYTES);
     let dir = tempfile::tempdir()?;
-    let module = MachineSpec::Wasm(GuestModule::from_bytes(
-        host::guests::GUEST_KV_NAME,
-        host::guests::GUEST_KV,
-        GuestLimits::default(),
-    )?);
-
-    let a = launch(dir.path(), "a", true, &module).await?;
+    let a = launch(dir.path(), "a", true).await?;
     wait_applied(&a.started, 1).await;
     let value = "v".repeat(value_bytes);
     let start = Instant::now();
     let mut pending = FuturesUnordered::new();
     for i in 0..keys {
         let service = a.started.service.clone();
-        let command = serde_json::to_vec(
-            &serde_json::json!({"op": "put", "key": format!("key{i:08}"), "value": value}),
-        )?;
+        let command = guest_kv::Command::Put {
+            key: format!("key{i:08}"),
+            value: value.clone(),
+        }
+        .encode();
         pending.push(async move { service.apply(command, 0).await });
         if pending.len() >= IN_FLIGHT {
             pending.next().await.transpose()?;
@@ -145,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         .last_log_index
         .unwrap_or(0);
 
-    let b = launch(dir.path(), "b", false, &module).await?;
+    let b = launch(dir.path(), "b", false).await?;
     let start = Instant::now();
     a.started.service.add_node("b", &b.addr, true, 0).await?;
     wait_applied(&b.started, last).await;
@@ -168,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     // The old instance's storage closes when its last handle is gone; retry until it has.
     let a = loop {
-        match launch(dir.path(), "a", false, &module).await {
+        match launch(dir.path(), "a", false).await {
             Ok(a) => break a,
             Err(e)
                 if start.elapsed() < Duration::from_secs(10)

@@ -1,70 +1,63 @@
 //! Starting a node: opens its storage, starts openraft, bootstraps a one-node cluster when
 //! asked (once), and serves gRPC and HTTP until shutdown.
 //!
-//! The caller binds the listeners (tests bind `127.0.0.1:0`), as mini-redis's `server::run` does.
+//! The caller binds the listeners (tests bind `127.0.0.1:0`), as mini-redis's `server::run` does;
+//! the configuration is [`NodeConfig`], validated here before anything starts.
 
-use crate::fsm::MachineSpec;
+pub use crate::config::NodeConfig;
+
+use crate::config::{ConfigError, FsmSource, MAX_GRPC_MESSAGE_BYTES};
+use crate::fsm::{GuestModule, LoadError, MachineSpec};
 use crate::grpc::client_service::ClientService;
 use crate::grpc::coalesce::Coalescing;
-use crate::grpc::proto::client_server::ClientServer;
-use crate::grpc::proto::raft_server::RaftServer;
 use crate::grpc::raft_service::RaftService;
-use crate::network::{Network, PeerPool, MAX_GRPC_MESSAGE_BYTES};
-use crate::service::{Limits, Service};
-use crate::store::{LogStore, StateMachine};
-use crate::types::{node_id, validate_node_name, Member, Raft};
+use crate::network::{Network, PeerPool};
+use crate::proto::client_server::ClientServer;
+use crate::proto::raft_server::RaftServer;
+use crate::service::Service;
+use crate::store::{offload, verify_envelope, LogStore, Raft, StateMachine};
+use crate::types::{node_id, Member};
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-/// Default number of applied entries between two automatic snapshots.
-pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
-/// Default number of log entries kept behind a snapshot for lagging followers.
-pub const DEFAULT_SNAPSHOT_KEEP_LOGS: u64 = 1_000;
-/// Raft timing defaults, in milliseconds.
-pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
-pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
-
-/// Everything a node needs besides its listeners.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// The node's name (`--id`).
-    pub name: String,
-    /// The gRPC address other nodes and clients use to reach this node.
-    pub advertise_addr: String,
-    pub data_dir: PathBuf,
-    /// The state machine: a wasm guest (or the native benchmark baseline).
-    pub module: MachineSpec,
-    /// Initialize a one-node cluster if this node has never been initialized.
-    pub bootstrap: bool,
-    pub limits: Limits,
-    pub max_body_bytes: usize,
-    pub heartbeat_ms: u64,
-    /// Minimum election timeout; the maximum is twice this.
-    pub election_timeout_ms: u64,
-    /// Build a snapshot every this many applied entries.
-    pub snapshot_every: u64,
-    /// Log entries kept behind a snapshot when the log is purged.
-    pub snapshot_keep_logs: u64,
-    /// Size of a write-ahead log segment file.
-    pub wal_segment_bytes: u64,
-}
+/// How long a restarted node waits for its committed log to be replayed before it reports which
+/// module it runs.
+const REPLAY_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a node could not start or stopped.
 #[derive(Debug, Error)]
 pub enum NodeError {
     #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("cannot open storage in {dir}: {reason}")]
-    Storage { dir: PathBuf, reason: String },
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Module(#[from] LoadError),
+    #[error("cannot open storage in {dir}: {source}")]
+    Storage {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("raft failed: {0}")]
-    Raft(String),
+    Raft(#[from] openraft::error::Fatal<crate::types::TypeConfig>),
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(
+        #[source]
+        openraft::error::RaftError<
+            crate::types::TypeConfig,
+            openraft::error::InitializeError<crate::types::TypeConfig>,
+        >,
+    ),
+    #[error(transparent)]
+    Seed(#[from] crate::seed::SeedError),
     #[error("server failed: {0}")]
-    Serve(String),
+    Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A started node: its Raft handle and service layer, for the binary and for tests.
@@ -72,6 +65,8 @@ pub enum NodeError {
 pub struct Started {
     pub raft: Raft,
     pub service: Service,
+    /// The module the configuration named (what `--fsm` loaded).
+    pub configured: MachineSpec,
 }
 
 impl std::fmt::Debug for Started {
@@ -82,15 +77,23 @@ impl std::fmt::Debug for Started {
     }
 }
 
-/// Starts the node and serves until `shutdown` resolves, then stops Raft.
+/// Starts the node and serves until `shutdown` resolves, then stops Raft. The advertised
+/// address comes from the configuration and the bound gRPC listener.
 pub async fn run(
     config: NodeConfig,
     grpc: TcpListener,
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let started = start(&config).await?;
+    let advertise = config
+        .network
+        .advertised(grpc.local_addr().map_err(serve_error)?);
+    let started = start(&config, advertise).await?;
     serve(&config, started, grpc, http, shutdown).await
+}
+
+fn serve_error(e: impl std::error::Error + Send + Sync + 'static) -> NodeError {
+    NodeError::Serve(Box::new(e))
 }
 
 /// Serves a started node's gRPC and HTTP until `shutdown` resolves, then stops Raft.
@@ -111,9 +114,11 @@ pub async fn serve(
 
     let grpc_server = tonic::transport::Server::builder()
         .add_service(
-            RaftServer::new(RaftService::new(started.raft.clone()))
-                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            RaftServer::new(
+                RaftService::new(started.raft.clone()).checking_snapshots(verify_envelope),
+            )
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
         .add_service(
             ClientServer::new(ClientService::new(started.service.clone()))
@@ -126,7 +131,7 @@ pub async fn serve(
     });
     let http_server = axum::serve(
         http,
-        crate::http::router(started.service.clone(), config.max_body_bytes),
+        crate::http::router(started.service.clone(), config.limits.max_body_bytes),
     )
     .with_graceful_shutdown(stopped(&stop_tx));
 
@@ -135,14 +140,8 @@ pub async fn serve(
     shutdown.await;
     let _ = stop_tx.send(());
     let _ = started.raft.shutdown().await;
-    grpc_task
-        .await
-        .map_err(|e| NodeError::Serve(e.to_string()))?
-        .map_err(|e| NodeError::Serve(e.to_string()))?;
-    http_task
-        .await
-        .map_err(|e| NodeError::Serve(e.to_string()))?
-        .map_err(|e| NodeError::Serve(e.to_string()))?;
+    grpc_task.await.map_err(serve_error)?.map_err(serve_error)?;
+    http_task.await.map_err(serve_error)?.map_err(serve_error)?;
     Ok(())
 }
 
@@ -160,79 +159,128 @@ fn no_delay(
     })
 }
 
-/// Failpoint for tests: when set, a bootstrapping node does not log its seed module entry, as if
-/// it had crashed right after initializing the cluster. Never set it in production.
-pub const FAILPOINT_SKIP_SEED: &str = "RAFTWASM_FAILPOINT_SKIP_SEED";
+/// Loads (compiles and validates) the state machine the configuration names.
+pub fn load_machine(config: &NodeConfig) -> Result<MachineSpec, LoadError> {
+    Ok(match &config.fsm {
+        FsmSource::NativeGuestKv => MachineSpec::NativeGuestKv,
+        FsmSource::File(path) => MachineSpec::Wasm(GuestModule::from_file(path, config.guest)?),
+        FsmSource::Embedded => MachineSpec::Wasm(GuestModule::from_bytes(
+            crate::guests::GUEST_KV_NAME,
+            crate::guests::GUEST_KV,
+            config.guest,
+        )?),
+    })
+}
 
-/// Opens storage and starts Raft (without serving); bootstraps if configured to.
-pub async fn start(config: &NodeConfig) -> Result<Started, NodeError> {
-    validate_node_name(&config.name).map_err(NodeError::Config)?;
-    let storage = |reason: String| NodeError::Storage {
-        dir: config.data_dir.clone(),
-        reason,
+/// Validates the configuration, opens storage and starts Raft (without serving); bootstraps if
+/// configured to. `advertise` is the gRPC address other nodes and clients use to reach it.
+pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, NodeError> {
+    config.validate()?;
+    let configured = {
+        let config = config.clone();
+        offload(move || load_machine(&config))
+            .await
+            .map_err(serve_error)??
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| storage(e.to_string()))?;
-    let log = LogStore::open(&config.data_dir, config.wal_segment_bytes)
-        .map_err(|e| storage(e.to_string()))?;
-    let sm = StateMachine::open(config.data_dir.clone(), config.module.clone())
-        .map_err(|e| storage(e.to_string()))?;
+    let dir = config.storage.data_dir.clone();
+    let storage = |source: std::io::Error| NodeError::Storage {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(storage)?;
+    let log = LogStore::open(&dir, config.storage.wal_segment_bytes).map_err(storage)?;
+    let sm = {
+        let (dir, spec) = (dir.clone(), configured.clone());
+        offload(move || StateMachine::open(dir, spec))
+            .await
+            .map_err(serve_error)?
+            .map_err(storage)?
+    };
 
+    let timing = &config.raft;
     let raft_config = openraft::Config {
         cluster_name: "raftwasm".into(),
-        heartbeat_interval: config.heartbeat_ms,
-        election_timeout_min: config.election_timeout_ms,
-        election_timeout_max: config.election_timeout_ms * 2,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every.max(1)),
-        max_in_snapshot_log_to_keep: config.snapshot_keep_logs,
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_timeout_ms,
+        election_timeout_max: timing.election_timeout_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+        max_in_snapshot_log_to_keep: timing.snapshot_keep_logs,
         ..Default::default()
     }
     .validate()
-    .map_err(|e| NodeError::Config(e.to_string()))?;
+    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
 
     let peers = PeerPool::default();
     let id = node_id(&config.name);
-    let raft = Raft::new(
-        id,
-        Arc::new(raft_config),
-        Network::new(peers.clone()),
-        log,
-        sm.clone(),
-    )
-    .await
-    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let network = Network::new(peers.clone());
+    let raft = Raft::new(id, Arc::new(raft_config), network, log, sm.clone()).await?;
 
-    if config.bootstrap {
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
-        if !initialized {
-            let me = Member {
-                name: config.name.clone(),
-                addr: config.advertise_addr.clone(),
-            };
-            raft.initialize(BTreeMap::from([(id, me)]))
-                .await
-                .map_err(|e| NodeError::Raft(format!("bootstrap failed: {e}")))?;
-            tracing::info!(node = %config.name, "bootstrapped a one-node cluster");
-            // The failpoint stands for a crash between initializing and seeding (tests only):
-            // the first write on the leader then logs the seed instead.
-            if std::env::var_os(FAILPOINT_SKIP_SEED).is_none() {
-                crate::service::seed_module(&raft, &sm, std::time::Duration::from_secs(30))
-                    .await
-                    .map_err(NodeError::Raft)?;
-            }
-        } else {
+    if raft.is_initialized().await? {
+        if config.bootstrap {
             tracing::info!(node = %config.name, "already initialized; --bs ignored");
         }
+    } else if config.bootstrap {
+        bootstrap(config, &advertise, &raft, &sm).await?;
     }
     let service = Service::new(
         config.name.clone(),
-        config.advertise_addr.clone(),
+        advertise,
         raft.clone(),
         sm,
         peers,
         config.limits,
     );
-    Ok(Started { raft, service })
+    Ok(Started {
+        raft,
+        service,
+        configured,
+    })
+}
+
+/// Initializes a one-node cluster of this node and logs its module as the seed entry.
+async fn bootstrap(
+    config: &NodeConfig,
+    advertise: &str,
+    raft: &Raft,
+    sm: &StateMachine,
+) -> Result<(), NodeError> {
+    let me = Member {
+        name: config.name.clone(),
+        addr: advertise.to_string(),
+    };
+    raft.initialize(BTreeMap::from([(node_id(&config.name), me)]))
+        .await
+        .map_err(NodeError::Bootstrap)?;
+    tracing::info!(node = %config.name, "bootstrapped a one-node cluster");
+    // The failpoint stands for a crash between initializing and seeding (tests only): the
+    // first write on the leader then logs the seed instead.
+    if crate::failpoints::is_set(crate::failpoints::SKIP_SEED) {
+        return Ok(());
+    }
+    crate::seed::seed_module(raft, sm, Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// The hash of the module the node runs once the committed log it restarted with is replayed
+/// (waited for at most a few seconds). When that is not the module `--fsm` named, warns that the
+/// flag was ignored: a cluster's module changes only through an upgrade.
+pub async fn active_module(started: &Started) -> String {
+    let mut rx = started.raft.metrics();
+    let committed = rx.borrow_watched().local_committed.map(|l| l.index);
+    let replayed =
+        rx.wait_until(|m: &crate::types::RaftMetrics| m.last_applied.map(|l| l.index) >= committed);
+    let _ = tokio::time::timeout(REPLAY_WAIT, replayed).await;
+    let active = started.service.status();
+    let configured = &started.configured;
+    if active.fsm_module_hash != configured.hash() {
+        let hash = &active.fsm_module_hash;
+        tracing::warn!(
+            "--fsm {} ignored: this data dir already runs module sha256:{} (active since log \
+             index {}); a cluster's module changes only through an upgrade (POST /v1/fsm)",
+            configured.name(),
+            &hash[..12.min(hash.len())],
+            active.fsm_module_since_index,
+        );
+    }
+    active.fsm_module_hash
 }

@@ -86,8 +86,6 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// The openraft instance of a node.
-pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachine>;
 /// Log id, vote, membership, snapshot metadata and errors with our type parameters.
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
@@ -109,24 +107,6 @@ pub fn node_id(name: &str) -> NodeId {
     u64::from_be_bytes(id).max(1)
 }
 
-/// Checks a node name: non-empty, at most 64 bytes, letters, digits, `-`, `_` and `.` only, so
-/// it is safe in a path (the default data dir) and in a URL.
-pub fn validate_node_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 {
-        return Err(format!("node id {name:?} must be 1 to 64 bytes long"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        || name.starts_with('.')
-    {
-        return Err(format!(
-            "node id {name:?} may contain only letters, digits, '-', '_' and '.', and must not start with '.'"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,14 +117,5 @@ mod tests {
         let ids: std::collections::BTreeSet<_> =
             (0..10_000).map(|i| node_id(&format!("node{i}"))).collect();
         assert_eq!(ids.len(), 10_000);
-    }
-
-    #[test]
-    fn node_names_are_checked() {
-        assert!(validate_node_name("node1").is_ok());
-        assert!(validate_node_name("db-2.eu_west").is_ok());
-        for bad in ["", "../x", "a/b", "with space", ".hidden"] {
-            assert!(validate_node_name(bad).is_err(), "{bad}");
-        }
     }
 }

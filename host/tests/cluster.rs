@@ -4,7 +4,7 @@
 mod common;
 
 use common::{http, seg, three_nodes, wait_for, wait_for_leader, Node};
-use host::grpc::proto::{self, Consistency};
+use host::proto::{self, Consistency};
 use host::service::ServiceError;
 
 const AWKWARD: &[(&str, &str)] = &[
@@ -250,6 +250,7 @@ async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
         let body: serde_json::Value = resp.json().await.expect("JSON error body");
         assert_eq!(body["code"], code, "{body}");
         assert!(!body["error"].as_str().unwrap_or("").is_empty(), "{body}");
+        assert!(!body["message"].as_str().unwrap_or("").is_empty(), "{body}");
     };
 
     let resp = client

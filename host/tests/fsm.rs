@@ -3,8 +3,9 @@
 //! Areas: guest-kv behaviour and snapshots, determinism across instances, hostile guests
 //! (each with its documented error, state unchanged, next command fine), and load errors.
 
+use guest_kv::schema::{self, Command, GetResponse, Query, ScanResponse};
 use host::fsm::{CallError, GuestError, GuestFsm, GuestLimits, GuestModule, LoadError};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,36 +28,52 @@ fn load(path: &str) -> GuestModule {
     GuestModule::from_file(Path::new(path), test_limits()).expect("guest loads")
 }
 
-fn apply_json(fsm: &mut GuestFsm, cmd: Value) -> Result<Value, CallError> {
-    let out = fsm
-        .apply(cmd.to_string().as_bytes())
-        .expect("no host fault");
-    out.result
-        .map(|b| serde_json::from_slice(&b).expect("guest-kv answers JSON"))
+fn apply(fsm: &mut GuestFsm, cmd: &Command) -> Result<Vec<u8>, CallError> {
+    fsm.apply(&cmd.encode()).expect("no host fault").result
 }
 
-fn query_json(fsm: &mut GuestFsm, q: Value) -> Value {
-    let out = fsm.query(q.to_string().as_bytes()).expect("no host fault");
-    serde_json::from_slice(&out.result.expect("query succeeds")).unwrap()
+fn put(key: &str, value: &str) -> Command {
+    Command::Put {
+        key: key.into(),
+        value: value.into(),
+    }
 }
 
-fn get(fsm: &mut GuestFsm, key: &str) -> Value {
-    query_json(fsm, json!({"op": "get", "key": key}))["value"].clone()
+fn query<T: serde::de::DeserializeOwned>(fsm: &mut GuestFsm, q: &Query) -> T {
+    let out = fsm.query(&q.encode()).expect("no host fault");
+    schema::decode(&out.result.expect("query succeeds")).expect("guest-kv answers its schema")
+}
+
+fn get(fsm: &mut GuestFsm, key: &str) -> Option<String> {
+    let got: GetResponse = query(fsm, &Query::Get { key: key.into() });
+    got.value
+}
+
+fn scan_all(fsm: &mut GuestFsm) -> ScanResponse {
+    let scan = Query::Scan {
+        prefix: None,
+        start: None,
+        end: None,
+        limit: Some(10_000),
+    };
+    query(fsm, &scan)
 }
 
 /// A deterministic command sequence touching every guest-kv operation and awkward keys.
-fn workload(n: usize) -> Vec<Value> {
+fn workload(n: usize) -> Vec<Command> {
     let awkward = ["a_b", "with/slash", "with space", "ünïcødé ✓", "x_y_z/1 2"];
     (0..n)
         .map(|i| {
             let key = format!("{}-{}", awkward[i % awkward.len()], i % 97);
             match i % 7 {
-                0..=3 => {
-                    json!({"op": "put", "key": key, "value": format!("v{i}_{}", i * 31 % 1000)})
-                }
-                4 => json!({"op": "delete", "key": key}),
-                5 => json!({"op": "cas", "key": key, "expected": null, "value": ""}),
-                _ => json!({"op": "put", "key": key, "value": ""}),
+                0..=3 => put(&key, &format!("v{i}_{}", i * 31 % 1000)),
+                4 => Command::Delete { key },
+                5 => Command::Cas {
+                    key,
+                    expected: None,
+                    value: Some(String::new()),
+                },
+                _ => put(&key, ""),
             }
         })
         .collect()
@@ -73,12 +90,12 @@ fn guest_kv_round_trips_awkward_keys_and_values() {
         ("empty-value", ""),
     ];
     for (k, v) in pairs {
-        apply_json(&mut fsm, json!({"op": "put", "key": k, "value": v})).unwrap();
+        apply(&mut fsm, &put(k, v)).unwrap();
     }
     for (k, v) in pairs {
-        assert_eq!(get(&mut fsm, k), json!(v), "{k}");
+        assert_eq!(get(&mut fsm, k).as_deref(), Some(v), "{k}");
     }
-    assert_eq!(get(&mut fsm, "missing"), Value::Null);
+    assert_eq!(get(&mut fsm, "missing"), None);
 }
 
 #[test]
@@ -86,16 +103,15 @@ fn snapshot_restore_round_trip_is_byte_identical() {
     let module = load(GUEST_KV);
     let mut a = module.start().unwrap();
     for cmd in workload(2_000) {
-        apply_json(&mut a, cmd).unwrap();
+        apply(&mut a, &cmd).unwrap();
     }
     let snap = a.snapshot().unwrap();
     let mut b = module.start().unwrap();
     b.restore(snap.clone()).unwrap().result.unwrap();
     assert_eq!(*b.snapshot().unwrap(), *snap);
-    let scan = json!({"op": "scan", "limit": 10_000});
-    let all = query_json(&mut a, scan.clone());
-    assert!(all["items"].as_array().unwrap().len() > 100);
-    assert_eq!(all, query_json(&mut b, scan));
+    let all = scan_all(&mut a);
+    assert!(all.items.len() > 100);
+    assert_eq!(all, scan_all(&mut b));
     for key in ["a_b-0", "with space-3", "ünïcødé ✓-3"] {
         assert_eq!(get(&mut a, key), get(&mut b, key));
     }
@@ -109,12 +125,9 @@ fn independent_instances_agree_on_state_and_fuel() {
     let (mut a, mut b) = (module_a.start().unwrap(), module_b.start().unwrap());
     let mut fuel = (0u64, 0u64);
     for cmd in workload(3_000) {
-        let bytes = cmd.to_string();
-        let (oa, ob) = (
-            a.apply(bytes.as_bytes()).unwrap(),
-            b.apply(bytes.as_bytes()).unwrap(),
-        );
-        assert_eq!(oa, ob, "{bytes}");
+        let bytes = cmd.encode();
+        let (oa, ob) = (a.apply(&bytes).unwrap(), b.apply(&bytes).unwrap());
+        assert_eq!(oa, ob, "{cmd:?}");
         assert!(oa.fuel_used > 0);
         fuel.0 += oa.fuel_used;
         fuel.1 += ob.fuel_used;
@@ -126,14 +139,14 @@ fn independent_instances_agree_on_state_and_fuel() {
 #[test]
 fn bad_commands_to_guest_kv_are_error_values() {
     let mut fsm = load(GUEST_KV).start().unwrap();
-    apply_json(&mut fsm, json!({"op": "put", "key": "k", "value": "v"})).unwrap();
+    apply(&mut fsm, &put("k", "v")).unwrap();
     let before = fsm.snapshot().unwrap();
     for bad in [
         "not json at all".to_string(),
         json!({"op": "explode", "key": "k"}).to_string(),
         json!({"op": "put", "key": "k"}).to_string(),
         json!({"key": "k", "value": "v"}).to_string(),
-        json!({"op": "put", "key": "", "value": "v"}).to_string(),
+        String::from_utf8(put("", "v").encode()).unwrap(),
         String::new(),
     ] {
         let out = fsm.apply(bad.as_bytes()).unwrap();
@@ -149,7 +162,7 @@ fn bad_commands_to_guest_kv_are_error_values() {
         matches!(out.result, Err(CallError::Guest { error: GuestError::InvalidInput(m) }) if m.contains("missing field"))
     );
     assert_eq!(fsm.snapshot().unwrap(), before);
-    assert_eq!(get(&mut fsm, "k"), json!("v"));
+    assert_eq!(get(&mut fsm, "k").as_deref(), Some("v"));
 }
 
 #[test]
@@ -257,12 +270,12 @@ fn rollback_after_a_checkpoint_replays_the_journal() {
 #[test]
 fn restore_failure_keeps_the_current_state() {
     let mut fsm = load(GUEST_KV).start().unwrap();
-    apply_json(&mut fsm, json!({"op": "put", "key": "k", "value": "v"})).unwrap();
+    apply(&mut fsm, &put("k", "v")).unwrap();
     let out = fsm.restore(Arc::new(b"garbage".to_vec())).unwrap();
     assert!(
         matches!(out.result, Err(CallError::Guest { error: GuestError::InvalidInput(m) }) if m.contains("bad snapshot"))
     );
-    assert_eq!(get(&mut fsm, "k"), json!("v"));
+    assert_eq!(get(&mut fsm, "k").as_deref(), Some("v"));
 }
 
 #[test]
@@ -337,18 +350,14 @@ fn snapshots_larger_than_wasmtimes_default_copy_limit_round_trip() {
     let mut fsm = module.start().unwrap();
     let value = "x".repeat(100 * 1024);
     for i in 0..1_400 {
-        apply_json(
-            &mut fsm,
-            json!({"op": "put", "key": format!("k{i}"), "value": value}),
-        )
-        .unwrap();
+        apply(&mut fsm, &put(&format!("k{i}"), &value)).unwrap();
     }
     let snap = fsm.snapshot().unwrap();
     assert!(snap.len() > 136 << 20, "{} bytes", snap.len());
     let mut copy = module.start().unwrap();
     copy.restore(snap.clone()).unwrap().result.unwrap();
     assert_eq!(
-        get(&mut copy, "k1399").as_str().map(str::len),
+        get(&mut copy, "k1399").as_deref().map(str::len),
         Some(100 * 1024)
     );
 }

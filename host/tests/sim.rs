@@ -24,9 +24,9 @@
 
 use guest_kv::Kv;
 use host::fsm::CallError;
-use host::grpc::proto::raft_server::RaftServer;
 use host::grpc::raft_service::RaftService;
 use host::network::{Network, PeerPool};
+use host::proto::raft_server::RaftServer;
 use host::types::{
     node_id, Entry, LogId, Member, NodeId, Request, Response, Snapshot, SnapshotData, SnapshotMeta,
     StoredMembership, TypeConfig, Vote,
@@ -392,7 +392,11 @@ struct Outcome {
 }
 
 fn put(i: u64) -> Vec<u8> {
-    format!(r#"{{"op":"put","key":"k{}","value":"{i}"}}"#, i % 16).into_bytes()
+    let put = guest_kv::Command::Put {
+        key: format!("k{}", i % 16),
+        value: i.to_string(),
+    };
+    put.encode()
 }
 
 fn run_seed(seed: u64) -> Outcome {

@@ -132,6 +132,10 @@ async fn snapshot_on_demand_module_mismatch_and_corruption_are_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (make test builds with it)"
+)]
 async fn crash_while_writing_a_snapshot_loses_no_acknowledged_write() {
     let root = tempfile::tempdir().unwrap();
     let mut node = Node::start(root.path(), "solo", true, &["--snapshot-every", "300"]);
@@ -139,8 +143,8 @@ async fn crash_while_writing_a_snapshot_loses_no_acknowledged_write() {
     assert_eq!(put_many(&node, 0..200, 8).await.len(), 200);
     // From now on the process aborts as soon as a snapshot file is about to be renamed into place.
     node.env.push((
-        "RAFTWASM_FAILPOINT_SNAPSHOT_BEFORE_RENAME".into(),
-        "1".into(),
+        host::failpoints::ENV.into(),
+        host::failpoints::SNAPSHOT_BEFORE_RENAME.into(),
     ));
     node.restart(false);
     wait_for_leader(&[&node]).await;
@@ -466,13 +470,20 @@ async fn small_log_segments_rotate_are_reused_and_survive_kills() {
             "{}: highest segment {highest}, {files} segment files",
             n.name
         );
-        // Seen in four runs: highest segment id 32-45, 3-18 segment files per node. Without
-        // deletion a node would keep nearly every segment it ever had.
-        assert!(highest >= 25, "{}: only {highest} segments ever", n.name);
+        // A node that was down catches up by snapshot and writes fewer segments than one that
+        // took every entry: seen, highest segment id 35-45 on the busiest node and 17-30 on the
+        // one killed first, 2-18 segment files per node. Without deletion a node would keep
+        // nearly every segment it ever had.
+        assert!(highest >= 15, "{}: only {highest} segments ever", n.name);
         assert!(
             files + 10 <= highest as usize,
             "{}: {files} segment files of {highest}: purged ones are not deleted",
             n.name
         );
     }
+    let busiest = nodes.iter().map(|n| wal_segments(n).0).max().unwrap_or(0);
+    assert!(
+        busiest >= 25,
+        "the busiest node had only {busiest} segments"
+    );
 }

@@ -341,10 +341,11 @@ mod in_process {
     }
 
     fn put(key: &str, value: &str) -> Request {
-        Request::Commands(vec![format!(
-            r#"{{"op":"put","key":"{key}","value":"{value}"}}"#
-        )
-        .into_bytes()])
+        let put = guest_kv::Command::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        Request::Commands(vec![put.encode()])
     }
 
     #[tokio::test]
@@ -415,13 +416,14 @@ mod in_process {
             .unwrap();
         assert_eq!(other.status().module_hash, hash(v2));
         assert_eq!(other.status().modules, status.modules);
-        let got = other
-            .query(br#"{"op":"get","key":"k"}"#)
-            .unwrap()
-            .result
-            .unwrap();
-        assert_eq!(got, br#"{"value":"v"}"#);
-        assert_eq!(other.state_hash().unwrap(), sm.state_hash().unwrap());
+        let get = guest_kv::Query::Get { key: "k".into() };
+        let got = other.query(get.encode()).await.unwrap().result.unwrap();
+        let got: guest_kv::schema::GetResponse = guest_kv::schema::decode(&got).unwrap();
+        assert_eq!(got.value.as_deref(), Some("v"));
+        assert_eq!(
+            other.state_hash().await.unwrap(),
+            sm.state_hash().await.unwrap()
+        );
         // And so does a restart of that node, from its own snapshot file.
         drop(other);
         let reopened =
@@ -431,6 +433,10 @@ mod in_process {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (make test builds with it)"
+)]
 async fn a_cluster_whose_seed_entry_was_never_logged_seeds_before_its_first_command() {
     let root = tempfile::tempdir().unwrap();
     // node1 bootstraps but "crashes" before logging its seed (failpoint); node2 runs another
@@ -441,7 +447,7 @@ async fn a_cluster_whose_seed_entry_was_never_logged_seeds_before_its_first_comm
         "node1",
         true,
         &[],
-        &[(host::node::FAILPOINT_SKIP_SEED, "1")],
+        &[(host::failpoints::ENV, host::failpoints::SKIP_SEED)],
     );
     wait_for_leader(&[&n1]).await;
     let s = status(&n1).await;

@@ -151,7 +151,7 @@ struct UpgradeOutcome {
 
 /// Sends the upgrade at `at`, through each node in turn, until one acknowledges it or `stop`.
 async fn upgrade_during_faults(
-    clients: Vec<host::grpc::proto::client_client::ClientClient<tonic::transport::Channel>>,
+    clients: Vec<host::proto::client_client::ClientClient<tonic::transport::Channel>>,
     module: Vec<u8>,
     at: Duration,
     start: Instant,
@@ -167,7 +167,7 @@ async fn upgrade_during_faults(
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         out.attempts += 1;
-        let mut req = tonic::Request::new(host::grpc::proto::UpgradeFsmRequest {
+        let mut req = tonic::Request::new(host::proto::UpgradeFsmRequest {
             module: module.clone(),
             dry_run: false,
         });
@@ -241,13 +241,8 @@ async fn final_read(
     Ok(out)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if args.namespaces.len() != args.ips.len() || args.namespaces.len() < 3 {
-        bail!("give at least 3 namespaces and as many ips");
-    }
-    let seed = args.seed.unwrap_or_else(rand::random);
+/// The faults to inject (all when none are named) and their pacing.
+fn faults_and_schedule(args: &Args) -> anyhow::Result<(Vec<Fault>, Schedule)> {
     let faults: Vec<Fault> = if args.faults.is_empty() {
         Fault::ALL.to_vec()
     } else {
@@ -260,15 +255,12 @@ async fn main() -> anyhow::Result<()> {
         quiet: range(&args.quiet_ms, "quiet-ms")?,
         hold: range(&args.hold_ms, "hold-ms")?,
     };
-    eprintln!(
-        "chaos: seed {seed}, {} s, {} nodes, faults {:?}",
-        args.duration,
-        args.ips.len(),
-        faults.iter().map(|f| f.name()).collect::<Vec<_>>()
-    );
-    std::fs::create_dir_all(&args.work)?;
-    let specs: Vec<NodeSpec> = args
-        .namespaces
+    Ok((faults, schedule))
+}
+
+/// One node per namespace and address, named n1, n2, ...
+fn node_specs(args: &Args) -> Vec<NodeSpec> {
+    args.namespaces
         .iter()
         .zip(&args.ips)
         .enumerate()
@@ -277,11 +269,30 @@ async fn main() -> anyhow::Result<()> {
             namespace: ns.clone(),
             ip: ip.clone(),
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.namespaces.len() != args.ips.len() || args.namespaces.len() < 3 {
+        bail!("give at least 3 namespaces and as many ips");
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let (faults, schedule) = faults_and_schedule(&args)?;
+    eprintln!(
+        "chaos: seed {seed}, {} s, {} nodes, faults {:?}",
+        args.duration,
+        args.ips.len(),
+        faults.iter().map(|f| f.name()).collect::<Vec<_>>()
+    );
+    std::fs::create_dir_all(&args.work)?;
+    let specs = node_specs(&args);
     let node_args: Vec<String> = args
         .node_args
-        .into_iter()
+        .iter()
         .filter(|a| !a.is_empty())
+        .cloned()
         .collect();
     let mut cluster = Cluster::new(args.host.clone(), args.work.clone(), specs, node_args)?;
     let mut net = Net::new(args.namespaces.clone(), args.ips.clone());
@@ -300,22 +311,7 @@ async fn main() -> anyhow::Result<()> {
     let n = cluster.len();
     let per_node = args.clients_per_node.max(1);
     let timeout = Duration::from_millis(args.timeout_ms);
-    let mut clients = Vec::new();
-    for i in 0..n {
-        for c in 0..per_node {
-            let idx = (i * per_node + c) as u64;
-            clients.push(tokio::spawn(workload::client_loop(
-                cluster.client(i),
-                idx,
-                (n * per_node) as u64,
-                seed.wrapping_add(idx + 1),
-                keys.clone(),
-                recorder.clone(),
-                stop.clone(),
-                timeout,
-            )));
-        }
-    }
+    let clients = spawn_clients(&cluster, per_node, seed, &keys, &recorder, &stop, timeout);
     let timer = {
         let stop = stop.clone();
         let d = Duration::from_secs(args.duration);
@@ -347,84 +343,186 @@ async fn main() -> anyhow::Result<()> {
     restore_membership(&cluster, &mut nemesis.log, start).await?;
     let log = nemesis.log;
 
-    let final_state = final_read(&cluster, &keys, &recorder, u64::MAX / 2).await?;
-    let agreed = check::replicas_agree(&cluster, Duration::from_secs(60)).await;
-    let events = recorder.events();
-    let jsonl = history::to_jsonl(&events);
-    std::fs::write(args.work.join("history.jsonl"), &jsonl)?;
-    std::fs::write(args.work.join("faults.log"), log.lines.join("\n") + "\n")?;
-    let checking = Instant::now();
-    let isolation = check::isolation(&jsonl)?;
-    let check_s = checking.elapsed().as_secs_f64();
-    let lost = check::lost_appends(&events, &final_state);
-    let dups = check::duplicated_elements(&final_state);
-    let (ok, fail, info) = history::outcome_counts(&events);
+    let findings = Findings::gather(&cluster, &keys, &recorder, &log, &args.work, upgrade).await?;
     cluster.stop_all();
+    findings.conclude(seed, args.duration, n, &args.work, log.injected.len())
+}
 
-    let mut fault_counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for f in &log.injected {
-        *fault_counts.entry(f.name()).or_default() += 1;
+/// Starts `per_node` list-append clients against each node.
+fn spawn_clients(
+    cluster: &Cluster,
+    per_node: usize,
+    seed: u64,
+    keys: &Arc<Keys>,
+    recorder: &Arc<Recorder>,
+    stop: &Arc<AtomicBool>,
+    timeout: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let n = cluster.len();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        for c in 0..per_node {
+            let idx = (i * per_node + c) as u64;
+            clients.push(tokio::spawn(workload::client_loop(
+                cluster.client(i),
+                idx,
+                (n * per_node) as u64,
+                seed.wrapping_add(idx + 1),
+                keys.clone(),
+                recorder.clone(),
+                stop.clone(),
+                timeout,
+            )));
+        }
     }
-    let report = json!({
-        "seed": seed,
-        "duration_s": args.duration,
-        "nodes": n,
-        "operations": {"ok": ok, "fail": fail, "info": info},
-        "acknowledged_appends": check::acknowledged_appends(&events),
-        "keys": final_state.len(),
-        "faults": fault_counts,
-        "adya": {"verdict": isolation.verdict, "anomalies": isolation.anomaly_types, "check_s": check_s},
-        "lost_acknowledged_appends": lost.len(),
-        "duplicated_elements": dups.len(),
-        "replicas": match &agreed {
-            Ok(a) => json!({"agree": true, "applied_index": a.applied_index,
-                "state_hash": a.state_hash, "module_hash": a.module_hash}),
-            Err(seen) => json!({"agree": false, "seen": seen}),
-        },
-        "upgrade": upgrade.as_ref().map(|u| json!({
-            "module_hash": u.hash, "acknowledged_at_s": u.acknowledged_at_s,
-            "log_index": u.log_index, "attempts": u.attempts, "refused": u.refused,
-            "last_error": u.last_error,
-        })),
-    });
-    std::fs::write(
-        args.work.join("report.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    println!("{report}");
-    // An acknowledged upgrade must be what every replica runs; a refused one is a failure.
-    let upgrade_ok = match (&upgrade, &agreed) {
-        (Some(u), _) if u.refused => false,
-        (Some(u), Ok(a)) if u.acknowledged_at_s.is_some() => a.module_hash == u.hash,
-        _ => true,
-    };
-    let passed =
-        isolation.valid && lost.is_empty() && dups.is_empty() && agreed.is_ok() && upgrade_ok;
-    if !passed {
-        if !isolation.valid {
-            eprintln!("adya: {}\n{}", isolation.verdict, isolation.details);
+    clients
+}
+
+/// What a run found once the workload stopped and the faults healed.
+struct Findings {
+    isolation: check::Isolation,
+    check_s: f64,
+    lost: Vec<(u64, u64)>,
+    dups: Vec<(u64, u64)>,
+    agreed: Result<check::Agreement, Vec<String>>,
+    upgrade: Option<UpgradeOutcome>,
+    acknowledged: usize,
+    keys: usize,
+    faults: BTreeMap<&'static str, usize>,
+    ok: usize,
+    fail: usize,
+    info: usize,
+}
+
+impl Findings {
+    /// Reads the final state, checks replicas and the history, and writes the history and
+    /// fault log into `work`.
+    async fn gather(
+        cluster: &Cluster,
+        keys: &Keys,
+        recorder: &Recorder,
+        log: &FaultLog,
+        work: &std::path::Path,
+        upgrade: Option<UpgradeOutcome>,
+    ) -> anyhow::Result<Self> {
+        let final_state = final_read(cluster, keys, recorder, u64::MAX / 2).await?;
+        let agreed = check::replicas_agree(cluster, Duration::from_secs(60)).await;
+        let events = recorder.events();
+        let jsonl = history::to_jsonl(&events);
+        std::fs::write(work.join("history.jsonl"), &jsonl)?;
+        std::fs::write(work.join("faults.log"), log.lines.join("\n") + "\n")?;
+        let checking = Instant::now();
+        let isolation = check::isolation(&jsonl)?;
+        let check_s = checking.elapsed().as_secs_f64();
+        let (ok, fail, info) = history::outcome_counts(&events);
+        let mut faults: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for f in &log.injected {
+            *faults.entry(f.name()).or_default() += 1;
         }
-        if !lost.is_empty() {
-            eprintln!("lost acknowledged appends (key, element): {lost:?}");
+        Ok(Findings {
+            isolation,
+            check_s,
+            lost: check::lost_appends(&events, &final_state),
+            dups: check::duplicated_elements(&final_state),
+            agreed,
+            upgrade,
+            acknowledged: check::acknowledged_appends(&events),
+            keys: final_state.len(),
+            faults,
+            ok,
+            fail,
+            info,
+        })
+    }
+
+    fn report(&self, seed: u64, duration: u64, nodes: usize) -> serde_json::Value {
+        json!({
+            "seed": seed,
+            "duration_s": duration,
+            "nodes": nodes,
+            "operations": {"ok": self.ok, "fail": self.fail, "info": self.info},
+            "acknowledged_appends": self.acknowledged,
+            "keys": self.keys,
+            "faults": self.faults,
+            "adya": {"verdict": self.isolation.verdict, "anomalies": self.isolation.anomaly_types,
+                "check_s": self.check_s},
+            "lost_acknowledged_appends": self.lost.len(),
+            "duplicated_elements": self.dups.len(),
+            "replicas": match &self.agreed {
+                Ok(a) => json!({"agree": true, "applied_index": a.applied_index,
+                    "state_hash": a.state_hash, "module_hash": a.module_hash}),
+                Err(seen) => json!({"agree": false, "seen": seen}),
+            },
+            "upgrade": self.upgrade.as_ref().map(|u| json!({
+                "module_hash": u.hash, "acknowledged_at_s": u.acknowledged_at_s,
+                "log_index": u.log_index, "attempts": u.attempts, "refused": u.refused,
+                "last_error": u.last_error,
+            })),
+        })
+    }
+
+    /// Writes and prints the report, then passes or fails the run.
+    fn conclude(
+        &self,
+        seed: u64,
+        duration: u64,
+        nodes: usize,
+        work: &std::path::Path,
+        faults: usize,
+    ) -> anyhow::Result<()> {
+        let report = self.report(seed, duration, nodes);
+        std::fs::write(
+            work.join("report.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        println!("{report}");
+        self.verdict(seed, work)?;
+        let (ok, fail, info) = (self.ok, self.fail, self.info);
+        eprintln!(
+            "chaos run passed: seed {seed}, {} operations ({ok} ok, {fail} fail, {info} info), \
+             {faults} faults",
+            ok + fail + info
+        );
+        Ok(())
+    }
+
+    /// Passes, or prints every failure and fails.
+    fn verdict(&self, seed: u64, work: &std::path::Path) -> anyhow::Result<()> {
+        // An acknowledged upgrade must be what every replica runs; a refused one is a failure.
+        let upgrade_ok = match (&self.upgrade, &self.agreed) {
+            (Some(u), _) if u.refused => false,
+            (Some(u), Ok(a)) if u.acknowledged_at_s.is_some() => a.module_hash == u.hash,
+            _ => true,
+        };
+        let passed = self.isolation.valid
+            && self.lost.is_empty()
+            && self.dups.is_empty()
+            && self.agreed.is_ok()
+            && upgrade_ok;
+        if passed {
+            return Ok(());
         }
-        if !dups.is_empty() {
-            eprintln!("elements present twice (key, element): {dups:?}");
+        if !self.isolation.valid {
+            eprintln!(
+                "adya: {}\n{}",
+                self.isolation.verdict, self.isolation.details
+            );
         }
-        if let Err(seen) = &agreed {
+        if !self.lost.is_empty() {
+            eprintln!("lost acknowledged appends (key, element): {:?}", self.lost);
+        }
+        if !self.dups.is_empty() {
+            eprintln!("elements present twice (key, element): {:?}", self.dups);
+        }
+        if let Err(seen) = &self.agreed {
             eprintln!("replicas disagree: {seen:#?}");
         }
         if !upgrade_ok {
-            eprintln!("upgrade failed: {upgrade:?}");
+            eprintln!("upgrade failed: {:?}", self.upgrade);
         }
         bail!(
             "chaos run FAILED (seed {seed}); history, faults and node logs are in {}",
-            args.work.display()
+            work.display()
         );
     }
-    eprintln!(
-        "chaos run passed: seed {seed}, {} operations ({ok} ok, {fail} fail, {info} info), {} faults",
-        ok + fail + info,
-        log.injected.len()
-    );
-    Ok(())
 }

@@ -9,8 +9,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use host::grpc::coalesce;
-use host::grpc::etcd::{self, kv_client::KvClient};
-use host::grpc::proto::{self, client_client::ClientClient, Consistency};
+use host::proto::etcd::{self, kv_client::KvClient};
+use host::proto::{self, client_client::ClientClient, Consistency};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,7 +83,7 @@ enum Conn {
 }
 
 impl Conn {
-    async fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
+    async fn put(&mut self, key: &str, value: &str) -> Result<(), tonic::Status> {
         match self {
             Conn::Raftwasm(c) => c
                 .put(proto::PutRequest {
@@ -91,20 +91,18 @@ impl Conn {
                     value: value.to_string(),
                 })
                 .await
-                .map(drop)
-                .map_err(|s| s.message().to_string()),
+                .map(drop),
             Conn::Etcd(c) => c
                 .put(etcd::PutRequest {
                     key: key.as_bytes().to_vec(),
                     value: value.as_bytes().to_vec(),
                 })
                 .await
-                .map(drop)
-                .map_err(|s| s.message().to_string()),
+                .map(drop),
         }
     }
 
-    async fn get(&mut self, key: &str, stale: bool) -> Result<(), String> {
+    async fn get(&mut self, key: &str, stale: bool) -> Result<(), tonic::Status> {
         match self {
             Conn::Raftwasm(c) => {
                 let consistency = if stale {
@@ -122,7 +120,7 @@ impl Conn {
                     Ok(_) => Ok(()),
                     // A missing key is an answer, not a failure.
                     Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-                    Err(s) => Err(s.message().to_string()),
+                    Err(s) => Err(s),
                 }
             }
             Conn::Etcd(c) => c
@@ -133,8 +131,7 @@ impl Conn {
                     serializable: stale,
                 })
                 .await
-                .map(drop)
-                .map_err(|s| s.message().to_string()),
+                .map(drop),
         }
     }
 }
@@ -205,7 +202,7 @@ async fn preload(args: &Args, conns: &[Conn], value: &str) -> Result<()> {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= keyspace {
-                    return Ok::<(), String>(());
+                    return Ok::<(), tonic::Status>(());
                 }
                 conn.put(&key(i, key_size), &value).await?;
             }
@@ -213,7 +210,7 @@ async fn preload(args: &Args, conns: &[Conn], value: &str) -> Result<()> {
     }
     for t in tasks {
         t.await?
-            .map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("preload failed: {}", e.message()))?;
     }
     Ok(())
 }
@@ -289,7 +286,7 @@ async fn main() -> Result<()> {
                             .push(elapsed.as_micros().min(u32::MAX as u128) as u32),
                         Err(e) => {
                             result.errors += 1;
-                            result.last_error = Some(e);
+                            result.last_error = Some(e.message().to_string());
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }

@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use host::grpc::proto::{self, client_client::ClientClient, Consistency};
+use host::proto::{self, client_client::ClientClient, Consistency};
 use host::service::{ServiceError, Status};
 
 const DEFAULT_SERVER: &str = "localhost:10001";
@@ -114,44 +114,10 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Upgrade => {
             let path = args.fsm.context("this command needs --fsm")?;
-            let module =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let reply = client
-                .upgrade_fsm(proto::UpgradeFsmRequest {
-                    module,
-                    dry_run: args.dry_run,
-                })
-                .await?
-                .into_inner();
-            if reply.dry_run {
-                println!(
-                    "module {} ({} bytes) is valid; nothing logged",
-                    reply.hash, reply.size
-                );
-            } else {
-                println!(
-                    "module {} ({} bytes) active from log index {}",
-                    reply.hash, reply.size, reply.log_index
-                );
-            }
+            upgrade(&mut client, &path, args.dry_run).await?
         }
-        Command::Snapshot => {
-            let reply = client
-                .snapshot(proto::SnapshotRequest {})
-                .await?
-                .into_inner();
-            println!(
-                "snapshot at index {} (term {}), {} bytes",
-                reply.index, reply.term, reply.size
-            );
-        }
-        Command::Watch => {
-            let request = proto::MonitorRequest { state_hash: false };
-            let mut stream = client.watch(request).await?.into_inner();
-            while let Some(status) = stream.message().await? {
-                print_status(status)?;
-            }
-        }
+        Command::Snapshot => snapshot(&mut client).await?,
+        Command::Watch => watch(&mut client).await?,
         Command::Addnode => {
             let request = proto::AddNodeRequest {
                 id: need(args.id, "--id")?,
@@ -192,16 +158,61 @@ async fn run(args: Args) -> Result<()> {
                 key: need(args.key, "--key")?,
             };
             let reply = client.delete(request).await?.into_inner();
-            println!(
-                "{} (log index {})",
-                if reply.deleted {
-                    "deleted"
-                } else {
-                    "not found"
-                },
-                reply.log_index
-            );
+            let what = if reply.deleted {
+                "deleted"
+            } else {
+                "not found"
+            };
+            println!("{what} (log index {})", reply.log_index);
         }
+    }
+    Ok(())
+}
+
+/// Replaces the cluster's state machine with the component at `path` (or only validates it).
+async fn upgrade(
+    client: &mut ClientClient<tonic::transport::Channel>,
+    path: &std::path::Path,
+    dry_run: bool,
+) -> Result<()> {
+    let module = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let reply = client
+        .upgrade_fsm(proto::UpgradeFsmRequest { module, dry_run })
+        .await?
+        .into_inner();
+    if reply.dry_run {
+        println!(
+            "module {} ({} bytes) is valid; nothing logged",
+            reply.hash, reply.size
+        );
+    } else {
+        println!(
+            "module {} ({} bytes) active from log index {}",
+            reply.hash, reply.size, reply.log_index
+        );
+    }
+    Ok(())
+}
+
+/// Builds a snapshot on the node now.
+async fn snapshot(client: &mut ClientClient<tonic::transport::Channel>) -> Result<()> {
+    let reply = client
+        .snapshot(proto::SnapshotRequest {})
+        .await?
+        .into_inner();
+    println!(
+        "snapshot at index {} (term {}), {} bytes",
+        reply.index, reply.term, reply.size
+    );
+    Ok(())
+}
+
+/// Prints the node's status each time it changes, until the stream ends.
+async fn watch(client: &mut ClientClient<tonic::transport::Channel>) -> Result<()> {
+    let request = proto::MonitorRequest { state_hash: false };
+    let mut stream = client.watch(request).await?.into_inner();
+    while let Some(status) = stream.message().await? {
+        print_status(status)?;
     }
     Ok(())
 }

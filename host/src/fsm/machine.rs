@@ -9,7 +9,8 @@
 
 use super::bindings::Fsm;
 use super::error::{CallError, FsmError};
-use super::module::{GuestModule, StoreState};
+use super::limiter::StoreState;
+use super::module::GuestModule;
 use std::sync::Arc;
 use wasmtime::{Store, Trap};
 
@@ -58,8 +59,15 @@ impl std::fmt::Debug for GuestFsm {
 
 type Call<'a, R> = &'a dyn Fn(&Fsm, &mut Store<StoreState>) -> wasmtime::Result<R>;
 
+impl GuestModule {
+    /// A running state machine with an empty state.
+    pub fn start(&self) -> Result<GuestFsm, FsmError> {
+        GuestFsm::new(self.clone())
+    }
+}
+
 impl GuestFsm {
-    pub(super) fn new(module: GuestModule) -> Result<Self, FsmError> {
+    fn new(module: GuestModule) -> Result<Self, FsmError> {
         let (store, fsm) = module.new_instance()?;
         Ok(GuestFsm {
             module,

@@ -18,17 +18,20 @@
 //! Layout:
 //! - `bindings`: the one `bindgen!` call, and conversions out of the generated types.
 //! - `module`: engine configuration, loading and validating a component ([`GuestModule`]).
+//! - `limiter`: the per-instance store data that enforces the memory cap.
 //! - `machine`: one running guest with rollback ([`GuestFsm`]).
 //! - `spec`: what a node runs: a wasm guest or the native guest-kv benchmark baseline.
 //! - `error`: what callers match on.
 
 mod bindings;
 mod error;
+mod limiter;
 mod machine;
 pub mod module;
 mod spec;
 
+pub use crate::config::GuestLimits;
 pub use error::{CallError, FsmError, GuestError, LoadError};
 pub use machine::{GuestFsm, Outcome};
-pub use module::{GuestLimits, GuestModule};
+pub use module::GuestModule;
 pub use spec::{Machine, MachineSpec, NATIVE_GUEST_KV_NAME};

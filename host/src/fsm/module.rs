@@ -1,62 +1,22 @@
 //! Loading a guest: the wasmtime engine configured for deterministic execution, validation of
 //! the component against the `raftwasm:fsm` world, and the limits every instance runs under.
 //!
-//! A module is compiled once ([`GuestModule::from_bytes`]); every [`GuestFsm`] made from it gets
-//! its own store and instance.
+//! A module is compiled once ([`GuestModule::from_bytes`]); every [`super::GuestFsm`] made from
+//! it (`GuestModule::start`, in `machine`) gets its own store and instance.
 
 use super::bindings::{Fsm, FsmPre};
 use super::error::{FsmError, LoadError};
-use super::machine::GuestFsm;
+use super::limiter::{GuestLimiter, StoreState};
+use crate::config::GuestLimits;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime::{Config, Engine, Store};
 
-/// Default fuel for one `apply` or `query` call. A guest-kv put costs a few thousand units, so
-/// this leaves four orders of magnitude of headroom while stopping a runaway loop in well under
-/// a second.
-pub const DEFAULT_FUEL_PER_APPLY: u64 = 100_000_000;
-/// Default fuel for one `snapshot` or `restore` call, which walk the whole state.
-pub const DEFAULT_FUEL_PER_SNAPSHOT: u64 = 200_000_000_000;
-/// Default cap on a guest's linear memory. A guest holds its state and, while snapshotting, a
-/// serialized copy of it: 2 GiB leaves room for a few hundred MiB of state.
-pub const DEFAULT_GUEST_MEMORY_MIB: u64 = 2048;
 /// The wasm stack every guest gets. Fixed, so a deep recursion overflows at the same depth on
 /// every node running the same host build.
 const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
-/// Tables and instances are not what a hostile guest should exhaust the host with.
-const MAX_TABLE_ELEMENTS: usize = 1_000_000;
-const MAX_INSTANCES: usize = 64;
-
-/// The limits every call runs under. Part of the replicated contract: all nodes of a cluster
-/// must use the same values, or a command near a limit could succeed on one node and fail on
-/// another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GuestLimits {
-    /// Fuel for one `apply` or `query` call.
-    pub fuel_per_apply: u64,
-    /// Fuel for one `snapshot` or `restore` call.
-    pub fuel_per_snapshot: u64,
-    /// Cap on guest linear memory, in MiB.
-    pub memory_mib: u64,
-}
-
-impl Default for GuestLimits {
-    fn default() -> Self {
-        GuestLimits {
-            fuel_per_apply: DEFAULT_FUEL_PER_APPLY,
-            fuel_per_snapshot: DEFAULT_FUEL_PER_SNAPSHOT,
-            memory_mib: DEFAULT_GUEST_MEMORY_MIB,
-        }
-    }
-}
-
-impl GuestLimits {
-    pub(super) fn memory_bytes(&self) -> usize {
-        usize::try_from(self.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
-    }
-}
 
 /// One engine per process: its configuration is fixed, and sharing it shares compiled code.
 static ENGINE: LazyLock<Result<Engine, String>> = LazyLock::new(|| {
@@ -72,54 +32,6 @@ static ENGINE: LazyLock<Result<Engine, String>> = LazyLock::new(|| {
         .concurrency_support(false);
     Engine::new(&config).map_err(|e| format!("{e:#}"))
 });
-
-/// Per-store data: the limiter that enforces the memory cap and remembers that it did.
-#[derive(Debug)]
-pub(super) struct StoreState {
-    pub(super) limiter: GuestLimiter,
-}
-
-impl StoreState {
-    pub(super) fn limiter_limit_mib(&self) -> u64 {
-        (self.limiter.memory_bytes >> 20) as u64
-    }
-}
-
-/// Refuses memory growth past the cap by trapping the call, and records it so the failure is
-/// reported as [`super::CallError::MemoryLimit`] rather than as a generic trap.
-#[derive(Debug)]
-pub(super) struct GuestLimiter {
-    memory_bytes: usize,
-    pub(super) hit_memory_limit: bool,
-}
-
-impl ResourceLimiter for GuestLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.hit_memory_limit = true;
-            wasmtime::bail!("guest memory limit exceeded");
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-
-    fn instances(&self) -> usize {
-        MAX_INSTANCES
-    }
-}
 
 struct Inner {
     name: String,
@@ -248,21 +160,13 @@ impl GuestModule {
         self.inner.limits
     }
 
-    /// A running state machine with an empty state.
-    pub fn start(&self) -> Result<GuestFsm, FsmError> {
-        GuestFsm::new(self.clone())
-    }
-
     /// A fresh store and instance.
     pub(super) fn new_instance(&self) -> Result<(Store<StoreState>, Fsm), FsmError> {
         let inner = &self.inner;
         let mut store = Store::new(
             &inner.engine,
             StoreState {
-                limiter: GuestLimiter {
-                    memory_bytes: inner.limits.memory_bytes(),
-                    hit_memory_limit: false,
-                },
+                limiter: GuestLimiter::new(inner.limits.memory_bytes()),
             },
         );
         store.limiter(|state| &mut state.limiter);

@@ -2,9 +2,9 @@
 //! [`Service`] layer and its errors to statuses (the whole [`ServiceError`] rides in the status
 //! details as JSON, so a forwarding node relays the leader's error unchanged).
 
-use super::proto::client_server::Client;
-use super::proto::{self, Consistency as ProtoConsistency};
-use crate::service::{Consistency, ScanParams, Service, ServiceError, HOPS_HEADER};
+use crate::proto;
+use crate::proto::client_server::Client;
+use crate::service::{hops, Consistency, ScanParams, Service, ServiceError};
 use futures::StreamExt;
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
@@ -21,26 +21,6 @@ impl ClientService {
     }
 }
 
-/// How many times the request was already forwarded.
-fn hops<T>(req: &Request<T>) -> u32 {
-    req.metadata()
-        .get(HOPS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn consistency(value: i32) -> Consistency {
-    match ProtoConsistency::try_from(value) {
-        Ok(ProtoConsistency::Stale) => Consistency::Stale,
-        _ => Consistency::Linearizable,
-    }
-}
-
-fn non_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
-}
-
 type Reply<T> = Result<Response<T>, Status>;
 
 fn reply<T, U>(result: Result<T, ServiceError>, f: impl FnOnce(T) -> U) -> Reply<U> {
@@ -52,82 +32,57 @@ fn reply<T, U>(result: Result<T, ServiceError>, f: impl FnOnce(T) -> U) -> Reply
 #[tonic::async_trait]
 impl Client for ClientService {
     async fn get(&self, req: Request<proto::GetRequest>) -> Reply<proto::GetReply> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let r = req.into_inner();
         let result = self
             .service
-            .get(&r.key, consistency(r.consistency), hops)
+            .get(&r.key, Consistency::from(r.consistency), hops)
             .await;
         reply(result, |value| proto::GetReply { value })
     }
 
     async fn put(&self, req: Request<proto::PutRequest>) -> Reply<proto::PutReply> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let r = req.into_inner();
         let result = self.service.put(&r.key, &r.value, hops).await;
-        reply(result, |p| proto::PutReply {
-            prev: p.prev,
-            log_index: p.log_index,
-        })
+        reply(result, proto::PutReply::from)
     }
 
     async fn delete(&self, req: Request<proto::DeleteRequest>) -> Reply<proto::DeleteReply> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let result = self.service.delete(&req.into_inner().key, hops).await;
-        reply(result, |d| proto::DeleteReply {
-            deleted: d.deleted,
-            prev: d.prev,
-            log_index: d.log_index,
-        })
+        reply(result, proto::DeleteReply::from)
     }
 
     async fn scan(&self, req: Request<proto::ScanRequest>) -> Reply<proto::ScanReply> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let r = req.into_inner();
-        let params = ScanParams {
-            prefix: non_empty(r.prefix),
-            start: non_empty(r.start),
-            end: non_empty(r.end),
-            limit: (r.limit > 0).then_some(r.limit as usize),
-        };
+        let consistency = Consistency::from(r.consistency);
         let result = self
             .service
-            .scan(&params, consistency(r.consistency), hops)
+            .scan(&ScanParams::from(r), consistency, hops)
             .await;
-        reply(result, |page| proto::ScanReply {
-            items: page
-                .items
-                .into_iter()
-                .map(|kv| proto::KeyValue {
-                    key: kv.key,
-                    value: kv.value,
-                })
-                .collect(),
-            more: page.more,
-        })
+        reply(result, proto::ScanReply::from)
     }
 
     async fn apply(&self, req: Request<proto::ApplyRequest>) -> Reply<proto::ApplyReply> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let result = self.service.apply(req.into_inner().command, hops).await;
-        reply(result, |a| proto::ApplyReply {
-            response: a.response,
-            log_index: a.log_index,
-        })
+        reply(result, proto::ApplyReply::from)
     }
 
     async fn query(&self, req: Request<proto::QueryRequest>) -> Reply<proto::QueryReply> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let r = req.into_inner();
         let result = self
             .service
-            .query(r.request, consistency(r.consistency), hops)
+            .query(r.request, Consistency::from(r.consistency), hops)
             .await;
         reply(result, |response| proto::QueryReply { response })
     }
 
     async fn add_node(&self, req: Request<proto::AddNodeRequest>) -> Reply<proto::Status> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let r = req.into_inner();
         let result = self
             .service
@@ -137,7 +92,7 @@ impl Client for ClientService {
     }
 
     async fn remove_node(&self, req: Request<proto::RemoveNodeRequest>) -> Reply<proto::Status> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let result = self.service.remove_node(&req.into_inner().id, hops).await;
         reply(result, proto::Status::from)
     }
@@ -146,7 +101,7 @@ impl Client for ClientService {
         &self,
         req: Request<proto::TransferLeaderRequest>,
     ) -> Reply<proto::Status> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let result = self
             .service
             .transfer_leader(&req.into_inner().id, hops)
@@ -156,33 +111,25 @@ impl Client for ClientService {
 
     async fn monitor(&self, req: Request<proto::MonitorRequest>) -> Reply<proto::Status> {
         if req.into_inner().state_hash {
-            return reply(self.service.status_with_state_hash(), proto::Status::from);
+            let result = self.service.status_with_state_hash().await;
+            return reply(result, proto::Status::from);
         }
         Ok(Response::new(self.service.status().into()))
     }
 
     async fn snapshot(&self, _req: Request<proto::SnapshotRequest>) -> Reply<proto::SnapshotReply> {
         let result = self.service.snapshot().await;
-        reply(result, |s| proto::SnapshotReply {
-            index: s.index,
-            term: s.term,
-            size: s.size,
-        })
+        reply(result, proto::SnapshotReply::from)
     }
 
     async fn upgrade_fsm(
         &self,
         req: Request<proto::UpgradeFsmRequest>,
     ) -> Reply<proto::UpgradeFsmReply> {
-        let hops = hops(&req);
+        let hops = hops(req.metadata());
         let r = req.into_inner();
         let result = self.service.upgrade_fsm(r.module, r.dry_run, hops).await;
-        reply(result, |u| proto::UpgradeFsmReply {
-            hash: u.hash,
-            size: u.size,
-            log_index: u.log_index,
-            dry_run: u.dry_run,
-        })
+        reply(result, proto::UpgradeFsmReply::from)
     }
 
     type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<proto::Status, Status>> + Send>>;

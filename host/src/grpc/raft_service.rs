@@ -1,11 +1,15 @@
-//! The node-to-node Raft service (append entries, vote, install snapshot). For cluster members
-//! only: it trusts its peers, and clients must use the `Client` service instead.
+//! The node-to-node Raft service (append entries, vote, install snapshot, and the follower half
+//! of leadership transfer: `SuspendElections`, `Campaign`, see [`crate::service::transfer`]).
+//! For cluster members only: it trusts its peers, and clients must use the `Client` service
+//! instead.
 //!
 //! Requests and responses are openraft's own types, bincode-encoded in a `RaftMessage`.
 
-use super::proto::raft_server::Raft as RaftRpc;
-use super::proto::RaftMessage;
 use crate::network::SnapshotHeader;
+use crate::proto::raft_server::Raft as RaftRpc;
+use crate::proto::RaftMessage;
+use crate::service::transfer::ElectionGate;
+use crate::store::SnapshotError;
 use crate::store::StateMachine;
 use crate::types::{Snapshot, SnapshotData, TypeConfig};
 use openraft::error::RaftError;
@@ -14,9 +18,6 @@ use openraft::storage::RaftStateMachine;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Serves Raft RPCs into the local openraft instance. Generic over the state machine only so
@@ -24,10 +25,13 @@ use tonic::{Request, Response, Status, Streaming};
 #[derive(Clone)]
 pub struct RaftService<SM: RaftStateMachine<TypeConfig> = StateMachine> {
     raft: openraft::Raft<TypeConfig, SM>,
-    /// Until when elections are suspended (leadership transfer). The suspension always lifts by
-    /// itself, so a leader that dies mid-transfer cannot leave the cluster unable to elect.
-    suspended_until: Arc<Mutex<Option<Instant>>>,
+    elections: ElectionGate,
+    /// Verifies a received snapshot's bytes before openraft installs them.
+    check_snapshot: Option<SnapshotCheck>,
 }
+
+/// Verifies a snapshot's bytes are complete and well-formed.
+pub type SnapshotCheck = fn(&[u8]) -> Result<(), SnapshotError>;
 
 impl<SM: RaftStateMachine<TypeConfig>> std::fmt::Debug for RaftService<SM> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,34 +43,16 @@ impl<SM: RaftStateMachine<TypeConfig>> RaftService<SM> {
     pub fn new(raft: openraft::Raft<TypeConfig, SM>) -> Self {
         RaftService {
             raft,
-            suspended_until: Arc::new(Mutex::new(None)),
+            elections: ElectionGate::default(),
+            check_snapshot: None,
         }
     }
 
-    /// Suspends elections on this node for `ms` milliseconds (0 lifts a suspension now).
-    pub fn suspend_elections_for(&self, ms: u64) {
-        let mut until = self
-            .suspended_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if ms == 0 {
-            *until = None;
-            self.raft.runtime_config().elect(true);
-            return;
-        }
-        let end = Instant::now() + Duration::from_millis(ms);
-        *until = Some(until.map_or(end, |u| u.max(end)));
-        self.raft.runtime_config().elect(false);
-        let (raft, shared) = (self.raft.clone(), self.suspended_until.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(end).await;
-            let mut until = shared.lock().unwrap_or_else(|p| p.into_inner());
-            // Only the timer of the latest suspension lifts it.
-            if until.is_some_and(|u| u <= Instant::now()) {
-                *until = None;
-                raft.runtime_config().elect(true);
-            }
-        });
+    /// Refuses received snapshots that `check` rejects (truncated or corrupt), with an error
+    /// to the sender instead of handing them to openraft.
+    pub fn checking_snapshots(mut self, check: SnapshotCheck) -> Self {
+        self.check_snapshot = Some(check);
+        self
     }
 }
 
@@ -144,6 +130,12 @@ where
         while let Some(chunk) = stream.message().await? {
             data.extend_from_slice(&chunk.payload);
         }
+        if let Some(check) = self.check_snapshot {
+            // A stream cut short (the leader cancelled it) can end like a complete one: a
+            // snapshot the state machine cannot take must not reach it, where it would be fatal.
+            check(&data)
+                .map_err(|e| Status::invalid_argument(format!("refusing a snapshot: {e}")))?;
+        }
         let snapshot = Snapshot {
             meta: header.meta,
             snapshot: data,
@@ -161,12 +153,12 @@ where
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let ms: u64 = decode(req)?;
-        self.suspend_elections_for(ms);
+        self.elections.suspend(&self.raft, ms);
         encode(&())
     }
 
     async fn campaign(&self, _req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        self.suspend_elections_for(0);
+        self.elections.suspend(&self.raft, 0);
         self.raft
             .trigger()
             .elect(false)

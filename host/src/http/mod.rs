@@ -6,94 +6,57 @@
 //! value), `GET /Delete/{key}`,
 //! `GET /AddVoter/{address}/{id}`, `GET /TransferLeader/{id}`, `GET /Monitor`.
 //!
-//! JSON API: `GET|PUT|DELETE /v1/kv/{key}` (value as the PUT body; keys may contain `/`),
-//! `GET /v1/kv?prefix=&start=&end=&limit=`, `POST /v1/cluster/nodes`,
-//! `DELETE /v1/cluster/nodes/{id}`, `POST /v1/cluster/leader` (`{"id": ...}`), `GET /v1/status` (`?state_hash=true` adds a hash of the guest
-//! state), `POST /v1/snapshot`, `POST /v1/apply`, `POST /v1/query`.
-//! Reads take `?consistency=stale`. Every error is JSON: `{"error": message, "code": kind, ...}`.
+//! JSON API: `GET|PUT|DELETE /v1/kv/{key}` (value as the PUT body; keys may contain `/`; a
+//! delete of a missing key answers `deleted: false`, as gRPC does), `GET
+//! /v1/kv?prefix=&start=&end=&limit=` (an empty parameter counts as absent), `POST
+//! /v1/cluster/nodes`, `DELETE /v1/cluster/nodes/{id}`, `POST /v1/cluster/leader` (`{"id":
+//! ...}`), `GET /v1/status` (`?state_hash=true` adds a hash of the guest state), `POST
+//! /v1/snapshot`, `POST /v1/apply`, `POST /v1/query`, `POST /v1/fsm`. JSON bodies are read
+//! whatever their `Content-Type`.
+//! Reads take `?consistency=stale`. Every error, 404 and 405 included, is one JSON shape (see
+//! [`crate::service::ErrorBody`]): `{"code": kind, "error": text, "message": cause, ...}`.
 
-use crate::service::{Consistency, ScanParams, Service, ServiceError};
+mod error;
+
+use crate::config::MAX_MODULE_BYTES;
+use crate::service::{Consistency, ScanParams, ScanResponse, Service, Status};
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
-
-/// Default cap on a request body.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+use error::{body, json_body, path, query, utf8, ApiResult};
+use serde::{Deserialize, Serialize};
 
 /// Header carrying the log index of a committed write.
 const LOG_INDEX_HEADER: &str = "x-raft-index";
 
-/// An error as the gateway sends it.
-struct ApiError(ServiceError);
-
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        ApiError(e)
-    }
+/// A key's value (`GET /v1/kv/{key}`).
+#[derive(Debug, Serialize)]
+struct KvReply {
+    key: String,
+    value: String,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut body = serde_json::to_value(&self.0).unwrap_or_else(|_| json!({}));
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("error".into(), json!(self.0.to_string()));
-        }
-        (status, Json(body)).into_response()
-    }
+/// A committed put. `value` is echoed by the original `/Put` route only.
+#[derive(Debug, Serialize)]
+struct PutReply {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    prev: Option<String>,
+    log_index: u64,
 }
 
-type ApiResult<T> = Result<T, ApiError>;
-
-fn path<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
-    p.map(|Path(v)| v)
-        .map_err(|e| ServiceError::invalid(format!("bad path: {}", e.body_text())).into())
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(v)| v)
-        .map_err(|e| ServiceError::invalid(format!("bad query string: {}", e.body_text())).into())
-}
-
-fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> ApiResult<Bytes> {
-    b.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large_body(limit)
-        } else {
-            ServiceError::invalid(format!("cannot read the request body: {}", e.body_text())).into()
-        }
-    })
-}
-
-fn json_body<T>(j: Result<Json<T>, JsonRejection>, limit: usize) -> ApiResult<T> {
-    j.map(|Json(v)| v).map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large_body(limit)
-        } else {
-            ServiceError::invalid(format!("bad JSON body: {}", e.body_text())).into()
-        }
-    })
-}
-
-fn too_large_body(limit: usize) -> ApiError {
-    ServiceError::TooLarge {
-        what: "request body".into(),
-        size: None,
-        limit,
-    }
-    .into()
-}
-
-fn utf8(bytes: Bytes, what: &str) -> ApiResult<String> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| ServiceError::invalid(format!("{what} must be UTF-8 text")).into())
+/// A committed delete; `deleted` is false when the key was not there (etcd's `deleted: 0`).
+#[derive(Debug, Serialize)]
+struct DeleteReply {
+    key: String,
+    deleted: bool,
+    prev: Option<String>,
+    log_index: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,30 +104,26 @@ pub fn router(service: Service, max_body_bytes: usize) -> Router {
         .route("/Put/{key}/", get(legacy_put_empty))
         .route("/Delete/{key}", get(legacy_delete))
         .route("/AddVoter/{address}/{id}", get(legacy_add_voter))
+        .route("/TransferLeader/{id}", get(legacy_transfer_leader))
         .route("/Monitor", get(status))
         .route("/v1/status", get(status))
-        .route("/v1/snapshot", axum::routing::post(snapshot))
+        .route("/v1/snapshot", post(snapshot))
         .route("/v1/kv", get(scan))
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
-        .route("/v1/cluster/nodes", axum::routing::post(add_node))
-        .route("/v1/cluster/nodes/{id}", axum::routing::delete(remove_node))
-        .route("/v1/cluster/leader", axum::routing::post(transfer_leader))
-        .route("/TransferLeader/{id}", get(legacy_transfer_leader))
-        .route("/v1/apply", axum::routing::post(apply))
-        .route("/v1/query", axum::routing::post(query_raw))
+        .route("/v1/cluster/nodes", post(add_node))
+        .route("/v1/cluster/nodes/{id}", delete(remove_node))
+        .route("/v1/cluster/leader", post(transfer_leader))
+        .route("/v1/apply", post(apply))
+        .route("/v1/query", post(query_raw))
         // A module may be larger than other bodies.
         .route(
             "/v1/fsm",
-            axum::routing::post(upgrade_fsm)
-                .layer(DefaultBodyLimit::max(crate::service::MAX_MODULE_BYTES)),
+            post(upgrade_fsm).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)),
         )
-        .fallback(not_found)
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
-}
-
-async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ServiceError::not_found(format!("no route for {method} {}", uri.path())).into()
 }
 
 async fn legacy_get(
@@ -185,7 +144,12 @@ async fn legacy_put(
     let put = g.service.put(&key, &value, 0).await?;
     Ok(with_index(
         put.log_index,
-        Json(json!({"key": key, "value": value, "prev": put.prev, "log_index": put.log_index})),
+        Json(PutReply {
+            key,
+            value: Some(value),
+            prev: put.prev,
+            log_index: put.log_index,
+        }),
     ))
 }
 
@@ -203,17 +167,26 @@ async fn legacy_delete(
     key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
+    deleted(&g, key).await
+}
+
+async fn deleted(g: &Gateway, key: String) -> ApiResult<Response> {
     let d = g.service.delete(&key, 0).await?;
     Ok(with_index(
         d.log_index,
-        Json(json!({"key": key, "deleted": d.deleted, "prev": d.prev, "log_index": d.log_index})),
+        Json(DeleteReply {
+            key,
+            deleted: d.deleted,
+            prev: d.prev,
+            log_index: d.log_index,
+        }),
     ))
 }
 
 async fn legacy_add_voter(
     State(g): State<Gateway>,
     p: Result<Path<(String, String)>, PathRejection>,
-) -> ApiResult<Json<crate::service::Status>> {
+) -> ApiResult<Json<Status>> {
     let (address, id) = path(p)?;
     Ok(Json(g.service.add_node(&id, &address, false, 0).await?))
 }
@@ -228,9 +201,9 @@ struct StatusParams {
 async fn status(
     State(g): State<Gateway>,
     params: Result<Query<StatusParams>, QueryRejection>,
-) -> ApiResult<Json<crate::service::Status>> {
+) -> ApiResult<Json<Status>> {
     if query(params)?.state_hash {
-        return Ok(Json(g.service.status_with_state_hash()?));
+        return Ok(Json(g.service.status_with_state_hash().await?));
     }
     Ok(Json(g.service.status()))
 }
@@ -251,11 +224,11 @@ async fn kv_get(
     State(g): State<Gateway>,
     key: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<KvReply>> {
     let key = path(key)?;
     let params = query(params)?;
     let value = g.service.get(&key, params.consistency, 0).await?;
-    Ok(Json(json!({"key": key, "value": value})))
+    Ok(Json(KvReply { key, value }))
 }
 
 async fn kv_put(
@@ -268,7 +241,12 @@ async fn kv_put(
     let put = g.service.put(&key, &value, 0).await?;
     Ok(with_index(
         put.log_index,
-        Json(json!({"key": key, "prev": put.prev, "log_index": put.log_index})),
+        Json(PutReply {
+            key,
+            value: None,
+            prev: put.prev,
+            log_index: put.log_index,
+        }),
     ))
 }
 
@@ -277,20 +255,13 @@ async fn kv_delete(
     key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
-    let d = g.service.delete(&key, 0).await?;
-    if !d.deleted {
-        return Err(ServiceError::not_found(format!("key {key:?} not found")).into());
-    }
-    Ok(with_index(
-        d.log_index,
-        Json(json!({"key": key, "prev": d.prev, "log_index": d.log_index})),
-    ))
+    deleted(&g, key).await
 }
 
 async fn scan(
     State(g): State<Gateway>,
     params: Result<Query<ScanQuery>, QueryRejection>,
-) -> ApiResult<Json<crate::service::ScanPage>> {
+) -> ApiResult<Json<ScanResponse>> {
     let q = query(params)?;
     let params = ScanParams {
         prefix: q.prefix,
@@ -303,9 +274,9 @@ async fn scan(
 
 async fn add_node(
     State(g): State<Gateway>,
-    req: Result<Json<AddNodeBody>, JsonRejection>,
-) -> ApiResult<Json<crate::service::Status>> {
-    let req = json_body(req, g.max_body_bytes)?;
+    req: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Status>> {
+    let req: AddNodeBody = json_body(req, g.max_body_bytes)?;
     Ok(Json(
         g.service
             .add_node(&req.id, &req.address, req.learner, 0)
@@ -321,16 +292,16 @@ struct TransferBody {
 
 async fn transfer_leader(
     State(g): State<Gateway>,
-    req: Result<Json<TransferBody>, JsonRejection>,
-) -> ApiResult<Json<crate::service::Status>> {
-    let req = json_body(req, g.max_body_bytes)?;
+    req: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Status>> {
+    let req: TransferBody = json_body(req, g.max_body_bytes)?;
     Ok(Json(g.service.transfer_leader(&req.id, 0).await?))
 }
 
 async fn legacy_transfer_leader(
     State(g): State<Gateway>,
     id: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<crate::service::Status>> {
+) -> ApiResult<Json<Status>> {
     let id = path(id)?;
     Ok(Json(g.service.transfer_leader(&id, 0).await?))
 }
@@ -338,7 +309,7 @@ async fn legacy_transfer_leader(
 async fn remove_node(
     State(g): State<Gateway>,
     id: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<crate::service::Status>> {
+) -> ApiResult<Json<Status>> {
     let id = path(id)?;
     Ok(Json(g.service.remove_node(&id, 0).await?))
 }
@@ -390,7 +361,7 @@ async fn upgrade_fsm(
     module: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let params = query(params)?;
-    let module = body(module, crate::service::MAX_MODULE_BYTES)?;
+    let module = body(module, MAX_MODULE_BYTES)?;
     let upgrade = g
         .service
         .upgrade_fsm(module.to_vec(), params.dry_run, 0)

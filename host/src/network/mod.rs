@@ -4,8 +4,9 @@
 //! One channel per peer address, created lazily and reused. Channels have connect and request
 //! deadlines and HTTP/2 keepalive, so a dead peer is noticed and a healed network reconnects.
 
-use crate::grpc::proto::raft_client::RaftClient;
-use crate::grpc::proto::RaftMessage;
+use crate::config::MAX_GRPC_MESSAGE_BYTES;
+use crate::proto::raft_client::RaftClient;
+use crate::proto::RaftMessage;
 use crate::types::{Member, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::Fatal;
@@ -27,8 +28,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-/// Largest gRPC message a node sends or accepts (Raft batches and snapshot chunks included).
-pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +35,15 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Turns a configured endpoint into a channel: `Endpoint::connect_lazy` over TCP by default; a
 /// simulation supplies one that connects through its own network.
 pub type ChannelFactory = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
+
+/// A peer address that is not a valid `host:port`.
+#[derive(Debug, thiserror::Error)]
+#[error("bad address {addr:?}: {source}")]
+pub struct BadAddress {
+    addr: String,
+    #[source]
+    source: tonic::transport::Error,
+}
 
 /// gRPC channels by peer address; clones share the pool.
 #[derive(Clone, Default)]
@@ -61,13 +69,16 @@ impl PeerPool {
 
     /// The channel to `addr` (`host:port`), created on first use. Connection happens lazily and
     /// is re-established by tonic after a failure.
-    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+    pub fn channel(&self, addr: &str) -> Result<Channel, BadAddress> {
         let mut channels = lock(&self.channels);
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr:?}: {e}"))?
+            .map_err(|source| BadAddress {
+                addr: addr.to_string(),
+                source,
+            })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -116,7 +127,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: NodeId,
     addr: String,
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<RaftClient<Channel>, BadAddress>,
 }
 
 #[derive(Clone, Copy)]
@@ -130,8 +141,8 @@ enum Method {
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// The header of a snapshot stream; the data follows in raw chunks.
-#[derive(Serialize, serde::Deserialize)]
-pub(crate) struct SnapshotHeader {
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct SnapshotHeader {
     pub vote: Vote,
     pub meta: SnapshotMeta,
 }

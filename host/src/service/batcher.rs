@@ -8,8 +8,9 @@
 //! last batch answered (see [`super::pacing`]).
 use super::pacing::Pacing;
 use crate::fsm::CallError;
+use crate::store::Raft;
 use crate::store::StateMachine;
-use crate::types::{Raft, Request, TypeConfig};
+use crate::types::{Request, TypeConfig};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use std::time::Duration;
@@ -92,7 +93,7 @@ async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
 
 /// Proposes one batch and answers every command in it.
 async fn propose(raft: &Raft, sm: &StateMachine, batch: Vec<Pending>) {
-    // No command may precede the cluster's first module entry (see `seed_module`): a leader
+    // No command may precede the cluster's first module entry (see `crate::seed`): a leader
     // whose log has none yet logs one first. One attempt; if it fails, so will the batch, with
     // the same error.
     let leads = || {
@@ -101,7 +102,7 @@ async fn propose(raft: &Raft, sm: &StateMachine, batch: Vec<Pending>) {
         m.current_leader == Some(m.id)
     };
     if sm.needs_seed() && leads() {
-        let _ = super::seed_module(raft, sm, Duration::ZERO).await;
+        let _ = crate::seed::seed_module(raft, sm, Duration::ZERO).await;
     }
     let (commands, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();

@@ -3,6 +3,8 @@
 //! JSON in the gRPC status details, so a client sees the leader's error unchanged.
 
 use crate::fsm::{CallError, GuestError};
+use crate::types::TypeConfig;
+use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -26,7 +28,10 @@ pub enum ServiceError {
     },
     /// The guest refused or failed the command (deterministically, on every node).
     #[error("{error}")]
-    Guest { error: CallError },
+    Guest {
+        #[serde(rename = "guest")]
+        error: CallError,
+    },
     /// The request contradicts the cluster's state (an id reused with another address).
     #[error("{message}")]
     Conflict { message: String },
@@ -37,9 +42,47 @@ pub enum ServiceError {
         leader_id: Option<String>,
         leader_address: Option<String>,
     },
+    /// The route exists but not for this HTTP method.
+    #[error("{message}")]
+    MethodNotAllowed { message: String },
     /// A fault on this node.
     #[error("internal error: {message}")]
     Internal { message: String },
+}
+
+/// The JSON body of every HTTP error: `code` (the kind, as [`ServiceError`] tags it), `error` (one
+/// line for people), `message` (the cause alone), and the kind's own fields (`leader_id`,
+/// `limit`, `guest`, ...).
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: String,
+    /// Given here only for kinds that have no `message` field of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(flatten)]
+    pub detail: &'a ServiceError,
+}
+
+impl<'a> ErrorBody<'a> {
+    pub fn new(detail: &'a ServiceError) -> Self {
+        let message = match detail {
+            ServiceError::TooLarge { .. } => Some(detail.to_string()),
+            ServiceError::Guest { error } => Some(match error {
+                CallError::Guest { error } => match error {
+                    GuestError::InvalidInput(m)
+                    | GuestError::Rejected(m)
+                    | GuestError::Internal(m) => m.clone(),
+                },
+                other => other.to_string(),
+            }),
+            _ => None,
+        };
+        ErrorBody {
+            error: detail.to_string(),
+            message,
+            detail,
+        }
+    }
 }
 
 impl ServiceError {
@@ -86,6 +129,7 @@ impl ServiceError {
                 _ => 422,
             },
             ServiceError::Conflict { .. } => 409,
+            ServiceError::MethodNotAllowed { .. } => 405,
             ServiceError::Unavailable { .. } => 503,
             ServiceError::Internal { .. } => 500,
         }
@@ -104,6 +148,7 @@ impl ServiceError {
                 _ => tonic::Code::FailedPrecondition,
             },
             ServiceError::Conflict { .. } => tonic::Code::AlreadyExists,
+            ServiceError::MethodNotAllowed { .. } => tonic::Code::Unimplemented,
             ServiceError::Unavailable { .. } => tonic::Code::Unavailable,
             ServiceError::Internal { .. } => tonic::Code::Internal,
         }
@@ -137,5 +182,41 @@ impl ServiceError {
 impl From<CallError> for ServiceError {
     fn from(error: CallError) -> Self {
         ServiceError::Guest { error }
+    }
+}
+
+impl From<crate::store::GuestCallError> for ServiceError {
+    /// The guest runtime failed on this node (not a deterministic guest error): internal.
+    fn from(error: crate::store::GuestCallError) -> Self {
+        ServiceError::internal(error)
+    }
+}
+
+impl From<RaftError<TypeConfig, ClientWriteError<TypeConfig>>> for ServiceError {
+    fn from(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Self {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ServiceError::unavailable(
+                "leadership changed during the request; retry",
+                f.leader_node.map(|m| (m.name, m.addr)),
+            ),
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
+                ServiceError::unavailable(
+                    "leadership changed before the write committed (the outcome of a write is \
+                     unknown); retry",
+                    f.leader_node.map(|m| (m.name, m.addr)),
+                )
+            }
+            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => {
+                ServiceError::Conflict {
+                    message: format!("precondition failed: {e}"),
+                }
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                ServiceError::Conflict {
+                    message: format!("membership change refused: {e}"),
+                }
+            }
+            RaftError::Fatal(e) => ServiceError::internal(format!("raft stopped: {e}")),
+        }
     }
 }

@@ -8,7 +8,8 @@
 //! briefly for the readers the previous one answered (see [`super::pacing`]).
 
 use super::pacing::Pacing;
-use crate::types::{Raft, TypeConfig};
+use crate::store::Raft;
+use crate::types::TypeConfig;
 use openraft::error::{LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
 use tokio::sync::{mpsc, oneshot};

@@ -1,6 +1,5 @@
 //! A node's view of the cluster, as Monitor, `/Monitor` and `/v1/status` report it.
 
-use crate::grpc::proto;
 use crate::store::StateMachineStatus;
 use crate::types::{ModuleRecord, RaftMetrics};
 use serde::{Deserialize, Serialize};
@@ -103,97 +102,6 @@ impl Status {
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             state_hash: None,
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
-        }
-    }
-}
-
-impl From<proto::Status> for Status {
-    fn from(s: proto::Status) -> Self {
-        let non_empty = |v: String| (!v.is_empty()).then_some(v);
-        Status {
-            id: s.id,
-            address: s.address,
-            state: s.state,
-            leader_id: non_empty(s.leader_id),
-            leader_address: non_empty(s.leader_address),
-            term: s.term,
-            last_log_index: s.last_log_index,
-            applied_index: s.applied_index,
-            membership_index: s.membership_index,
-            members: s
-                .members
-                .into_iter()
-                .map(|m| MemberStatus {
-                    id: m.id,
-                    address: m.address,
-                    voter: m.voter,
-                    matched_index: m.matched_index,
-                    lag: m.lag,
-                })
-                .collect(),
-            fsm_module_hash: s.fsm_module_hash,
-            fsm_module_size: s.fsm_module_size,
-            fsm_module_since_index: s.fsm_module_since_index,
-            fsm_modules: s
-                .fsm_modules
-                .into_iter()
-                .map(|m| ModuleRecord {
-                    hash: m.hash,
-                    size: m.size,
-                    since_index: m.since_index,
-                })
-                .collect(),
-            snapshot_index: s.snapshot_index,
-            purged_index: s.purged_index,
-            state_hash: s.state_hash.map(|h| StateHash {
-                applied_index: h.applied_index,
-                sha256: h.sha256,
-            }),
-        }
-    }
-}
-
-impl From<Status> for proto::Status {
-    fn from(s: Status) -> Self {
-        proto::Status {
-            id: s.id,
-            address: s.address,
-            state: s.state,
-            leader_id: s.leader_id.unwrap_or_default(),
-            leader_address: s.leader_address.unwrap_or_default(),
-            term: s.term,
-            last_log_index: s.last_log_index,
-            applied_index: s.applied_index,
-            membership_index: s.membership_index,
-            members: s
-                .members
-                .into_iter()
-                .map(|m| proto::Member {
-                    id: m.id,
-                    address: m.address,
-                    voter: m.voter,
-                    matched_index: m.matched_index,
-                    lag: m.lag,
-                })
-                .collect(),
-            fsm_module_hash: s.fsm_module_hash,
-            fsm_module_size: s.fsm_module_size,
-            fsm_module_since_index: s.fsm_module_since_index,
-            fsm_modules: s
-                .fsm_modules
-                .into_iter()
-                .map(|m| proto::FsmModule {
-                    hash: m.hash,
-                    size: m.size,
-                    since_index: m.since_index,
-                })
-                .collect(),
-            snapshot_index: s.snapshot_index,
-            purged_index: s.purged_index,
-            state_hash: s.state_hash.map(|h| proto::StateHash {
-                applied_index: h.applied_index,
-                sha256: h.sha256,
-            }),
         }
     }
 }

@@ -37,7 +37,17 @@ fn write_err(e: impl ToString) -> io::Error {
     io::Error::other(format!("writing the log: {}", e.to_string()))
 }
 
-type Done = oneshot::Sender<Result<(), String>>;
+/// A batch's outcome, shared by every operation in it (an `io::Error` is not `Clone`).
+type Done = oneshot::Sender<Result<(), Arc<io::Error>>>;
+
+/// An old redb log could not be imported.
+#[derive(Debug, thiserror::Error)]
+#[error("importing {path}: {source}")]
+struct ImportError {
+    path: std::path::PathBuf,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
 
 /// One queued write; the writer thread syncs a batch of them at once.
 enum WriteOp {
@@ -127,7 +137,7 @@ impl LogStore {
             .map_err(|_| write_err("log writer thread stopped"))?;
         rx.await
             .map_err(|_| write_err("log writer thread stopped"))?
-            .map_err(write_err)
+            .map_err(io::Error::other)
     }
 
     async fn save_meta<T: serde::Serialize>(&self, key: u8, value: &T) -> Result<(), io::Error> {
@@ -157,40 +167,43 @@ impl LogStore {
 
 /// Copies a log kept in redb by an older version into a new write-ahead log at `dir`: built
 /// in `<dir>.tmp` and renamed into place, then the database is renamed `raft.redb.imported`.
-fn import_redb(path: &Path, dir: &Path) -> Result<(), String> {
+fn import_redb(path: &Path, dir: &Path) -> Result<(), ImportError> {
     use redb::{ReadableDatabase, ReadableTable, TableDefinition};
     const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
     const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-    let e = |e: &dyn std::fmt::Display| format!("importing {}: {e}", path.display());
+    let e = |source: Box<dyn std::error::Error + Send + Sync>| ImportError {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     {
-        let db = redb::Database::open(path).map_err(|x| e(&x))?;
-        let txn = db.begin_read().map_err(|x| e(&x))?;
-        let mut wal = Wal::open(&tmp, DEFAULT_SEGMENT_BYTES).map_err(|x| e(&x))?;
+        let db = redb::Database::open(path).map_err(|x| e(x.into()))?;
+        let txn = db.begin_read().map_err(|x| e(x.into()))?;
+        let mut wal = Wal::open(&tmp, DEFAULT_SEGMENT_BYTES).map_err(|x| e(x.into()))?;
         if let Ok(meta) = txn.open_table(META) {
             for (name, key) in [
                 ("vote", VOTE_KEY),
                 ("committed", COMMITTED_KEY),
                 ("last_purged", PURGED_KEY),
             ] {
-                if let Some(v) = meta.get(name).map_err(|x| e(&x))? {
+                if let Some(v) = meta.get(name).map_err(|x| e(x.into()))? {
                     let value = v.value().to_vec();
                     let mut records = vec![Record::Meta { key, value: &value }];
                     let purged: Option<LogId> = match key {
-                        PURGED_KEY => Some(bincode::deserialize(&value).map_err(|x| e(&x))?),
+                        PURGED_KEY => Some(bincode::deserialize(&value).map_err(|x| e(x.into()))?),
                         _ => None,
                     };
                     if let Some(p) = purged {
                         records.push(Record::Purge { upto: p.index });
                     }
-                    wal.write(&records).map_err(|x| e(&x))?;
+                    wal.write(&records).map_err(|x| e(x.into()))?;
                 }
             }
         }
         if let Ok(logs) = txn.open_table(LOGS) {
             let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
-            let mut flush = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), String> {
+            let mut flush = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), ImportError> {
                 let records: Vec<_> = chunk
                     .iter()
                     .map(|(index, bytes)| Record::Entry {
@@ -198,12 +211,12 @@ fn import_redb(path: &Path, dir: &Path) -> Result<(), String> {
                         bytes,
                     })
                     .collect();
-                wal.write(&records).map_err(|x| e(&x))?;
+                wal.write(&records).map_err(|x| e(x.into()))?;
                 chunk.clear();
                 Ok(())
             };
-            for item in logs.iter().map_err(|x| e(&x))? {
-                let (k, v) = item.map_err(|x| e(&x))?;
+            for item in logs.iter().map_err(|x| e(x.into()))? {
+                let (k, v) = item.map_err(|x| e(x.into()))?;
                 chunk.push((k.value(), v.value().to_vec()));
                 if chunk.len() == 1024 {
                     flush(&mut chunk)?;
@@ -212,12 +225,12 @@ fn import_redb(path: &Path, dir: &Path) -> Result<(), String> {
             flush(&mut chunk)?;
         }
     }
-    std::fs::rename(&tmp, dir).map_err(|x| e(&x))?;
-    std::fs::rename(path, path.with_extension("redb.imported")).map_err(|x| e(&x))?;
+    std::fs::rename(&tmp, dir).map_err(|x| e(x.into()))?;
+    std::fs::rename(path, path.with_extension("redb.imported")).map_err(|x| e(x.into()))?;
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::File::open(parent)
         .and_then(|d| d.sync_all())
-        .map_err(|x| e(&x))
+        .map_err(|x| e(x.into()))
 }
 
 fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
@@ -230,7 +243,7 @@ fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
             }
         }
         let sync = batch.iter().any(|op| !matches!(op, WriteOp::Lazy { .. }));
-        let result = write_batch(&mut wal, &batch, sync).map_err(|e| e.to_string());
+        let result = write_batch(&mut wal, &batch, sync).map_err(Arc::new);
         let mut flushed_upto = None;
         for op in batch {
             match op {

@@ -1,11 +1,26 @@
 //! Durable Raft storage: the log and vote ([`LogStore`] over the write-ahead log in [`wal`]) and
 //! the state machine ([`StateMachine`], the wasm guest plus host metadata, with snapshots on
 //! disk).
+//!
+//! Layout:
+//! - `log`, [`wal`]: the log store and its segmented write-ahead log.
+//! - `state_machine`: applying entries, snapshots, the state hash; module switches.
+//! - `modules`: compiled modules by hash, kept on disk once activated; upgrade checks.
+//! - `offload`: the one helper that runs guest calls off the async workers.
+//! - `snapshot`: the snapshot file format.
 
 mod log;
+mod modules;
+mod offload;
 mod snapshot;
 mod state_machine;
 pub mod wal;
 
 pub use log::LogStore;
+pub use modules::{ModuleRejected, MODULES_DIR};
+pub use offload::{offload, GuestCallError};
+pub use snapshot::{verify_envelope, SnapshotError};
 pub use state_machine::{StateMachine, StateMachineStatus};
+
+/// The openraft instance of a node, over this state machine.
+pub type Raft = openraft::Raft<crate::types::TypeConfig, StateMachine>;

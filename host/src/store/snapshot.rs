@@ -19,9 +19,6 @@ const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP02";
 const FILE_MAGIC: &[u8; 8] = b"RWMETA01";
 /// File name of the current snapshot inside the data dir.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
-/// Failpoint for crash tests: when this variable is set, the process aborts after writing and
-/// syncing the temporary snapshot file, before renaming it into place.
-pub const FAILPOINT_BEFORE_RENAME: &str = "RAFTWASM_FAILPOINT_SNAPSHOT_BEFORE_RENAME";
 
 /// A snapshot that cannot be used.
 #[derive(Debug, Error)]
@@ -119,6 +116,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     }
 }
 
+/// Checks that `envelope` is a whole, intact snapshot envelope (header, checksum, layout).
+pub fn verify_envelope(envelope: &[u8]) -> Result<(), SnapshotError> {
+    open(envelope).map(|_| ())
+}
+
 /// Writes `meta` and `envelope` to `dir/snapshot.bin` atomically: temp file, fsync, rename,
 /// fsync of the directory.
 pub fn write(dir: &Path, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), SnapshotError> {
@@ -134,7 +136,7 @@ pub fn write(dir: &Path, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), Sna
         f.write_all(envelope).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
-    if std::env::var_os(FAILPOINT_BEFORE_RENAME).is_some() {
+    if crate::failpoints::is_set(crate::failpoints::SNAPSHOT_BEFORE_RENAME) {
         std::process::abort();
     }
     fs::rename(&tmp, &dest).map_err(io(&dest))?;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use host::grpc::proto::client_client::ClientClient;
+use host::proto::client_client::ClientClient;
 use host::service::Status;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,8 @@ pub struct Node {
     extra: Vec<String>,
     /// Extra environment for the process (failpoints).
     pub env: Vec<(String, String)>,
+    /// The first line the process printed (addresses and the active module).
+    pub banner: String,
     child: Option<Child>,
 }
 
@@ -41,16 +43,40 @@ impl Node {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Node {
+        Self::start_full(root, name, bootstrap, extra, env, "127.0.0.1:0")
+    }
+
+    /// [`Node::start`] with its gRPC listener bound to `grpc_bind` (say `0.0.0.0:0`, with an
+    /// `--advertise-address` in `extra`); `grpc` is then the advertised address.
+    pub fn start_bound(
+        root: &Path,
+        name: &str,
+        bootstrap: bool,
+        extra: &[&str],
+        grpc_bind: &str,
+    ) -> Node {
+        Self::start_full(root, name, bootstrap, extra, &[], grpc_bind)
+    }
+
+    fn start_full(
+        root: &Path,
+        name: &str,
+        bootstrap: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        grpc_bind: &str,
+    ) -> Node {
         let mut node = Node {
             name: name.to_string(),
             data_dir: root.join(name),
-            grpc: "127.0.0.1:0".into(),
+            grpc: grpc_bind.into(),
             http: "127.0.0.1:0".into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            banner: String::new(),
             child: None,
         };
         node.spawn(bootstrap);
@@ -98,6 +124,7 @@ impl Node {
         };
         self.grpc = field("grpc=");
         self.http = field("http=");
+        self.banner = line.trim().to_string();
         self.child = Some(child);
     }
 

@@ -27,41 +27,27 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
-/// Size a segment is preallocated to. A batch that does not fit starts a new segment; a single
-/// batch larger than this makes its segment grow past it (correct, only slower to sync).
-pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
+mod files;
+mod record;
 
-const HEADER: usize = 8;
-const KIND_ENTRY: u8 = 1;
-const KIND_TRUNCATE: u8 = 2;
-const KIND_META: u8 = 3;
-const KIND_PURGE: u8 = 4;
-const SPARE: &str = "next.tmp";
-/// Names the record format; written before the first segment, checked on every open.
-const FORMAT_FILE: &str = "FORMAT";
-const FORMAT: &str = "raftwasm-wal 2\n";
+use files::{check_format, corrupt, prepare, segment_path, take_unread, Prepared, SPARE};
+pub use record::Record;
+use record::{decode_all, encode, seal};
+
+/// Size a segment is preallocated to by default (configured in [`crate::config`]). A batch that
+/// does not fit starts a new segment; a single batch larger than the segment size makes its
+/// segment grow past it (correct, only slower to sync).
+pub use crate::config::DEFAULT_SEGMENT_BYTES;
+
 /// Deleted segment files kept for reuse (8 MiB each by default).
 pub const RECYCLE: usize = 8;
-
-/// One record to append.
-#[derive(Debug, Clone, Copy)]
-pub enum Record<'a> {
-    /// The encoded entry at `index`; replaces any entry at or after `index`.
-    Entry { index: u64, bytes: &'a [u8] },
-    /// Removes entries with index >= `from`.
-    Truncate { from: u64 },
-    /// Sets metadata `key` to `value`.
-    Meta { key: u8, value: &'a [u8] },
-    /// Removes entries with index <= `upto`.
-    Purge { upto: u64 },
-}
 
 /// Where an entry's bytes are.
 #[derive(Debug, Clone, Copy)]
@@ -87,9 +73,6 @@ struct Segment {
     max_index: Option<u64>,
     truncates: bool,
 }
-
-/// A segment file made ready for use, and its id.
-type Prepared = (u64, Arc<File>);
 
 /// Read side of a [`Wal`]; cheap to clone, usable from any thread.
 #[derive(Clone)]
@@ -130,122 +113,6 @@ impl std::fmt::Debug for Wal {
             .field("dir", &self.dir)
             .field("segments", &self.segments.len())
             .finish_non_exhaustive()
-    }
-}
-
-fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.wal"))
-}
-
-fn corrupt(what: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates `path` filled with `bytes` zeros and syncs it.
-fn zero_filled(path: &Path, bytes: u64) -> io::Result<File> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    let chunk = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..n])?;
-        left -= n as u64;
-    }
-    f.sync_all()?;
-    Ok(f)
-}
-
-/// Appends `record` to `out` with its checksum left zero (see [`seal`]); returns where its
-/// body starts, relative to `out`.
-fn encode(out: &mut Vec<u8>, record: &Record<'_>) -> u64 {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; HEADER]);
-    match *record {
-        Record::Entry { index, bytes } => {
-            out.push(KIND_ENTRY);
-            out.extend_from_slice(&index.to_le_bytes());
-            out.extend_from_slice(bytes);
-        }
-        Record::Truncate { from } => {
-            out.push(KIND_TRUNCATE);
-            out.extend_from_slice(&from.to_le_bytes());
-        }
-        Record::Meta { key, value } => {
-            out.push(KIND_META);
-            out.push(key);
-            out.extend_from_slice(value);
-        }
-        Record::Purge { upto } => {
-            out.push(KIND_PURGE);
-            out.extend_from_slice(&upto.to_le_bytes());
-        }
-    }
-    let body_len = (out.len() - start - HEADER) as u32;
-    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
-    (start + HEADER) as u64
-}
-
-fn checksum(segment: u64, body: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&segment.to_le_bytes());
-    h.update(body);
-    h.finalize()
-}
-
-/// Fills in the checksums of the records encoded in `buf`, for segment `segment`.
-fn seal(buf: &mut [u8], segment: u64) {
-    let mut pos = 0;
-    while pos < buf.len() {
-        let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = checksum(segment, &buf[pos + HEADER..pos + HEADER + len]);
-        buf[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
-        pos += HEADER + len;
-    }
-}
-
-/// Decodes the valid records of segment `segment` at the start of `data`, calling
-/// `f(record, body_offset)` for each.
-fn decode_all(data: &[u8], segment: u64, mut f: impl FnMut(Record<'_>, u64)) {
-    let mut pos = 0usize;
-    while data.len() - pos >= HEADER {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
-        if len == 0 || len > data.len() - pos - HEADER {
-            return;
-        }
-        let body = &data[pos + HEADER..pos + HEADER + len];
-        if checksum(segment, body) != crc {
-            return;
-        }
-        let u64_at = |b: &[u8]| {
-            b.get(..8)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-        };
-        let record = match body[0] {
-            KIND_ENTRY => u64_at(&body[1..]).map(|index| Record::Entry {
-                index,
-                bytes: &body[9..],
-            }),
-            KIND_TRUNCATE => u64_at(&body[1..]).map(|from| Record::Truncate { from }),
-            KIND_META if body.len() >= 2 => Some(Record::Meta {
-                key: body[1],
-                value: &body[2..],
-            }),
-            KIND_PURGE => u64_at(&body[1..]).map(|upto| Record::Purge { upto }),
-            _ => None,
-        };
-        let Some(record) = record else { return };
-        f(record, (pos + HEADER) as u64);
-        pos += HEADER + len;
     }
 }
 
@@ -484,71 +351,6 @@ impl Wal {
     }
 }
 
-/// Checks the directory's format marker, or writes it into a directory with no segments yet.
-fn check_format(dir: &Path) -> io::Result<()> {
-    let path = dir.join(FORMAT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(found) if found == FORMAT => Ok(()),
-        Ok(found) => Err(corrupt(format!(
-            "{}: log format {:?}, this build reads {:?}",
-            dir.display(),
-            found.trim(),
-            FORMAT.trim()
-        ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let has_segments = std::fs::read_dir(dir)?
-                .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "wal")));
-            if has_segments {
-                return Err(corrupt(format!(
-                    "{}: log segments without a {FORMAT_FILE} file (an older development \
-                     format); this build cannot read them",
-                    dir.display()
-                )));
-            }
-            let tmp = dir.join("FORMAT.tmp");
-            let mut f = File::create(&tmp)?;
-            f.write_all(FORMAT.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            sync_dir(dir)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// A recycled file that no reader still holds (an entry being read from it stays intact).
-fn take_unread(recycled: &mut Vec<(PathBuf, Arc<File>)>) -> Option<(PathBuf, Arc<File>)> {
-    let i = recycled
-        .iter()
-        .position(|(_, f)| Arc::strong_count(f) == 1)?;
-    Some(recycled.swap_remove(i))
-}
-
-/// Makes segment file `id` ready for use: `reuse` renamed, or a new zero-filled file; then
-/// syncs the directory so the name is durable.
-fn prepare(
-    dir: &Path,
-    id: u64,
-    reuse: Option<(PathBuf, Arc<File>)>,
-    segment_bytes: u64,
-) -> io::Result<Prepared> {
-    let path = segment_path(dir, id);
-    let file = match reuse {
-        Some((from, file)) => {
-            std::fs::rename(from, &path)?;
-            file
-        }
-        None => {
-            let tmp = dir.join(SPARE);
-            let file = zero_filled(&tmp, segment_bytes)?;
-            std::fs::rename(&tmp, &path)?;
-            Arc::new(file)
-        }
-    };
-    sync_dir(dir)?;
-    Ok((id, file))
-}
-
 /// Applies `record`, whose body is at offset `body` of segment `seg`, to the index: replay and
 /// new writes both come through here.
 fn apply(
@@ -633,6 +435,7 @@ impl WalReader {
 
 #[cfg(test)]
 mod tests {
+    use super::files::FORMAT_FILE;
     use super::*;
 
     /// Entry bytes; their length varies with the index, so reused segment files are not

@@ -1,0 +1,210 @@
+//! `host`'s command line: one clap group per configuration group of [`host::config`], each
+//! mapped onto it whole. Defaults come from `host::config`'s constants; every flag can also be
+//! set through the environment variable `--help` names.
+
+use clap::{Args, Parser};
+use host::config::{
+    self, FsmSource, GuestLimits, Limits, NetworkConfig, NodeConfig, RaftTiming, StorageConfig,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One raftwasm node: Raft over gRPC, a wasm state machine, an HTTP gateway.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    /// This node's id (letters, digits, '-', '_', '.').
+    #[arg(long, env = "RAFTWASM_ID")]
+    pub id: String,
+    /// Bootstrap a one-node cluster with this node, if it was never initialized.
+    #[arg(long, env = "RAFTWASM_BOOTSTRAP")]
+    pub bs: bool,
+    #[command(flatten)]
+    pub fsm: FsmArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    #[command(flatten)]
+    pub raft: RaftArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// The state machine.
+#[derive(Debug, Args)]
+pub struct FsmArgs {
+    /// Guest component to seed a new cluster with; the embedded guest-kv when absent. A node
+    /// that already has data runs the module its data says (changed only by an upgrade).
+    #[arg(long, env = "RAFTWASM_FSM")]
+    pub fsm: Option<PathBuf>,
+    /// Benchmark baseline only: run guest-kv compiled natively into the host instead of a wasm
+    /// guest (no fuel, no memory cap, no isolation). Not for production.
+    #[arg(
+        long,
+        env = "RAFTWASM_NATIVE_FSM",
+        conflicts_with = "fsm",
+        hide_short_help = true
+    )]
+    pub native_fsm: bool,
+}
+
+/// Where the node listens and what it advertises.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// gRPC address to listen on (Raft and client services); `0.0.0.0:P` listens on every
+    /// interface (then set --advertise-address). Port 0 picks a free port.
+    #[arg(long, env = "RAFTWASM_ADDRESS", default_value = config::DEFAULT_ADDRESS)]
+    pub address: String,
+    /// gRPC address other nodes and clients use to reach this node (a name that resolves to
+    /// it, behind NAT or in a container); --address when absent. Port 0: the port bound.
+    #[arg(long, env = "RAFTWASM_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// HTTP gateway address to listen on.
+    #[arg(long, env = "RAFTWASM_HTTP", default_value = config::DEFAULT_HTTP_ADDRESS)]
+    pub http: String,
+}
+
+/// Request size and time limits.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest key, bytes.
+    #[arg(long, env = "RAFTWASM_MAX_KEY_BYTES", default_value_t = config::DEFAULT_MAX_KEY_BYTES)]
+    pub max_key_bytes: usize,
+    /// Largest value, bytes.
+    #[arg(long, env = "RAFTWASM_MAX_VALUE_BYTES", default_value_t = config::DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// Largest Apply command or Query request, bytes.
+    #[arg(long, env = "RAFTWASM_MAX_COMMAND_BYTES", default_value_t = config::DEFAULT_MAX_COMMAND_BYTES)]
+    pub max_command_bytes: usize,
+    /// Largest HTTP request body, bytes.
+    #[arg(long, env = "RAFTWASM_MAX_BODY_BYTES", default_value_t = config::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// How long a write waits for commit (or a read for its read index), ms.
+    #[arg(long, env = "RAFTWASM_REQUEST_TIMEOUT_MS", default_value_t = config::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64)]
+    pub request_timeout_ms: u64,
+    /// How long AddNode waits for a new node to catch up, ms.
+    #[arg(long, env = "RAFTWASM_CATCH_UP_TIMEOUT_MS", default_value_t = config::DEFAULT_CATCH_UP_TIMEOUT.as_millis() as u64)]
+    pub catch_up_timeout_ms: u64,
+}
+
+/// Limits of every guest call (the same on every node of a cluster).
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    /// Fuel for one apply or query call into the guest.
+    #[arg(long, env = "RAFTWASM_FUEL_PER_APPLY", default_value_t = config::DEFAULT_FUEL_PER_APPLY)]
+    pub fuel_per_apply: u64,
+    /// Fuel for one snapshot or restore call into the guest.
+    #[arg(long, env = "RAFTWASM_FUEL_PER_SNAPSHOT", default_value_t = config::DEFAULT_FUEL_PER_SNAPSHOT)]
+    pub fuel_per_snapshot: u64,
+    /// Cap on the guest's linear memory, MiB.
+    #[arg(long, env = "RAFTWASM_GUEST_MEMORY_MIB", default_value_t = config::DEFAULT_GUEST_MEMORY_MIB)]
+    pub guest_memory_mib: u64,
+}
+
+/// Raft timing and log compaction.
+#[derive(Debug, Args)]
+pub struct RaftArgs {
+    /// Raft heartbeat interval, ms.
+    #[arg(long, env = "RAFTWASM_HEARTBEAT_MS", default_value_t = config::DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u64,
+    /// Minimum Raft election timeout, ms (the maximum is twice this).
+    #[arg(long, env = "RAFTWASM_ELECTION_TIMEOUT_MS", default_value_t = config::DEFAULT_ELECTION_TIMEOUT_MS)]
+    pub election_timeout_ms: u64,
+    /// Build a snapshot (and purge the log behind it) every this many applied entries.
+    #[arg(long, env = "RAFTWASM_SNAPSHOT_EVERY", default_value_t = config::DEFAULT_SNAPSHOT_EVERY)]
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so briefly lagging followers need no snapshot.
+    #[arg(long, env = "RAFTWASM_SNAPSHOT_KEEP_LOGS", default_value_t = config::DEFAULT_SNAPSHOT_KEEP_LOGS)]
+    pub snapshot_keep_logs: u64,
+}
+
+/// Where data lives.
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// Data directory; `./data/<id>` when absent.
+    #[arg(long, env = "RAFTWASM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Size each write-ahead log segment file is preallocated to, bytes.
+    #[arg(long, env = "RAFTWASM_WAL_SEGMENT_BYTES", default_value_t = config::DEFAULT_SEGMENT_BYTES)]
+    pub wal_segment_bytes: u64,
+}
+
+impl Cli {
+    /// The node configuration these flags describe (validated when the node starts).
+    pub fn into_config(self) -> NodeConfig {
+        let storage = StorageConfig {
+            data_dir: self
+                .storage
+                .data_dir
+                .unwrap_or_else(|| StorageConfig::for_node(&self.id).data_dir),
+            wal_segment_bytes: self.storage.wal_segment_bytes,
+        };
+        NodeConfig {
+            bootstrap: self.bs,
+            fsm: self.fsm.into(),
+            network: self.network.into(),
+            limits: self.limits.into(),
+            guest: self.guest.into(),
+            raft: self.raft.into(),
+            storage,
+            name: self.id,
+        }
+    }
+}
+
+impl From<FsmArgs> for FsmSource {
+    fn from(a: FsmArgs) -> Self {
+        match a.fsm {
+            _ if a.native_fsm => FsmSource::NativeGuestKv,
+            Some(path) => FsmSource::File(path),
+            None => FsmSource::Embedded,
+        }
+    }
+}
+
+impl From<NetworkArgs> for NetworkConfig {
+    fn from(a: NetworkArgs) -> Self {
+        NetworkConfig {
+            address: a.address,
+            advertise_address: a.advertise_address,
+            http_address: a.http,
+        }
+    }
+}
+
+impl From<LimitArgs> for Limits {
+    fn from(a: LimitArgs) -> Self {
+        Limits {
+            max_key_bytes: a.max_key_bytes,
+            max_value_bytes: a.max_value_bytes,
+            max_command_bytes: a.max_command_bytes,
+            max_body_bytes: a.max_body_bytes,
+            request_timeout: Duration::from_millis(a.request_timeout_ms),
+            catch_up_timeout: Duration::from_millis(a.catch_up_timeout_ms),
+        }
+    }
+}
+
+impl From<GuestArgs> for GuestLimits {
+    fn from(a: GuestArgs) -> Self {
+        GuestLimits {
+            fuel_per_apply: a.fuel_per_apply,
+            fuel_per_snapshot: a.fuel_per_snapshot,
+            memory_mib: a.guest_memory_mib,
+        }
+    }
+}
+
+impl From<RaftArgs> for RaftTiming {
+    fn from(a: RaftArgs) -> Self {
+        RaftTiming {
+            heartbeat_ms: a.heartbeat_ms,
+            election_timeout_ms: a.election_timeout_ms,
+            snapshot_every: a.snapshot_every,
+            snapshot_keep_logs: a.snapshot_keep_logs,
+        }
+    }
+}

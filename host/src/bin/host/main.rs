@@ -1,0 +1,61 @@
+//! `host`: one raftwasm node.
+//!
+//! `host --id node1 --address localhost:10001 --http localhost:9000 --bs` starts a node running
+//! the embedded guest-kv and bootstraps a one-node cluster (first start only). Every flag can also
+//! be set through the environment variable named in `--help`.
+
+mod args;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use host::config::with_bound_port;
+use host::node;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = args::Cli::parse().into_config();
+    // Refuse a bad configuration before binding anything.
+    config.validate()?;
+    let network = &config.network;
+    let grpc = TcpListener::bind(&network.address)
+        .await
+        .with_context(|| format!("binding gRPC address {}", network.address))?;
+    let http = TcpListener::bind(&network.http_address)
+        .await
+        .with_context(|| format!("binding HTTP address {}", network.http_address))?;
+    let grpc_addr = network.advertised(grpc.local_addr()?);
+    let http_addr = with_bound_port(&network.http_address, http.local_addr()?);
+    let started = node::start(&config, grpc_addr.clone()).await?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let serving = tokio::spawn({
+        let (config, started) = (config.clone(), started.clone());
+        async move { node::serve(&config, started, grpc, http, shutdown).await }
+    });
+
+    // One line on stdout that scripts and tests read to learn the bound addresses. It names the
+    // module this node runs: on a restart that is its data's module, whatever `--fsm` says.
+    let hash = &node::active_module(&started).await;
+    let fsm = if *hash == started.configured.hash() {
+        started.configured.name().to_string()
+    } else {
+        format!("sha256:{} (from the data dir)", &hash[..12.min(hash.len())])
+    };
+    println!(
+        "raftwasm node {} grpc={grpc_addr} http={http_addr} fsm={fsm} ({})",
+        config.name,
+        &hash[..12.min(hash.len())]
+    );
+    serving.await??;
+    Ok(())
+}

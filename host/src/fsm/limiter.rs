@@ -1,0 +1,66 @@
+//! The per-store data every guest instance carries: the limiter that enforces the memory cap (and
+//! the table and instance caps) and remembers that it did, so a failed call is reported as
+//! [`super::CallError::MemoryLimit`] rather than as a generic trap.
+
+use wasmtime::ResourceLimiter;
+
+/// Tables and instances are not what a hostile guest should exhaust the host with.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+const MAX_INSTANCES: usize = 64;
+
+/// Per-store data: the limiter that enforces the memory cap and remembers that it did.
+#[derive(Debug)]
+pub(super) struct StoreState {
+    pub(super) limiter: GuestLimiter,
+}
+
+impl StoreState {
+    pub(super) fn limiter_limit_mib(&self) -> u64 {
+        (self.limiter.memory_bytes >> 20) as u64
+    }
+}
+
+impl GuestLimiter {
+    pub(super) fn new(memory_bytes: usize) -> Self {
+        GuestLimiter {
+            memory_bytes,
+            hit_memory_limit: false,
+        }
+    }
+}
+
+/// Refuses memory growth past the cap by trapping the call, and records it so the failure is
+/// reported as [`super::CallError::MemoryLimit`] rather than as a generic trap.
+#[derive(Debug)]
+pub(super) struct GuestLimiter {
+    memory_bytes: usize,
+    pub(super) hit_memory_limit: bool,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit_memory_limit = true;
+            wasmtime::bail!("guest memory limit exceeded");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+}

@@ -1,0 +1,212 @@
+//! Forwarding a request from a follower to the leader, over the leader's `Client` gRPC service.
+//!
+//! One [`Forwarder`] per node owns everything about it: which leader to call, the hop count that
+//! stops a request bouncing between nodes during a leader change (at most [`MAX_HOPS`]), building
+//! the tonic client from the shared [`PeerPool`], and turning the leader's answer back into the
+//! domain types (conversions in [`super::convert`]). The leader's [`ServiceError`] rides whole in
+//! the gRPC status details, so the client sees it unchanged.
+
+use super::{Applied, ModuleUpgrade, ServiceError, Status};
+use crate::config::MAX_GRPC_MESSAGE_BYTES;
+use crate::network::PeerPool;
+use crate::proto::{self, client_client::ClientClient};
+use crate::types::Member;
+use std::time::Duration;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+
+/// How many times a request may be forwarded between nodes before giving up (a leader change
+/// in flight can take one extra hop).
+pub const MAX_HOPS: u32 = 3;
+/// gRPC metadata key carrying the hop count of a forwarded request.
+pub const HOPS_HEADER: &str = "x-raftwasm-hops";
+
+/// How many times a request arriving with `metadata` was already forwarded (0 from a client).
+pub fn hops(metadata: &MetadataMap) -> u32 {
+    metadata
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Builds clients for the leader.
+#[derive(Debug, Clone)]
+pub(super) struct Forwarder {
+    /// This node's advertised address: a "leader" at it means the cluster's view is stale.
+    own_addr: String,
+    peers: PeerPool,
+    /// Deadline of a forwarded call: the leader's own request timeout plus a margin for the hop.
+    timeout: Duration,
+}
+
+impl Forwarder {
+    pub(super) fn new(own_addr: String, peers: PeerPool, request_timeout: Duration) -> Self {
+        Forwarder {
+            own_addr,
+            peers,
+            timeout: request_timeout + Duration::from_secs(1),
+        }
+    }
+
+    /// A client for `leader`, for a request that arrived with `hops` hops so far.
+    pub(super) fn to(&self, leader: Option<Member>, hops: u32) -> Result<Leader, ServiceError> {
+        let Some(leader) = leader else {
+            return Err(ServiceError::unavailable(
+                "no leader is known: the cluster is electing one or has no quorum",
+                None,
+            ));
+        };
+        if hops >= MAX_HOPS || leader.addr == self.own_addr {
+            return Err(ServiceError::unavailable(
+                format!("request forwarded {hops} times without reaching a leader"),
+                Some((leader.name.clone(), leader.addr.clone())),
+            ));
+        }
+        let channel = self
+            .peers
+            .channel(&leader.addr)
+            .map_err(ServiceError::internal)?;
+        Ok(Leader {
+            client: ClientClient::new(channel)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            leader,
+            hops: hops + 1,
+            timeout: self.timeout,
+        })
+    }
+
+    /// A plain client for the node at `addr` (not a forward: no hop count).
+    pub(super) fn client(&self, addr: &str) -> Result<ClientClient<Channel>, ServiceError> {
+        let channel = self
+            .peers
+            .channel(addr)
+            .map_err(|e| ServiceError::invalid(e.to_string()))?;
+        Ok(ClientClient::new(channel))
+    }
+
+    /// The node-to-node `Raft` client for the member at `addr` (leadership transfer).
+    pub(super) fn raft_client(
+        &self,
+        addr: &str,
+    ) -> Result<proto::raft_client::RaftClient<Channel>, ServiceError> {
+        let channel = self.peers.channel(addr).map_err(ServiceError::internal)?;
+        Ok(proto::raft_client::RaftClient::new(channel))
+    }
+}
+
+/// One forwarded call's client: the leader, and the hop count the call carries.
+#[derive(Debug)]
+pub(super) struct Leader {
+    client: ClientClient<Channel>,
+    leader: Member,
+    hops: u32,
+    timeout: Duration,
+}
+
+impl Leader {
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        if let Ok(v) = self.hops.to_string().parse() {
+            request.metadata_mut().insert(HOPS_HEADER, v);
+        }
+        request
+    }
+
+    /// The leader's error as it sent it; a transport failure names the leader.
+    fn error(&self, status: tonic::Status) -> ServiceError {
+        match ServiceError::from_status(&status) {
+            ServiceError::Unavailable {
+                message,
+                leader_id: None,
+                ..
+            } => ServiceError::unavailable(
+                format!("forwarding to leader {} failed: {message}", self.leader),
+                Some((self.leader.name.clone(), self.leader.addr.clone())),
+            ),
+            other => other,
+        }
+    }
+
+    pub(super) async fn apply(mut self, command: Vec<u8>) -> Result<Applied, ServiceError> {
+        let request = self.request(proto::ApplyRequest { command });
+        let reply = self
+            .client
+            .apply(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
+    }
+
+    pub(super) async fn query(mut self, request: Vec<u8>) -> Result<Vec<u8>, ServiceError> {
+        let request = self.request(proto::QueryRequest {
+            request,
+            consistency: proto::Consistency::Linearizable.into(),
+        });
+        let reply = self
+            .client
+            .query(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().response)
+    }
+
+    pub(super) async fn add_node(
+        mut self,
+        name: &str,
+        addr: &str,
+        learner: bool,
+    ) -> Result<Status, ServiceError> {
+        let request = self.request(proto::AddNodeRequest {
+            id: name.to_string(),
+            address: addr.to_string(),
+            learner,
+        });
+        let reply = self
+            .client
+            .add_node(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
+    }
+
+    pub(super) async fn remove_node(mut self, name: &str) -> Result<Status, ServiceError> {
+        let request = self.request(proto::RemoveNodeRequest {
+            id: name.to_string(),
+        });
+        let reply = self
+            .client
+            .remove_node(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
+    }
+
+    pub(super) async fn transfer_leader(mut self, name: &str) -> Result<Status, ServiceError> {
+        let request = self.request(proto::TransferLeaderRequest {
+            id: name.to_string(),
+        });
+        let reply = self
+            .client
+            .transfer_leader(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
+    }
+
+    pub(super) async fn upgrade_fsm(
+        mut self,
+        module: Vec<u8>,
+        dry_run: bool,
+    ) -> Result<ModuleUpgrade, ServiceError> {
+        let request = self.request(proto::UpgradeFsmRequest { module, dry_run });
+        let reply = self
+            .client
+            .upgrade_fsm(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
+    }
+}

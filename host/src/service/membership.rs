@@ -1,0 +1,200 @@
+//! Membership changes, run on the leader (a follower forwards them): adding a node (probe it,
+//! add it as a learner, wait for it to catch up, bounded, then promote it to voter) and removing
+//! one (a leader that removes itself first hands leadership to the most caught-up voter, see
+//! [`super::transfer`]), as rqlite's `cluster/{join,remove}` split them.
+
+use super::{Service, ServiceError, Status};
+use crate::config::validate_node_name;
+use crate::types::{node_id, Member, NodeId};
+use openraft::ChangeMembers;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// How long AddNode waits for a new node to answer before refusing it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Membership = openraft::Membership<NodeId, Member>;
+
+/// The member called `name`, or NotFound.
+pub(super) fn member_named(membership: &Membership, name: &str) -> Result<Member, ServiceError> {
+    match membership.get_node(&node_id(name)) {
+        Some(m) if m.name == name => Ok(m.clone()),
+        _ => Err(ServiceError::not_found(format!(
+            "node {name} is not a member"
+        ))),
+    }
+}
+
+/// Whether adding `name` at `addr` to a cluster with `membership` is already done (a member the
+/// way it is asked for), or a conflict.
+fn already_added(
+    membership: &Membership,
+    name: &str,
+    addr: &str,
+    learner_only: bool,
+) -> Result<bool, ServiceError> {
+    let id = node_id(name);
+    let Some(existing) = membership.get_node(&id) else {
+        if let Some((_, other)) = membership.nodes().find(|(_, n)| n.addr == addr) {
+            return Err(ServiceError::Conflict {
+                message: format!("address {addr} already belongs to node {}", other.name),
+            });
+        }
+        return Ok(false);
+    };
+    if existing.name != name {
+        return Err(ServiceError::Conflict {
+            message: format!(
+                "node id {name:?} maps to the same internal id as member {:?}; choose another id",
+                existing.name
+            ),
+        });
+    }
+    if existing.addr != addr {
+        return Err(ServiceError::Conflict {
+            message: format!(
+                "node {name} is already a member at {}; remove it before adding it at {addr}",
+                existing.addr
+            ),
+        });
+    }
+    let is_voter = membership.voter_ids().any(|v| v == id);
+    Ok(is_voter || learner_only)
+}
+
+impl Service {
+    /// Adds node `name` at `addr`: as a learner, waits for it to catch up, then (unless
+    /// `learner_only`) promotes it to voter. Re-adding a member with the same address is a no-op.
+    pub async fn add_node(
+        &self,
+        name: &str,
+        addr: &str,
+        learner_only: bool,
+        hops: u32,
+    ) -> Result<Status, ServiceError> {
+        validate_node_name(name).map_err(|e| ServiceError::invalid(e.to_string()))?;
+        if addr.is_empty() || !addr.contains(':') {
+            return Err(ServiceError::invalid(format!(
+                "address {addr:?} must be host:port"
+            )));
+        }
+        let metrics = self.metrics();
+        if let Some(leader) = self.forward_target(&metrics, hops)? {
+            return leader.add_node(name, addr, learner_only).await;
+        }
+        let membership = metrics.membership_config.membership();
+        if already_added(membership, name, addr, learner_only)? {
+            return Ok(self.status());
+        }
+        // A learner being promoted goes through this too: it must be caught up first.
+        self.probe(name, addr).await?;
+        self.add_learner(name, addr).await?;
+        if !learner_only {
+            let promote = ChangeMembers::AddVoterIds(BTreeSet::from([node_id(name)]));
+            timeout(
+                self.inner.limits.request_timeout,
+                self.inner.raft.change_membership(promote, false),
+            )
+            .await
+            .map_err(|_| self.timed_out("promotion to voter was not committed"))??;
+        }
+        Ok(self.status())
+    }
+
+    /// Adds a learner and waits (bounded) until it has caught up; on a timeout it is removed
+    /// again, so no half-added learner is left behind.
+    async fn add_learner(&self, name: &str, addr: &str) -> Result<(), ServiceError> {
+        let id = node_id(name);
+        let member = Member {
+            name: name.to_string(),
+            addr: addr.to_string(),
+        };
+        let raft = &self.inner.raft;
+        let limits = &self.inner.limits;
+        match timeout(limits.catch_up_timeout, raft.add_learner(id, member, true)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                let remove = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+                let _ = timeout(
+                    limits.request_timeout,
+                    raft.change_membership(remove, false),
+                )
+                .await;
+                Err(ServiceError::unavailable(
+                    format!(
+                        "node {name} at {addr} did not catch up within {:?}; it was not added",
+                        limits.catch_up_timeout
+                    ),
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// Checks that a node answers at `addr` and calls itself `name`.
+    async fn probe(&self, name: &str, addr: &str) -> Result<(), ServiceError> {
+        let mut client = self.inner.forward.client(addr)?;
+        let mut request = tonic::Request::new(crate::proto::MonitorRequest { state_hash: false });
+        request.set_timeout(PROBE_TIMEOUT);
+        let status = timeout(PROBE_TIMEOUT, client.monitor(request))
+            .await
+            .map_err(|_| {
+                ServiceError::unavailable(
+                    format!("node {name} at {addr} did not answer within {PROBE_TIMEOUT:?}"),
+                    None,
+                )
+            })?
+            .map_err(|s| {
+                ServiceError::unavailable(
+                    format!("cannot reach node {name} at {addr}: {}", s.message()),
+                    None,
+                )
+            })?
+            .into_inner();
+        if status.id != name {
+            return Err(ServiceError::invalid(format!(
+                "the node at {addr} is {:?}, not {name:?}",
+                status.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes node `name` from the cluster (voter or learner).
+    pub async fn remove_node(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
+        let metrics = self.metrics();
+        if let Some(leader) = self.forward_target(&metrics, hops)? {
+            return leader.remove_node(name).await;
+        }
+        let id = node_id(name);
+        let membership = metrics.membership_config.membership();
+        member_named(membership, name)?;
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if id == self.inner.id && voters.len() > 1 {
+            // Removing the leader: leadership moves first, to the most caught-up other voter,
+            // and the new leader removes this node.
+            let successor = self.hand_over_to_successor(&metrics).await?;
+            let leader = self.inner.forward.to(Some(successor), hops)?;
+            return leader.remove_node(name).await;
+        }
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(ServiceError::invalid(format!(
+                    "node {name} is the only voter; a cluster cannot remove its last voter"
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        timeout(
+            self.inner.limits.request_timeout,
+            self.inner.raft.change_membership(change, false),
+        )
+        .await
+        .map_err(|_| self.timed_out("membership change was not committed"))??;
+        Ok(self.status())
+    }
+}

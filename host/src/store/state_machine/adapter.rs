@@ -1,0 +1,131 @@
+//! The state machine as openraft drives it: applying streamed entries, building, installing
+//! and reading snapshots. Every guest call and file write here runs through [`offload`].
+
+use super::{sm_err, snap_err, StateMachine};
+use crate::fsm::MachineSpec;
+use crate::store::offload::offload;
+use crate::store::snapshot::{self, Contents};
+use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::RaftSnapshotBuilder;
+use std::io;
+use std::sync::Arc;
+
+impl StateMachine {
+    /// The guest's state sealed with its module, and what it covers. Blocking.
+    fn seal(&self) -> Result<(Vec<u8>, SnapshotMeta), io::Error> {
+        let mut applied = self.lock();
+        let state = applied.fsm.snapshot().map_err(sm_err)?;
+        let envelope = snapshot::seal(&Contents {
+            module_hash: applied.spec.hash(),
+            module: match &applied.spec {
+                MachineSpec::Wasm(m) => m.bytes(),
+                MachineSpec::NativeGuestKv => &[],
+            },
+            modules: applied.modules.clone(),
+            state: &state,
+        });
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership.clone(),
+        };
+        Ok((envelope, meta))
+    }
+
+    async fn persist(&self, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), io::Error> {
+        let _guard = self.shared.snapshot_file.lock().await;
+        let (dir, meta2, env) = (self.shared.dir.clone(), meta.clone(), envelope.to_vec());
+        offload(move || snapshot::write(&dir, &meta2, &env))
+            .await
+            .map_err(|e| snap_err(Some(meta), e))?
+            .map_err(|e| snap_err(Some(meta), format!("cannot write it: {e}")))
+    }
+
+    /// Refuses a snapshot this node cannot run (bad envelope, a module that does not load)
+    /// before it replaces the one on disk. Blocking (it may compile the module).
+    fn check_snapshot(&self, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), io::Error> {
+        let contents = snapshot::open(envelope).map_err(|e| snap_err(Some(meta), e))?;
+        if contents.module_hash != self.summary().spec.hash() {
+            self.carried_module(meta, &contents)?;
+        }
+        Ok(())
+    }
+}
+
+/// An offloaded call's failure as storage errors are reported to openraft.
+fn joined<T>(r: Result<Result<T, io::Error>, tokio::task::JoinError>) -> Result<T, io::Error> {
+    r.map_err(sm_err)?
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let sm = self.clone();
+        let (envelope, meta) = joined(offload(move || sm.seal()).await)?;
+        self.persist(&meta, &envelope).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: envelope,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let summary = self.summary();
+        Ok((summary.last_applied, summary.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let sm = self.clone();
+            let response = joined(offload(move || sm.apply_entry(entry)).await)?;
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        envelope: SnapshotData,
+    ) -> Result<(), io::Error> {
+        // Check it before it replaces the snapshot on disk, and persist it before the guest takes
+        // it: after a crash in between, restart restores this snapshot, never an older one with a
+        // log that no longer reaches it.
+        let envelope = Arc::new(envelope);
+        let (sm, m, e) = (self.clone(), meta.clone(), envelope.clone());
+        joined(offload(move || sm.check_snapshot(&m, &e)).await)?;
+        self.persist(meta, &envelope).await?;
+        let (sm, m) = (self.clone(), meta.clone());
+        joined(offload(move || sm.restore_into(&mut sm.lock(), &m, &envelope)).await)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let _guard = self.shared.snapshot_file.lock().await;
+        let dir = self.shared.dir.clone();
+        let read = offload(move || snapshot::read(&dir))
+            .await
+            .map_err(|e| snap_err(None, e))?
+            .map_err(|e| snap_err(None, e))?;
+        Ok(read.map(|(meta, envelope)| Snapshot {
+            meta,
+            snapshot: envelope,
+        }))
+    }
+}

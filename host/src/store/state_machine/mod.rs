@@ -1,0 +1,400 @@
+//! The Raft state machine: the wasm guest holds the application state, the host holds
+//! `last_applied`, the membership (as openraft's `raft-kv-memstore` example splits them) and the
+//! guest module history; snapshots go to `<data-dir>/snapshot.bin`.
+//!
+//! The active guest module is replicated state. A `Module` log entry switches every node to a new
+//! component at the same index: the old guest's `snapshot()` goes into the new guest's
+//! `restore()` (where a new version migrates the old layout), and if loading or restoring fails
+//! the entry is rejected with the same error on every node and the old guest stays. Each
+//! activated module's bytes are kept in `<data-dir>/modules/<sha256>.wasm`, and snapshots carry
+//! the active module, so a node restarting, installing a snapshot or joining later runs the
+//! module that is active at its applied index whatever `--fsm` it was started with; `--fsm`
+//! only seeds a brand-new cluster (the bootstrap node logs it as the first, `seed`, entry).
+//!
+//! On start the latest snapshot is restored into its module and openraft replays the committed
+//! log after it.
+//!
+//! Two locks: the guest (`applied`), held for a whole guest call and only off the async workers
+//! (every async caller goes through [`offload`]), and a summary of it (`summary`: applied index,
+//! membership, modules) that status and seeding read without waiting for a guest call.
+//! `adapter` holds openraft's side: streamed applies and snapshot build, install and read.
+
+use super::modules::{migrate, ModuleRejected, Modules};
+use super::offload::{offload, GuestCallError};
+use super::snapshot::{self, Contents};
+use crate::fsm::{CallError, FsmError, Machine, MachineSpec, Outcome};
+use crate::types::{Entry, LogId, ModuleRecord, Request, Response, SnapshotMeta, StoredMembership};
+use openraft::EntryPayload;
+use sha2::Digest;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+mod adapter;
+
+fn sm_err(e: impl ToString) -> io::Error {
+    io::Error::other(format!("state machine: {}", e.to_string()))
+}
+
+fn snap_err(meta: Option<&SnapshotMeta>, e: impl ToString) -> io::Error {
+    let at = match meta.and_then(|m| m.last_log_id) {
+        Some(id) => format!(" up to {id}"),
+        None => String::new(),
+    };
+    io::Error::other(format!("snapshot{at}: {}", e.to_string()))
+}
+
+struct Applied {
+    fsm: Machine,
+    /// The active module.
+    spec: MachineSpec,
+    /// Every module this state has run, oldest first; the last is `spec`.
+    modules: Vec<ModuleRecord>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+struct Shared {
+    dir: PathBuf,
+    modules: Modules,
+    /// The guest and the state it applied. A std mutex, only ever taken off the async workers
+    /// (see [`offload`]) or at start-up: a guest call holds it for its whole duration.
+    applied: Mutex<Applied>,
+    /// What status reports and seeding reads, copied from `applied` as it changes, so async
+    /// code never waits for a guest call to learn the applied index or the active module.
+    summary: Mutex<Summary>,
+    /// Serializes snapshot file writes (builds and installs).
+    snapshot_file: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Summary {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    spec: MachineSpec,
+    modules: Vec<ModuleRecord>,
+}
+
+/// What the node reports about its state machine.
+#[derive(Debug, Clone)]
+pub struct StateMachineStatus {
+    pub last_applied: Option<LogId>,
+    pub module_hash: String,
+    pub module_size: usize,
+    /// Every module run so far, oldest first; the last is the active one.
+    pub modules: Vec<ModuleRecord>,
+}
+
+/// The state machine handed to openraft; clones share one guest.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn record(spec: &MachineSpec, since_index: u64) -> ModuleRecord {
+    ModuleRecord {
+        hash: spec.hash(),
+        size: spec.size() as u64,
+        since_index,
+    }
+}
+
+impl StateMachine {
+    /// Starts the guest: the module and state of the snapshot in `dir` if there is one,
+    /// otherwise `module` with an empty state. Blocking (it may restore a large snapshot).
+    pub fn open(dir: PathBuf, module: MachineSpec) -> Result<Self, io::Error> {
+        let limits = match &module {
+            MachineSpec::Wasm(m) => Some(m.limits()),
+            MachineSpec::NativeGuestKv => None,
+        };
+        let applied = Applied {
+            fsm: module.start().map_err(sm_err)?,
+            modules: vec![record(&module, 0)],
+            spec: module,
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        let sm = StateMachine {
+            shared: Arc::new(Shared {
+                modules: Modules::new(dir.clone(), limits),
+                dir,
+                summary: Mutex::new(Summary::of(&applied)),
+                applied: Mutex::new(applied),
+                snapshot_file: tokio::sync::Mutex::new(()),
+            }),
+        };
+        if let Some((meta, envelope)) =
+            snapshot::read(&sm.shared.dir).map_err(|e| snap_err(None, e))?
+        {
+            let mut applied = sm.lock();
+            sm.restore_into(&mut applied, &meta, &envelope)?;
+        }
+        Ok(sm)
+    }
+
+    /// The guest. Only for code that runs off the async workers (see [`offload`]).
+    fn lock(&self) -> MutexGuard<'_, Applied> {
+        self.shared
+            .applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn summary(&self) -> MutexGuard<'_, Summary> {
+        self.shared
+            .summary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies what status and seeding read out of `applied`.
+    fn publish(&self, applied: &Applied) {
+        *self.summary() = Summary::of(applied);
+    }
+
+    /// Runs a read-only query against the local state (no consistency check here).
+    pub async fn query(&self, request: Vec<u8>) -> Result<Outcome<Vec<u8>>, GuestCallError> {
+        let sm = self.clone();
+        Ok(offload(move || sm.lock().fsm.query(&request)).await??)
+    }
+
+    /// SHA-256 (hex) of the guest's full state and the index it was taken at, read atomically.
+    /// Costs one guest `snapshot()` call; the hashing runs after the guest is released, so
+    /// applies go on meanwhile.
+    pub async fn state_hash(&self) -> Result<(u64, String), GuestCallError> {
+        let sm = self.clone();
+        let hashed = offload(move || {
+            let (index, state) = {
+                let mut applied = sm.lock();
+                let state = applied.fsm.snapshot()?;
+                (applied.last_applied.map(|l| l.index).unwrap_or(0), state)
+            };
+            Ok::<_, FsmError>((index, hex::encode(sha2::Sha256::digest(state.as_slice()))))
+        });
+        Ok(hashed.await??)
+    }
+
+    /// Size of the snapshot file on disk, if there is one.
+    pub fn snapshot_file_size(&self) -> Option<u64> {
+        std::fs::metadata(self.shared.dir.join(snapshot::SNAPSHOT_FILE))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    /// Last applied log id and the modules.
+    pub fn status(&self) -> StateMachineStatus {
+        let summary = self.summary();
+        StateMachineStatus {
+            last_applied: summary.last_applied,
+            module_hash: summary.spec.hash(),
+            module_size: summary.spec.size(),
+            modules: summary.modules.clone(),
+        }
+    }
+
+    /// True when this state machine still needs a seed entry: it runs a wasm module and no
+    /// module entry has been applied yet.
+    pub fn needs_seed(&self) -> bool {
+        self.shared.modules.can_switch() && !module_logged(&self.summary().modules)
+    }
+
+    /// The active module's bytes (empty on the native baseline): what a seed entry carries.
+    pub fn active_module_bytes(&self) -> Vec<u8> {
+        match &self.summary().spec {
+            MachineSpec::Wasm(m) => m.bytes().to_vec(),
+            MachineSpec::NativeGuestKv => Vec::new(),
+        }
+    }
+
+    /// The leader's check before an upgrade is logged: the module compiles, is a component with
+    /// the state machine's exports, and restores the current state (a dry run on a copy; the
+    /// active guest is untouched). Returns the record the module would get (index 0), or why
+    /// the module is refused.
+    pub async fn check_upgrade(
+        &self,
+        bytes: Vec<u8>,
+    ) -> Result<Result<ModuleRecord, ModuleRejected>, GuestCallError> {
+        let sm = self.clone();
+        Ok(offload(move || {
+            let module = sm.shared.modules.compile(&bytes)?;
+            let state = sm.lock().fsm.snapshot().map_err(ModuleRejected::Snapshot)?;
+            migrate(&module, state)?;
+            Ok(ModuleRecord {
+                hash: module.hash().to_string(),
+                size: module.size() as u64,
+                since_index: 0,
+            })
+        })
+        .await?)
+    }
+
+    /// Applies a module entry at `index`. The inner error is the deterministic rejection; the
+    /// outer one a local storage failure (the module file could not be written).
+    fn apply_module(
+        &self,
+        applied: &mut Applied,
+        bytes: &[u8],
+        seed: bool,
+        index: u64,
+    ) -> Result<Result<Vec<u8>, CallError>, io::Error> {
+        if seed && (module_logged(&applied.modules) || !self.shared.modules.can_switch()) {
+            // A cluster is seeded once; a later seed (a bootstrap retried) changes nothing.
+            let active = applied.modules.last().cloned().unwrap_or_default();
+            return Ok(Ok(serde_json::to_vec(&serde_json::json!({
+                "hash": active.hash, "size": active.size, "since_index": active.since_index,
+                "ignored": true,
+            }))
+            .unwrap_or_default()));
+        }
+        let switched = self.shared.modules.compile(bytes).and_then(|module| {
+            let fsm = if seed {
+                // Nothing was applied before a seed: the new module starts empty.
+                Machine::Wasm(module.start().map_err(ModuleRejected::Start)?)
+            } else {
+                let state = applied.fsm.snapshot().map_err(ModuleRejected::Snapshot)?;
+                migrate(&module, state)?
+            };
+            Ok((module, fsm))
+        });
+        let (module, fsm) = match switched {
+            Ok(s) => s,
+            Err(rejected) => {
+                return Ok(Err(CallError::ModuleRejected {
+                    reason: rejected.to_string(),
+                }))
+            }
+        };
+        self.shared.modules.keep(&module).map_err(sm_err)?;
+        let rec = ModuleRecord {
+            hash: module.hash().to_string(),
+            size: module.size() as u64,
+            since_index: index,
+        };
+        applied.fsm = fsm;
+        applied.spec = MachineSpec::Wasm(module);
+        if seed {
+            // The module a node was started with is not replicated state (nodes may differ in
+            // `--fsm`): from the seed on, every node's history is the same.
+            applied.modules.clear();
+        }
+        applied.modules.push(rec.clone());
+        Ok(Ok(serde_json::to_vec(&rec).unwrap_or_default()))
+    }
+
+    /// Replaces `applied` with a snapshot's module and state.
+    fn restore_into(
+        &self,
+        applied: &mut Applied,
+        meta: &SnapshotMeta,
+        envelope: &[u8],
+    ) -> Result<(), io::Error> {
+        let contents = snapshot::open(envelope).map_err(|e| snap_err(Some(meta), e))?;
+        let spec = self.spec_for(applied, meta, &contents)?;
+        let mut fsm = spec.start().map_err(sm_err)?;
+        let outcome = fsm
+            .restore(Arc::new(contents.state.to_vec()))
+            .map_err(sm_err)?;
+        outcome
+            .result
+            .map_err(|e| snap_err(Some(meta), format!("guest refused the snapshot: {e}")))?;
+        if let MachineSpec::Wasm(m) = &spec {
+            self.shared.modules.keep(m).map_err(sm_err)?;
+        }
+        applied.fsm = fsm;
+        applied.spec = spec;
+        applied.modules = contents.modules;
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        self.publish(applied);
+        Ok(())
+    }
+
+    /// The module a snapshot's state runs in: the active one, or the one it carries.
+    fn spec_for(
+        &self,
+        applied: &Applied,
+        meta: &SnapshotMeta,
+        contents: &Contents<'_>,
+    ) -> Result<MachineSpec, io::Error> {
+        if contents.module_hash == applied.spec.hash() {
+            return Ok(applied.spec.clone());
+        }
+        Ok(MachineSpec::Wasm(self.carried_module(meta, contents)?))
+    }
+
+    /// Compiles the module a snapshot carries, or says why this node cannot run it.
+    fn carried_module(
+        &self,
+        meta: &SnapshotMeta,
+        contents: &Contents<'_>,
+    ) -> Result<crate::fsm::GuestModule, io::Error> {
+        self.shared.modules.compile(contents.module).map_err(|e| {
+            snap_err(
+                Some(meta),
+                snapshot::SnapshotError::ModuleMismatch {
+                    found: contents.module_hash.clone(),
+                    reason: e.to_string(),
+                },
+            )
+        })
+    }
+
+    /// Applies one committed entry and returns its response (what openraft's `apply` does for
+    /// each entry it is given). Blocking: async callers go through [`offload`].
+    pub fn apply_entry(&self, entry: Entry) -> Result<Response, io::Error> {
+        let mut applied = self.lock();
+        applied.last_applied = Some(entry.log_id);
+        let mut response = Response::default();
+        let mut changed_module = false;
+        match entry.payload {
+            EntryPayload::Blank => {}
+            EntryPayload::Normal(Request::Commands(commands)) => {
+                for command in &commands {
+                    // An FsmError means the guest could not be put back after a failed call:
+                    // stop applying rather than diverge.
+                    let outcome = applied.fsm.apply(command).map_err(sm_err)?;
+                    response.results.push(outcome.result);
+                }
+            }
+            EntryPayload::Normal(Request::Module { bytes, seed }) => {
+                let result = self.apply_module(&mut applied, &bytes, seed, entry.log_id.index)?;
+                response.results.push(result);
+                changed_module = true;
+            }
+            EntryPayload::Membership(membership) => {
+                applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                changed_module = true;
+            }
+        }
+        if changed_module {
+            self.publish(&applied);
+        } else {
+            self.summary().last_applied = applied.last_applied;
+        }
+        Ok(response)
+    }
+}
+
+impl Summary {
+    fn of(applied: &Applied) -> Self {
+        Summary {
+            last_applied: applied.last_applied,
+            membership: applied.membership.clone(),
+            spec: applied.spec.clone(),
+            modules: applied.modules.clone(),
+        }
+    }
+}
+
+/// True once a module entry (seed or upgrade) is part of a state's history.
+fn module_logged(modules: &[ModuleRecord]) -> bool {
+    modules.iter().any(|m| m.since_index > 0)
+}
