@@ -12,7 +12,7 @@ use crate::proto;
 use crate::types::ModuleRecord;
 
 /// `None` for the empty string: how proto3 says a string field is absent.
-pub fn non_empty(s: String) -> Option<String> {
+fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 

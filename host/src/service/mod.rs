@@ -29,7 +29,6 @@ mod status;
 pub mod transfer;
 mod upgrade;
 
-pub use convert::non_empty;
 pub use error::{ErrorBody, ServiceError};
 pub use forward::{hops, HOPS_HEADER, MAX_HOPS};
 pub use guest_kv::schema::{KeyValue, ScanResponse};
