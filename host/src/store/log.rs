@@ -319,25 +319,31 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => Some(*e),
             Bound::Unbounded => None,
         };
-        let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
         let bounds = (
             Bound::Included(start),
             end.map_or(Bound::Unbounded, Bound::Excluded),
         );
+        // `unflushed` before the files: the writer makes an entry readable in the files before it
+        // drops it from `unflushed`, so an entry missing from this copy is already in the files.
+        // (In the other order an entry moved in between was in neither, and openraft applied a
+        // committed range with a hole in it.)
+        let pending: Vec<(u64, Entry)> = {
+            let unflushed = self
+                .shared
+                .unflushed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            unflushed
+                .range(bounds)
+                .map(|(i, e)| (*i, e.clone()))
+                .collect()
+        };
+        let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
         for (index, bytes) in self.shared.wal.entries(bounds).map_err(read_err)? {
             out.insert(index, bincode::deserialize(&bytes).map_err(read_err)?);
         }
-        let unflushed = self
-            .shared
-            .unflushed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        for (i, e) in unflushed.range((
-            Bound::Included(start),
-            end.map_or(Bound::Unbounded, Bound::Excluded),
-        )) {
-            out.insert(*i, e.clone());
-        }
+        // An entry in both was written while this read ran; the copies are the same entry.
+        out.extend(pending);
         Ok(out.into_values().collect())
     }
 
@@ -463,6 +469,67 @@ mod tests {
             ),
             payload: EntryPayload::Blank,
         }
+    }
+
+    /// A reader racing the writer thread must see every entry appended before it asked: an
+    /// entry moves from `unflushed` into the files, and a read that looked in the files before
+    /// the move and in `unflushed` after it found neither (openraft then applied a committed
+    /// range with a hole in it: acknowledged writes lost).
+    fn rt_block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn reads_racing_the_writer_see_every_appended_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+        // A large first entry (a module, as an upgrade logs) makes every read slow to decode
+        // what it found in the files, which is when the writer moves the next entry.
+        let mut module = entry(1);
+        module.payload = EntryPayload::Normal(crate::types::Request::Module {
+            bytes: vec![7; 256 << 10],
+            seed: false,
+        });
+        let mut first = store.clone();
+        rt_block(first.append([module], IOFlushed::noop())).unwrap();
+        let appended = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (mut writer, seen, stop) = (store.clone(), appended.clone(), done.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let writes = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            for i in 2..=3_000u64 {
+                // Wait for each flush, so the reader meets every move from `unflushed`.
+                rt.block_on(writer.append([entry(i)], IOFlushed::noop()))
+                    .unwrap();
+                seen.store(i, std::sync::atomic::Ordering::SeqCst);
+                while writer.shared.unflushed.lock().unwrap().contains_key(&i) {
+                    std::thread::yield_now();
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut reader = store.clone();
+        let mut reads = 0u64;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let upto = appended.load(std::sync::atomic::Ordering::SeqCst);
+            let from = 1;
+            let got = rt
+                .block_on(reader.try_get_log_entries(from..=upto))
+                .unwrap();
+            let got: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
+            let want: Vec<u64> = (from..=upto).collect();
+            assert_eq!(got, want, "read {reads} of {from}..={upto}");
+            reads += 1;
+        }
+        writes.join().unwrap();
     }
 
     #[test]
