@@ -160,6 +160,77 @@ impl NetworkConfig {
     }
 }
 
+/// TLS (`--tls-*` for clients, `--peer-*` between nodes). Off when no certificate is given;
+/// the files are read at start and again when they change (see `crate::tls`).
+///
+/// One gRPC port carries both the client and the node-to-node services, so a TLS node serves
+/// `cert` to clients and nodes alike, and other nodes check it against `peer_ca`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first, served on both listeners (`--tls-cert`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert` (`--tls-key`).
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates: when set, every client must present a certificate one of them
+    /// signed (`--tls-client-ca`).
+    pub client_ca: Option<PathBuf>,
+    /// PEM CA certificates that sign node certificates (`--peer-ca`): the `Raft` service admits
+    /// only those, naming the address of the node they speak for; dialing another node checks
+    /// its certificate against them.
+    pub peer_ca: Option<PathBuf>,
+    /// The certificate this node presents when it dials others (`--peer-cert`); `cert` when
+    /// absent. It must name this node's advertised address.
+    pub peer_cert: Option<PathBuf>,
+    /// PEM private key of `peer_cert` (`--peer-key`).
+    pub peer_key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// True when the listeners speak TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let pair = |a: &Option<PathBuf>, b: &Option<PathBuf>, names: &str| match (a, b) {
+            (Some(_), None) | (None, Some(_)) => Err(invalid(format!(
+                "{names} go together: give both or neither"
+            ))),
+            _ => Ok(()),
+        };
+        pair(&self.cert, &self.key, "--tls-cert and --tls-key")?;
+        pair(
+            &self.peer_cert,
+            &self.peer_key,
+            "--peer-cert and --peer-key",
+        )?;
+        let needs_cert = [
+            ("--tls-client-ca", &self.client_ca),
+            ("--peer-ca", &self.peer_ca),
+            ("--peer-cert", &self.peer_cert),
+        ];
+        if !self.enabled() {
+            if let Some((flag, _)) = needs_cert.iter().find(|(_, v)| v.is_some()) {
+                return Err(invalid(format!(
+                    "{flag} is for a TLS node: it needs --tls-cert and --tls-key"
+                )));
+            }
+        } else if self.peer_ca.is_none() {
+            return Err(invalid(
+                "--tls-cert: the gRPC port also carries node-to-node traffic, so a TLS node needs \
+                 --peer-ca, the CA that signs node certificates (often the same file as \
+                 --tls-client-ca)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The host part of a `host:port` address (brackets of an IPv6 address removed).
+pub fn host_of(addr: &str) -> &str {
+    split_host_port(addr).map_or(addr, |(host, _)| host)
+}
+
 /// Replaces a zero port in `requested` by the port actually bound.
 pub fn with_bound_port(requested: &str, bound: SocketAddr) -> String {
     match requested.rsplit_once(':') {
@@ -379,6 +450,7 @@ pub struct NodeConfig {
     pub bootstrap: bool,
     pub fsm: FsmSource,
     pub network: NetworkConfig,
+    pub tls: TlsConfig,
     pub limits: Limits,
     pub guest: GuestLimits,
     pub raft: RaftTiming,
@@ -393,6 +465,7 @@ impl NodeConfig {
             bootstrap: false,
             fsm: FsmSource::Embedded,
             network: NetworkConfig::default(),
+            tls: TlsConfig::default(),
             limits: Limits::default(),
             guest: GuestLimits::default(),
             raft: RaftTiming::default(),
@@ -400,10 +473,24 @@ impl NodeConfig {
         }
     }
 
+    /// The largest snapshot this node could ever hold: its guest's memory cap (a snapshot is
+    /// made in guest memory), the largest module, and framing. A snapshot stream longer than
+    /// this is refused as it arrives.
+    pub fn max_snapshot_bytes(&self) -> usize {
+        self.guest.memory_bytes() + MAX_MODULE_BYTES + (1 << 20)
+    }
+
+    /// The largest gRPC message a client call may send: a command or a module (upgrade), and
+    /// framing. A longer one is refused by its length, before it is read.
+    pub fn max_client_message_bytes(&self) -> usize {
+        self.limits.max_command_bytes.max(MAX_MODULE_BYTES) + (64 << 10)
+    }
+
     /// Checks every group; the first problem found is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_node_name(&self.name).map_err(|e| invalid(format!("--id: {e}")))?;
         self.network.validate()?;
+        self.tls.validate()?;
         self.limits.validate()?;
         self.guest.validate()?;
         self.raft.validate()?;
@@ -473,6 +560,24 @@ mod tests {
         assert_eq!(c.network.advertised(bound), "node1.example:10001");
         c.network.advertise_address = Some("node1.example:0".into());
         assert_eq!(c.network.advertised(bound), "node1.example:10001");
+    }
+
+    #[test]
+    fn tls_flags_are_checked_together() {
+        let mut c = NodeConfig::new("node1");
+        c.tls.cert = Some("node.pem".into());
+        assert!(message(&c).contains("--tls-key"), "{}", message(&c));
+        c.tls.key = Some("node.key".into());
+        assert!(message(&c).contains("--peer-ca"), "{}", message(&c));
+        c.tls.peer_ca = Some("ca.pem".into());
+        c.validate().unwrap();
+        c.tls.peer_cert = Some("peer.pem".into());
+        assert!(message(&c).contains("--peer-key"), "{}", message(&c));
+        let mut c = NodeConfig::new("node1");
+        c.tls.client_ca = Some("ca.pem".into());
+        assert!(message(&c).contains("--tls-cert"), "{}", message(&c));
+        assert_eq!(host_of("[::1]:10001"), "::1");
+        assert_eq!(host_of("db1.internal:10001"), "db1.internal");
     }
 
     #[test]

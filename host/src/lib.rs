@@ -13,6 +13,8 @@
 //! - [`store`]: durable log and vote (a write-ahead log), the guest state machine, snapshots.
 //! - [`network`]: Raft RPC client and the shared pool of gRPC channels.
 //! - [`seed`]: logging a new cluster's first module entry.
+//! - [`tls`]: TLS for the listeners (reloaded when the certificate files change), the node
+//!   certificates the `Raft` service admits, and the client side.
 //! - [`service`]: every client operation, shared by gRPC and HTTP, split by audience (core,
 //!   forwarding, guest-kv calls, membership, leadership transfer, upgrade).
 //! - [`grpc`]: the node-to-node `Raft` service and the client-facing `Client` service.
@@ -33,4 +35,5 @@ pub mod proto;
 pub mod seed;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod types;

@@ -16,6 +16,7 @@ use crate::proto::client_server::ClientServer;
 use crate::proto::raft_server::RaftServer;
 use crate::service::Service;
 use crate::store::{offload, verify_envelope, LogStore, Raft, StateMachine};
+use crate::tls::{self, PeerCerts, ServerTls, TlsListener};
 use crate::types::{node_id, Member};
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ pub enum NodeError {
     ),
     #[error(transparent)]
     Seed(#[from] crate::seed::SeedError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("server failed: {0}")]
     Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -67,6 +70,8 @@ pub struct Started {
     pub service: Service,
     /// The module the configuration named (what `--fsm` loaded).
     pub configured: MachineSpec,
+    /// Channels to the other nodes (Raft and forwarding share them).
+    pub peers: PeerPool,
 }
 
 impl std::fmt::Debug for Started {
@@ -96,7 +101,8 @@ fn serve_error(e: impl std::error::Error + Send + Sync + 'static) -> NodeError {
     NodeError::Serve(Box::new(e))
 }
 
-/// Serves a started node's gRPC and HTTP until `shutdown` resolves, then stops Raft.
+/// Serves a started node's gRPC and HTTP (over TLS when `config.tls` says so) until `shutdown`
+/// resolves, then stops Raft.
 pub async fn serve(
     config: &NodeConfig,
     started: Started,
@@ -104,6 +110,13 @@ pub async fn serve(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    let tls = match config.tls.enabled() {
+        true => Some((
+            ServerTls::load(&config.tls, tls::Listener::Grpc)?,
+            ServerTls::load(&config.tls, tls::Listener::Http)?,
+        )),
+        false => None,
+    };
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let stopped = |tx: &tokio::sync::broadcast::Sender<()>| {
         let mut rx = tx.subscribe();
@@ -112,37 +125,71 @@ pub async fn serve(
         }
     };
 
-    let grpc_server = tonic::transport::Server::builder()
-        .add_service(
-            RaftServer::new(
-                RaftService::new(started.raft.clone()).checking_snapshots(verify_envelope),
+    let routes = grpc_routes(config, &started, tls.as_ref().map(|(grpc, _)| grpc.peers()));
+    let app = crate::http::router(started.service.clone(), config.limits.max_body_bytes);
+    let (grpc_task, http_task) = match tls {
+        Some((grpc_tls, http_tls)) => {
+            let (pool, files) = (started.peers.clone(), config.tls.clone());
+            tls::watch(
+                vec![grpc_tls.clone(), http_tls.clone()],
+                move || match tls::peer_client(&files) {
+                    Ok(dial) => pool.set_tls(dial),
+                    Err(e) => tracing::error!(error = %e, "keeping the peer certificate in use"),
+                },
+            );
+            let incoming = tls::incoming(no_delay(grpc), grpc_tls);
+            let http = TlsListener::new(http, http_tls).map_err(serve_error)?;
+            let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(&stop_tx));
+            (
+                tokio::spawn(routes.serve_with_incoming_shutdown(incoming, stopped(&stop_tx))),
+                tokio::spawn(async move { http_server.await }),
             )
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-        )
-        .add_service(
-            ClientServer::new(ClientService::new(started.service.clone()))
-                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(no_delay(grpc), stopped(&stop_tx));
-    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http_server = axum::serve(
-        http,
-        crate::http::router(started.service.clone(), config.limits.max_body_bytes),
-    )
-    .with_graceful_shutdown(stopped(&stop_tx));
-
-    let grpc_task = tokio::spawn(grpc_server);
-    let http_task = tokio::spawn(async move { http_server.await });
+        }
+        None => {
+            let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(&stop_tx));
+            (
+                tokio::spawn(
+                    routes.serve_with_incoming_shutdown(no_delay(grpc), stopped(&stop_tx)),
+                ),
+                tokio::spawn(async move { http_server.await }),
+            )
+        }
+    };
     shutdown.await;
     let _ = stop_tx.send(());
     let _ = started.raft.shutdown().await;
     grpc_task.await.map_err(serve_error)?.map_err(serve_error)?;
     http_task.await.map_err(serve_error)?.map_err(serve_error)?;
     Ok(())
+}
+
+/// Both gRPC services: node-to-node `Raft` (admitting only `peers`' node certificates on a TLS
+/// node) and client-facing `Client`.
+fn grpc_routes(
+    config: &NodeConfig,
+    started: &Started,
+    peers: Option<PeerCerts>,
+) -> tonic::transport::server::Router {
+    let mut raft = RaftService::new(started.raft.clone())
+        .checking_snapshots(verify_envelope)
+        .limiting_snapshots(config.max_snapshot_bytes());
+    if let Some(peers) = peers {
+        raft = raft.admitting(peers);
+    }
+    tonic::transport::Server::builder()
+        .add_service(
+            RaftServer::new(raft)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
+        .add_service(
+            ClientServer::new(ClientService::new(started.service.clone()))
+                .max_decoding_message_size(config.max_client_message_bytes())
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
 }
 
 /// Accepted connections with Nagle's algorithm off (Raft and client RPCs are small
@@ -211,6 +258,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
 
     let peers = PeerPool::default();
+    peers.set_tls(tls::peer_client(&config.tls)?);
     let id = node_id(&config.name);
     let network = Network::new(peers.clone());
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm.clone()).await?;
@@ -227,13 +275,14 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         advertise,
         raft.clone(),
         sm,
-        peers,
+        peers.clone(),
         config.limits,
     );
     Ok(Started {
         raft,
         service,
         configured,
+        peers,
     })
 }
 

@@ -126,6 +126,41 @@ async fn every_http_error_has_one_json_shape() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn errors_never_send_a_large_input_back() {
+    let root = tempfile::tempdir().unwrap();
+    let node = Node::start(root.path(), "solo", true, &[]);
+    wait_for_leader(&[&node]).await;
+    let big = "x".repeat(10_000);
+    let client = http();
+    // A guest's parser quotes the bad input (guest-kv names the unknown `op`), the gateway's
+    // JSON parser names the unknown field, a 404 names the path.
+    let requests = [
+        client
+            .post(node.url("/v1/apply"))
+            .body(format!(r#"{{"op":"{big}"}}"#)),
+        client
+            .post(node.url("/v1/cluster/nodes"))
+            .body(format!(r#"{{"{big}":1}}"#)),
+        client.get(node.url(&format!("/No/{big}"))),
+    ];
+    for request in requests {
+        let resp = request.send().await.unwrap();
+        assert!(resp.status().is_client_error());
+        let body = resp.text().await.unwrap();
+        assert!(body.len() < 2048, "{} bytes: {}", body.len(), &body[..300]);
+        assert!(body.contains("more bytes not shown"), "{body}");
+    }
+    let mut grpc = node.grpc_client().await;
+    let err = grpc
+        .apply(proto::ApplyRequest {
+            command: format!(r#"{{"op":"{big}"}}"#).into_bytes(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().len() < 1024, "{}", err.message().len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_restart_with_another_fsm_names_the_module_it_runs() {
     let root = tempfile::tempdir().unwrap();
     let mut node = Node::start(root.path(), "solo", true, &[]);

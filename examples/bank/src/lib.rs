@@ -141,11 +141,17 @@ impl Guest for Bank {
 
     fn restore(state: Vec<u8>) -> Result<(), Error> {
         let mut ledger = Ledger::default();
-        for line in text(state)?.lines() {
-            let (name, balance) = line
-                .split_once(' ')
-                .ok_or_else(|| Error::InvalidInput(format!("bad snapshot line {line:?}")))?;
-            let balance = amount(balance)?;
+        for (n, line) in text(state)?.lines().enumerate() {
+            // The line is account data: say where, never what.
+            let (name, balance) = line.split_once(' ').ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "bad snapshot: line {} is not `name balance`",
+                    n + 1
+                ))
+            })?;
+            let balance = amount(balance).map_err(|_| {
+                Error::InvalidInput(format!("bad snapshot: line {} has no amount", n + 1))
+            })?;
             ledger.accounts.insert(name.to_string(), balance);
             ledger.opened = ledger
                 .opened

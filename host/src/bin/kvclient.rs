@@ -72,6 +72,35 @@ struct Args {
     /// Validate the module (compile, exports, restore of the current state) without logging it.
     #[arg(long)]
     dry_run: bool,
+    /// PEM CA certificates to trust: connect over TLS (a node started with --tls-cert).
+    #[arg(long, env = "RAFTWASM_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// PEM client certificate to present (a node started with --tls-client-ca); needs --ca.
+    #[arg(long, env = "RAFTWASM_CERT", requires_all = ["ca", "cert_key"])]
+    cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert (--key is the data key).
+    #[arg(long, env = "RAFTWASM_CERT_KEY", requires = "cert")]
+    cert_key: Option<std::path::PathBuf>,
+}
+
+/// A client over plain TCP, or over TLS with --ca (and --cert/--cert-key).
+async fn connect(args: &Args) -> Result<ClientClient<tonic::transport::Channel>> {
+    let scheme = if args.ca.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.server))
+            .with_context(|| format!("bad --server {}", args.server))?;
+    if let Some(ca) = &args.ca {
+        let identity = match (&args.cert, &args.cert_key) {
+            (Some(c), Some(k)) => Some((("cert", c.as_path()), ("cert-key", k.as_path()))),
+            _ => None,
+        };
+        endpoint = endpoint.tls_config(host::tls::client(("ca", ca), identity)?)?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.server))?;
+    Ok(ClientClient::new(channel))
 }
 
 fn need(v: Option<String>, flag: &str) -> Result<String> {
@@ -97,9 +126,7 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let mut client = ClientClient::connect(format!("http://{}", args.server))
-        .await
-        .with_context(|| format!("connecting to {}", args.server))?;
+    let mut client = connect(&args).await?;
     let consistency = if args.stale {
         Consistency::Stale
     } else {

@@ -4,6 +4,27 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// Longest message a guest's error may carry, in bytes; the rest is cut (at a character
+/// boundary) and the cut noted. Guests may quote their input or state in their messages, and
+/// an error must not carry stored data or a large input back to a client or into the log.
+/// Deterministic, so every node stores the same truncated message.
+pub const MAX_GUEST_MESSAGE_BYTES: usize = 256;
+
+/// `message` cut to at most `max` bytes (plus a note of how much was cut).
+pub fn bounded(mut message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("… ({cut} more bytes not shown)"));
+    message
+}
+
 /// A guest component could not be loaded. Reported at start-up, naming the module.
 #[derive(Debug, Error)]
 pub enum LoadError {

@@ -8,7 +8,7 @@
 //! commands is bounded: past [`JOURNAL_MAX_BYTES`] a new checkpoint is taken.
 
 use super::bindings::Fsm;
-use super::error::{CallError, FsmError};
+use super::error::{bounded, CallError, FsmError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::module::GuestModule;
 use std::sync::Arc;
@@ -249,8 +249,9 @@ fn call<R>(
                 Some(trap) => CallError::Trap {
                     message: trap.to_string(),
                 },
+                // A host error's text (a guest panic's message among them) may quote guest data.
                 None => CallError::Trap {
-                    message: e.root_cause().to_string(),
+                    message: bounded(e.root_cause().to_string(), MAX_GUEST_MESSAGE_BYTES),
                 },
             }
         }

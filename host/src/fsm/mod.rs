@@ -31,7 +31,7 @@ pub mod module;
 mod spec;
 
 pub use crate::config::GuestLimits;
-pub use error::{CallError, FsmError, GuestError, LoadError};
+pub use error::{bounded, CallError, FsmError, GuestError, LoadError, MAX_GUEST_MESSAGE_BYTES};
 pub use machine::{GuestFsm, Outcome};
 pub use module::GuestModule;
 pub use spec::{Machine, MachineSpec, NATIVE_GUEST_KV_NAME};

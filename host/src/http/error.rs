@@ -78,8 +78,5 @@ pub(super) async fn not_found(method: Method, uri: Uri) -> ApiError {
 
 /// A route that exists, called with another method.
 pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ServiceError::MethodNotAllowed {
-        message: format!("{} does not accept {method}", uri.path()),
-    }
-    .into()
+    ServiceError::method_not_allowed(format!("{} does not accept {method}", uri.path())).into()
 }

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -50,6 +50,8 @@ pub struct BadAddress {
 pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     factory: Option<ChannelFactory>,
+    /// How to dial over TLS (trust and identity), when the cluster speaks TLS.
+    tls: Arc<Mutex<Option<ClientTlsConfig>>>,
 }
 
 impl std::fmt::Debug for PeerPool {
@@ -64,7 +66,15 @@ impl PeerPool {
         PeerPool {
             channels: Arc::default(),
             factory: Some(factory),
+            tls: Arc::default(),
         }
+    }
+
+    /// Dials peers over TLS with `tls` from now on (`None`: plain TCP). Channels made before
+    /// are dropped from the pool, so the next RPC to each peer connects with the new identity.
+    pub fn set_tls(&self, tls: Option<ClientTlsConfig>) {
+        *lock(&self.tls) = tls;
+        lock(&self.channels).clear();
     }
 
     /// The channel to `addr` (`host:port`), created on first use. Connection happens lazily and
@@ -74,16 +84,22 @@ impl PeerPool {
         if let Some(ch) = channels.get(addr) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| BadAddress {
-                addr: addr.to_string(),
-                source,
-            })?
+        let tls = lock(&self.tls).clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let bad = |source| BadAddress {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(bad)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(bad)?;
+        }
         let channel = match &self.factory {
             Some(make) => make(endpoint),
             None => endpoint.connect_lazy(),

@@ -2,7 +2,7 @@
 //! status (see `grpc::client_service` and `http`); forwarding between nodes carries it whole, as
 //! JSON in the gRPC status details, so a client sees the leader's error unchanged.
 
-use crate::fsm::{CallError, GuestError};
+use crate::fsm::{bounded, CallError, GuestError};
 use crate::types::TypeConfig;
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
@@ -85,16 +85,27 @@ impl<'a> ErrorBody<'a> {
     }
 }
 
+/// Longest message of an error about a request, in bytes: such messages may quote the request
+/// (a parser names the bad field or value, a 404 names the path), and an error must not send a
+/// large input back. Cut at a character boundary, the cut noted.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
+
 impl ServiceError {
     pub fn invalid(message: impl Into<String>) -> Self {
         ServiceError::InvalidInput {
-            message: message.into(),
+            message: bounded(message.into(), MAX_ERROR_MESSAGE_BYTES),
         }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
         ServiceError::NotFound {
-            message: message.into(),
+            message: bounded(message.into(), MAX_ERROR_MESSAGE_BYTES),
+        }
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        ServiceError::MethodNotAllowed {
+            message: bounded(message.into(), MAX_ERROR_MESSAGE_BYTES),
         }
     }
 

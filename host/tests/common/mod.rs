@@ -5,6 +5,8 @@
 
 use host::proto::client_client::ClientClient;
 use host::service::Status;
+
+pub mod certs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -358,19 +360,42 @@ pub async fn status_with_hash(node: &Node) -> Option<Status> {
         .ok()
 }
 
-/// Waits until every node reports the same applied index and the same state hash.
+/// Waits until every node reports the same state hash; on timeout the failure names each
+/// node's applied index and hash (a node that diverged differs at an equal index, one that lags
+/// has a lower index).
 pub async fn wait_for_equal_state(nodes: &[&Node]) -> Status {
-    wait_for("identical state on every node", || async {
-        let mut first: Option<Status> = None;
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
         for n in nodes {
-            let s = status_with_hash(n).await?;
-            match &first {
-                None => first = Some(s),
-                Some(f) if f.state_hash == s.state_hash => {}
-                Some(_) => return None,
+            seen.push(status_with_hash(n).await);
+        }
+        let all: Option<Vec<Status>> = seen.iter().cloned().collect();
+        if let Some(all) = all {
+            if all.iter().all(|s| s.state_hash == all[0].state_hash) {
+                return all[0].clone();
             }
         }
-        first
-    })
-    .await
+        if start.elapsed() > DEADLINE {
+            let views: Vec<String> = nodes
+                .iter()
+                .zip(&seen)
+                .map(|(n, s)| match s {
+                    Some(s) => format!(
+                        "{}: {} term {} applied {} last log {} snapshot {} hash {:?}",
+                        n.name,
+                        s.state,
+                        s.term,
+                        s.applied_index,
+                        s.last_log_index,
+                        s.snapshot_index,
+                        s.state_hash
+                    ),
+                    None => format!("{}: no status", n.name),
+                })
+                .collect();
+            panic!("timed out waiting for identical state on every node: {views:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -5,6 +5,7 @@
 use clap::{Args, Parser};
 use host::config::{
     self, FsmSource, GuestLimits, Limits, NetworkConfig, NodeConfig, RaftTiming, StorageConfig,
+    TlsConfig,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub struct Cli {
     pub fsm: FsmArgs,
     #[command(flatten)]
     pub network: NetworkArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -65,6 +68,31 @@ pub struct NetworkArgs {
     /// HTTP gateway address to listen on.
     #[arg(long, env = "RAFTWASM_HTTP", default_value = config::DEFAULT_HTTP_ADDRESS)]
     pub http: String,
+}
+
+/// TLS for clients (gRPC and HTTP) and between nodes (the gRPC port). Files are reloaded when
+/// they change and on SIGHUP.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first) to serve; turns TLS on for gRPC and HTTP.
+    #[arg(long, env = "RAFTWASM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RAFTWASM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; clients must then present a certificate one of them signed.
+    #[arg(long, env = "RAFTWASM_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA certificates that sign node certificates (needed with --tls-cert): the Raft
+    /// service admits only those, naming the node they speak for.
+    #[arg(long, env = "RAFTWASM_PEER_CA", requires = "tls_cert")]
+    pub peer_ca: Option<PathBuf>,
+    /// PEM certificate this node presents when it dials other nodes; --tls-cert when absent.
+    #[arg(long, env = "RAFTWASM_PEER_CERT", requires = "peer_key")]
+    pub peer_cert: Option<PathBuf>,
+    /// PEM private key of --peer-cert.
+    #[arg(long, env = "RAFTWASM_PEER_KEY", requires = "peer_cert")]
+    pub peer_key: Option<PathBuf>,
 }
 
 /// Request size and time limits.
@@ -146,6 +174,7 @@ impl Cli {
             bootstrap: self.bs,
             fsm: self.fsm.into(),
             network: self.network.into(),
+            tls: self.tls.into(),
             limits: self.limits.into(),
             guest: self.guest.into(),
             raft: self.raft.into(),
@@ -171,6 +200,19 @@ impl From<NetworkArgs> for NetworkConfig {
             address: a.address,
             advertise_address: a.advertise_address,
             http_address: a.http,
+        }
+    }
+}
+
+impl From<TlsArgs> for TlsConfig {
+    fn from(a: TlsArgs) -> Self {
+        TlsConfig {
+            cert: a.tls_cert,
+            key: a.tls_key,
+            client_ca: a.tls_client_ca,
+            peer_ca: a.peer_ca,
+            peer_cert: a.peer_cert,
+            peer_key: a.peer_key,
         }
     }
 }
