@@ -38,6 +38,15 @@ fn https(cas: &[&Ca], identity: Option<&Leaf>) -> reqwest::Client {
         .unwrap()
 }
 
+/// A fresh HTTPS client's response from `url` (trusting `cas`, no certificate), if any.
+fn served(
+    cas: &[&Ca],
+    url: String,
+) -> impl std::future::Future<Output = Option<reqwest::Response>> {
+    let client = https(cas, None);
+    async move { client.get(url).send().await.ok() }
+}
+
 fn pem_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
@@ -223,14 +232,7 @@ async fn certificates_reload_on_file_change_and_on_sighup_without_losing_a_reque
     // Writers that trust both CAs run throughout, each on its own connections.
     let stop = Arc::new(AtomicBool::new(false));
     let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    wait_for("the HTTPS gateway", || async {
-        https(&[&first], None)
-            .get(url("/v1/status"))
-            .send()
-            .await
-            .ok()
-    })
-    .await;
+    wait_for("the HTTPS gateway", || served(&[&first], url("/v1/status"))).await;
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let client = https(&[&first, &second], None);
@@ -251,41 +253,25 @@ async fn certificates_reload_on_file_change_and_on_sighup_without_losing_a_reque
 
     // File change: the node serves the second CA's certificate without a restart.
     second.leaf("n1", &names).write(dir.path(), "n1");
-    wait_for("the second certificate (file change)", || async {
-        https(&[&second], None)
-            .get(url("/v1/status"))
-            .send()
-            .await
-            .ok()
+    wait_for("the second certificate (file change)", || {
+        served(&[&second], url("/v1/status"))
     })
     .await;
-    assert!(https(&[&first], None)
-        .get(url("/v1/status"))
-        .send()
-        .await
-        .is_err());
+    assert!(served(&[&first], url("/v1/status")).await.is_none());
 
     // SIGHUP: files replaced with their modification times kept, so only the signal can tell
     // the node.
     first
         .leaf("n1", &names)
         .write_keeping_mtimes(dir.path(), "n1");
-    assert!(https(&[&first], None)
-        .get(url("/v1/status"))
-        .send()
-        .await
-        .is_err());
+    assert!(served(&[&first], url("/v1/status")).await.is_none());
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &node.pid().to_string()])
         .status()
         .unwrap();
     assert!(hup.success());
-    wait_for("the first certificate again (SIGHUP)", || async {
-        https(&[&first], None)
-            .get(url("/v1/status"))
-            .send()
-            .await
-            .ok()
+    wait_for("the first certificate again (SIGHUP)", || {
+        served(&[&first], url("/v1/status"))
     })
     .await;
 

@@ -74,6 +74,15 @@ struct Args {
     /// Free-form label echoed in the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+    /// PEM CA certificates to trust: connect over TLS.
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// PEM client certificate to present; needs --ca and --cert-key.
+    #[arg(long, requires_all = ["ca", "cert_key"])]
+    cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert (the same flag as kvclient's, where --key is the data key).
+    #[arg(long, requires = "cert")]
+    cert_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -175,7 +184,18 @@ async fn connect(args: &Args) -> Result<Vec<Conn>> {
     let mut conns = Vec::new();
     for i in 0..args.connections.max(1) {
         let addr = endpoints[i % endpoints.len()];
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let tls = host::tls::cli_client(
+            args.ca.as_deref(),
+            args.cert.as_deref(),
+            args.cert_key.as_deref(),
+        )?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        // TLS (when configured) runs over the coalescing connector's TCP stream.
+        let channel = endpoint
             .connect_with_connector(tower::service_fn(coalesce::connect))
             .await
             .with_context(|| format!("connecting to {addr}"))?;

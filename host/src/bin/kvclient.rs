@@ -85,16 +85,17 @@ struct Args {
 
 /// A client over plain TCP, or over TLS with --ca (and --cert/--cert-key).
 async fn connect(args: &Args) -> Result<ClientClient<tonic::transport::Channel>> {
-    let scheme = if args.ca.is_some() { "https" } else { "http" };
+    let tls = host::tls::cli_client(
+        args.ca.as_deref(),
+        args.cert.as_deref(),
+        args.cert_key.as_deref(),
+    )?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint =
         tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.server))
             .with_context(|| format!("bad --server {}", args.server))?;
-    if let Some(ca) = &args.ca {
-        let identity = match (&args.cert, &args.cert_key) {
-            (Some(c), Some(k)) => Some((("cert", c.as_path()), ("cert-key", k.as_path()))),
-            _ => None,
-        };
-        endpoint = endpoint.tls_config(host::tls::client(("ca", ca), identity)?)?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
     }
     let channel = endpoint
         .connect()

@@ -119,6 +119,22 @@ pub fn peer_client(files: &TlsConfig) -> Result<Option<ClientTlsConfig>, TlsErro
     client(("peer-ca", ca), Some(identity)).map(Some)
 }
 
+/// A command-line client's TLS (kvclient, kvbench): `--ca` turns it on, `--cert`/`--cert-key`
+/// add a client certificate. `None` without `--ca`.
+pub fn cli_client(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    cert_key: Option<&Path>,
+) -> Result<Option<ClientTlsConfig>, TlsError> {
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let identity = cert
+        .zip(cert_key)
+        .map(|(c, k)| (("cert", c), ("cert-key", k)));
+    client(("ca", ca), identity).map(Some)
+}
+
 /// A PEM file and the flag that named it (for error messages).
 pub type PemFile<'a> = (&'static str, &'a Path);
 
