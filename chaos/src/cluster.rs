@@ -127,6 +127,8 @@ impl Cluster {
             .arg(&self.host_bin)
             .args(["--id", &spec.name])
             .args(["--address", &spec.grpc_addr()])
+            // Nodes listen on their namespace's address; the run's network is its own.
+            .arg("--insecure")
             .args(["--http", &format!("{}:{HTTP_PORT}", spec.ip)])
             .arg("--data-dir")
             .arg(self.data_dir(i))

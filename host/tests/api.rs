@@ -189,7 +189,7 @@ async fn nodes_listening_on_every_interface_advertise_reachable_names() {
             root.path(),
             name,
             bootstrap,
-            &["--advertise-address", &advertise],
+            &["--advertise-address", &advertise, "--insecure"],
             "0.0.0.0:0",
         )
     };

@@ -68,6 +68,9 @@ pub struct NetworkArgs {
     /// HTTP gateway address to listen on.
     #[arg(long, env = "RAFTWASM_HTTP", default_value = config::DEFAULT_HTTP_ADDRESS)]
     pub http: String,
+    /// Listen beyond loopback without TLS and client certificates (a network you trust).
+    #[arg(long, env = "RAFTWASM_INSECURE")]
+    pub insecure: bool,
 }
 
 /// TLS for clients (gRPC and HTTP) and between nodes (the gRPC port). Files are reloaded when
@@ -200,6 +203,7 @@ impl From<NetworkArgs> for NetworkConfig {
             address: a.address,
             advertise_address: a.advertise_address,
             http_address: a.http,
+            insecure: a.insecure,
         }
     }
 }

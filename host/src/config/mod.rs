@@ -5,6 +5,10 @@
 //! `bin/host.rs` maps its flag groups onto these groups one to one; tests and benchmarks build
 //! them directly. [`NodeConfig::validate`] runs before a node starts.
 
+mod tls;
+
+pub use tls::TlsConfig;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -104,6 +108,8 @@ pub struct NetworkConfig {
     pub advertise_address: Option<String>,
     /// HTTP gateway address to bind (`--http`).
     pub http_address: String,
+    /// Serve beyond loopback without TLS and client authentication (`--insecure`).
+    pub insecure: bool,
 }
 
 impl Default for NetworkConfig {
@@ -112,6 +118,7 @@ impl Default for NetworkConfig {
             address: DEFAULT_ADDRESS.into(),
             advertise_address: None,
             http_address: DEFAULT_HTTP_ADDRESS.into(),
+            insecure: false,
         }
     }
 }
@@ -157,72 +164,6 @@ impl NetworkConfig {
     pub fn advertised(&self, bound: SocketAddr) -> String {
         let requested = self.advertise_address.as_ref().unwrap_or(&self.address);
         with_bound_port(requested, bound)
-    }
-}
-
-/// TLS (`--tls-*` for clients, `--peer-*` between nodes). Off when no certificate is given;
-/// the files are read at start and again when they change (see `crate::tls`).
-///
-/// One gRPC port carries both the client and the node-to-node services, so a TLS node serves
-/// `cert` to clients and nodes alike, and other nodes check it against `peer_ca`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first, served on both listeners (`--tls-cert`).
-    pub cert: Option<PathBuf>,
-    /// PEM private key of `cert` (`--tls-key`).
-    pub key: Option<PathBuf>,
-    /// PEM CA certificates: when set, every client must present a certificate one of them
-    /// signed (`--tls-client-ca`).
-    pub client_ca: Option<PathBuf>,
-    /// PEM CA certificates that sign node certificates (`--peer-ca`): the `Raft` service admits
-    /// only those, naming the address of the node they speak for; dialing another node checks
-    /// its certificate against them.
-    pub peer_ca: Option<PathBuf>,
-    /// The certificate this node presents when it dials others (`--peer-cert`); `cert` when
-    /// absent. It must name this node's advertised address.
-    pub peer_cert: Option<PathBuf>,
-    /// PEM private key of `peer_cert` (`--peer-key`).
-    pub peer_key: Option<PathBuf>,
-}
-
-impl TlsConfig {
-    /// True when the listeners speak TLS.
-    pub fn enabled(&self) -> bool {
-        self.cert.is_some()
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let pair = |a: &Option<PathBuf>, b: &Option<PathBuf>, names: &str| match (a, b) {
-            (Some(_), None) | (None, Some(_)) => Err(invalid(format!(
-                "{names} go together: give both or neither"
-            ))),
-            _ => Ok(()),
-        };
-        pair(&self.cert, &self.key, "--tls-cert and --tls-key")?;
-        pair(
-            &self.peer_cert,
-            &self.peer_key,
-            "--peer-cert and --peer-key",
-        )?;
-        let needs_cert = [
-            ("--tls-client-ca", &self.client_ca),
-            ("--peer-ca", &self.peer_ca),
-            ("--peer-cert", &self.peer_cert),
-        ];
-        if !self.enabled() {
-            if let Some((flag, _)) = needs_cert.iter().find(|(_, v)| v.is_some()) {
-                return Err(invalid(format!(
-                    "{flag} is for a TLS node: it needs --tls-cert and --tls-key"
-                )));
-            }
-        } else if self.peer_ca.is_none() {
-            return Err(invalid(
-                "--tls-cert: the gRPC port also carries node-to-node traffic, so a TLS node needs \
-                 --peer-ca, the CA that signs node certificates (often the same file as \
-                 --tls-client-ca)",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -491,6 +432,7 @@ impl NodeConfig {
         validate_node_name(&self.name).map_err(|e| invalid(format!("--id: {e}")))?;
         self.network.validate()?;
         self.tls.validate()?;
+        self.check_exposure()?;
         self.limits.validate()?;
         self.guest.validate()?;
         self.raft.validate()?;
@@ -551,6 +493,7 @@ mod tests {
     fn a_wildcard_bind_needs_an_advertise_address() {
         let mut c = NodeConfig::new("node1");
         c.network.address = "0.0.0.0:10001".into();
+        c.network.insecure = true;
         assert!(message(&c).contains("--advertise-address"));
         c.network.advertise_address = Some("0.0.0.0:10001".into());
         assert!(message(&c).contains("--advertise-address"));
@@ -578,6 +521,29 @@ mod tests {
         assert!(message(&c).contains("--tls-cert"), "{}", message(&c));
         assert_eq!(host_of("[::1]:10001"), "::1");
         assert_eq!(host_of("db1.internal:10001"), "db1.internal");
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_tls_and_client_certificates_or_insecure() {
+        let mut c = NodeConfig::new("node1");
+        for loopback in ["localhost:1", "127.0.0.2:1", "[::1]:1"] {
+            c.network.address = loopback.into();
+            c.validate().unwrap();
+        }
+        c.network.address = "0.0.0.0:10001".into();
+        c.network.advertise_address = Some("db1.internal:10001".into());
+        assert!(message(&c).contains("--insecure"), "{}", message(&c));
+        c.tls.cert = Some("n.pem".into());
+        c.tls.key = Some("n.key".into());
+        c.tls.peer_ca = Some("ca.pem".into());
+        assert!(message(&c).contains("--tls-client-ca"), "{}", message(&c));
+        c.tls.client_ca = Some("ca.pem".into());
+        c.validate().unwrap();
+        let mut c = NodeConfig::new("node1");
+        c.network.http_address = "db1.internal:9000".into();
+        assert!(message(&c).contains("--http"), "{}", message(&c));
+        c.network.insecure = true;
+        c.validate().unwrap();
     }
 
     #[test]
