@@ -90,18 +90,23 @@ async fn put(
         .map(|_| ())
 }
 
+/// `--flag path` pairs as command-line words.
+fn flags(pairs: &[(&str, &Path)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+        .collect()
+}
+
 fn tls_node(root: &Path, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Node {
     let peer_ca = root.join("peer-ca.pem");
-    let mut extra = vec![
-        "--tls-cert".to_string(),
-        cert.display().to_string(),
-        "--tls-key".to_string(),
-        key.display().to_string(),
-        "--peer-ca".to_string(),
-        peer_ca.display().to_string(),
-    ];
+    let mut extra = flags(&[
+        ("--tls-cert", cert),
+        ("--tls-key", key),
+        ("--peer-ca", &peer_ca),
+    ]);
     if let Some(ca) = client_ca {
-        extra.extend(["--tls-client-ca".to_string(), ca.display().to_string()]);
+        extra.extend(flags(&[("--tls-client-ca", ca)]));
     }
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     Node::start(root, "n1", true, &extra)
@@ -177,14 +182,11 @@ async fn clients_need_tls_and_a_certificate_the_node_trusts() {
 
     // kvclient over TLS, with and without its certificate.
     let (alice_cert, alice_key) = alice.write(dir.path(), "alice");
-    let tls_args = [
-        "--ca".to_string(),
-        client_ca.display().to_string(),
-        "--cert".to_string(),
-        alice_cert.display().to_string(),
-        "--cert-key".to_string(),
-        alice_key.display().to_string(),
-    ];
+    let tls_args = flags(&[
+        ("--ca", &client_ca),
+        ("--cert", &alice_cert),
+        ("--cert-key", &alice_key),
+    ]);
     let with = |extra: &[&'static str]| -> Vec<String> {
         tls_args
             .iter()
@@ -299,14 +301,11 @@ async fn certificates_reload_on_file_change_and_on_sighup_without_losing_a_reque
 fn peer_node(root: &Path, name: &str, ip: &str, san: &str, ca: &Ca, bootstrap: bool) -> Node {
     let (cert, key) = ca.leaf(name, &[san, "127.0.0.1"]).write(root, name);
     let peer_ca = root.join("peer-ca.pem");
-    let args = [
-        "--tls-cert".to_string(),
-        cert.display().to_string(),
-        "--tls-key".to_string(),
-        key.display().to_string(),
-        "--peer-ca".to_string(),
-        peer_ca.display().to_string(),
-    ];
+    let args = flags(&[
+        ("--tls-cert", &cert),
+        ("--tls-key", &key),
+        ("--peer-ca", &peer_ca),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Node::start_bound(root, name, bootstrap, &args, &format!("{ip}:0"))
 }
