@@ -223,6 +223,11 @@ pub fn load_machine(config: &NodeConfig) -> Result<MachineSpec, LoadError> {
 /// configured to. `advertise` is the gRPC address other nodes and clients use to reach it.
 pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, NodeError> {
     config.validate()?;
+    // TLS files that do not load stop the node before it touches its data.
+    let dial = tls::peer_client(&config.tls)?;
+    if config.tls.enabled() {
+        ServerTls::load(&config.tls, tls::Listener::Grpc)?;
+    }
     let configured = {
         let config = config.clone();
         offload(move || load_machine(&config))
@@ -258,7 +263,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     .map_err(|e| ConfigError::Invalid(e.to_string()))?;
 
     let peers = PeerPool::default();
-    peers.set_tls(tls::peer_client(&config.tls)?);
+    peers.set_tls(dial);
     let id = node_id(&config.name);
     let network = Network::new(peers.clone());
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm.clone()).await?;
