@@ -5,6 +5,7 @@
 //! of 100-byte values). Prints one line per phase.
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use host::auth::Caller;
 use host::config::{NodeConfig, StorageConfig};
 use host::node::{self, Started};
 use openraft::async_runtime::WatchReceiver;
@@ -97,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
             value: value.clone(),
         }
         .encode();
-        pending.push(async move { service.apply(command, 0).await });
+        pending.push(async move { service.apply(&Caller::open(0), command).await });
         if pending.len() >= IN_FLIGHT {
             pending.next().await.transpose()?;
         }
@@ -113,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let start = Instant::now();
-    let snap = a.started.service.snapshot().await?;
+    let snap = a.started.service.snapshot(&Caller::open(0)).await?;
     println!(
         "snapshot build: {:.2} s, {:.1} MiB at index {}",
         start.elapsed().as_secs_f64(),
@@ -130,7 +131,10 @@ async fn main() -> anyhow::Result<()> {
 
     let b = launch(dir.path(), "b", false).await?;
     let start = Instant::now();
-    a.started.service.add_node("b", &b.addr, true, 0).await?;
+    a.started
+        .service
+        .add_node(&Caller::open(0), "b", &b.addr, true)
+        .await?;
     wait_applied(&b.started, last).await;
     println!(
         "snapshot install on a new node: {:.2} s (add learner until it applied index {last})",

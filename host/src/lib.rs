@@ -4,6 +4,8 @@
 //! Layout (each module only imports from those listed before it; `tests/layout.rs` checks that
 //! no two modules import each other):
 //! - [`config`]: the node's configuration, typed groups with defaults and validation.
+//! - [`auth`]: the users file, credentials (passwords, tokens, client certificates) and the
+//!   permissions a request's caller holds.
 //! - [`failpoints`]: crash-test hooks, compiled in only with the `failpoints` feature.
 //! - [`guests`]: the guest components built with this crate (the embedded default, guest-kv).
 //! - [`proto`]: the generated gRPC types of both services.
@@ -23,6 +25,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod failpoints;
 pub mod fsm;

@@ -6,11 +6,13 @@
 
 pub use crate::config::NodeConfig;
 
+use crate::auth::{Authenticator, UsersFileError};
 use crate::config::{ConfigError, FsmSource, MAX_GRPC_MESSAGE_BYTES};
 use crate::fsm::{GuestModule, LoadError, MachineSpec};
 use crate::grpc::client_service::ClientService;
 use crate::grpc::coalesce::Coalescing;
 use crate::grpc::raft_service::RaftService;
+use crate::http::ClientCertificate;
 use crate::network::{Network, PeerPool};
 use crate::proto::client_server::ClientServer;
 use crate::proto::raft_server::RaftServer;
@@ -59,6 +61,8 @@ pub enum NodeError {
     Seed(#[from] crate::seed::SeedError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Auth(#[from] UsersFileError),
     #[error("server failed: {0}")]
     Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -72,6 +76,8 @@ pub struct Started {
     pub configured: MachineSpec,
     /// Channels to the other nodes (Raft and forwarding share them).
     pub peers: PeerPool,
+    /// Checks clients' credentials (lets everyone through without `--auth-file`).
+    pub auth: Authenticator,
 }
 
 impl std::fmt::Debug for Started {
@@ -126,7 +132,11 @@ pub async fn serve(
     };
 
     let routes = grpc_routes(config, &started, tls.as_ref().map(|(grpc, _)| grpc.peers()));
-    let app = crate::http::router(started.service.clone(), config.limits.max_body_bytes);
+    let app = crate::http::router(
+        started.service.clone(),
+        started.auth.clone(),
+        config.limits.max_body_bytes,
+    );
     let (grpc_task, http_task) = match tls {
         Some((grpc_tls, http_tls)) => {
             let (pool, files) = (started.peers.clone(), config.tls.clone());
@@ -139,6 +149,7 @@ pub async fn serve(
             );
             let incoming = tls::incoming(no_delay(grpc), grpc_tls);
             let http = TlsListener::new(http, http_tls).map_err(serve_error)?;
+            let app = app.into_make_service_with_connect_info::<ClientCertificate>();
             let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(&stop_tx));
             (
                 tokio::spawn(routes.serve_with_incoming_shutdown(incoming, stopped(&stop_tx))),
@@ -176,7 +187,7 @@ fn grpc_routes(
     let mut raft = RaftService::new(started.raft.clone())
         .checking_snapshots(verify_envelope)
         .limiting_snapshots(config.max_snapshot_bytes());
-    if let Some(peers) = peers {
+    if let Some(peers) = peers.clone() {
         raft = raft.admitting(peers);
     }
     tonic::transport::Server::builder()
@@ -186,9 +197,13 @@ fn grpc_routes(
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
         .add_service(
-            ClientServer::new(ClientService::new(started.service.clone()))
-                .max_decoding_message_size(config.max_client_message_bytes())
-                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            ClientServer::new(ClientService::new(
+                started.service.clone(),
+                started.auth.clone(),
+                peers,
+            ))
+            .max_decoding_message_size(config.max_client_message_bytes())
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
 }
 
@@ -228,6 +243,10 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     if config.tls.enabled() {
         ServerTls::load(&config.tls, tls::Listener::Grpc)?;
     }
+    let auth = match &config.auth.users_file {
+        Some(path) => Authenticator::load(path)?,
+        None => Authenticator::default(),
+    };
     let configured = {
         let config = config.clone();
         offload(move || load_machine(&config))
@@ -288,6 +307,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         service,
         configured,
         peers,
+        auth,
     })
 }
 
@@ -324,7 +344,7 @@ pub async fn active_module(started: &Started) -> String {
     let replayed =
         rx.wait_until(|m: &crate::types::RaftMetrics| m.last_applied.map(|l| l.index) >= committed);
     let _ = tokio::time::timeout(REPLAY_WAIT, replayed).await;
-    let active = started.service.status();
+    let active = started.service.local_status();
     let configured = &started.configured;
     if active.fsm_module_hash != configured.hash() {
         let hash = &active.fsm_module_hash;

@@ -4,39 +4,14 @@
 
 mod common;
 
-use common::certs::{Ca, Leaf};
+use common::certs::{flags, grpc, https, Ca, Leaf};
 use common::{wait_for, Node};
 use host::proto::client_client::ClientClient;
 use host::proto::{GetRequest, PutRequest};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-/// An HTTPS client trusting `cas`, presenting `identity` if given.
-fn https(cas: &[&Ca], identity: Option<&Leaf>) -> reqwest::Client {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        roots.add(pem_certs(&ca.pem).remove(0)).unwrap();
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some(leaf) => builder
-            .with_client_auth_cert(pem_certs(&leaf.cert), pem_key(&leaf.key))
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
 
 /// A fresh HTTPS client's response from `url` (trusting `cas`, no certificate), if any.
 fn served(
@@ -45,35 +20,6 @@ fn served(
 ) -> impl std::future::Future<Output = Option<reqwest::Response>> {
     let client = https(cas, None);
     async move { client.get(url).send().await.ok() }
-}
-
-fn pem_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn pem_key(pem: &str) -> rustls::pki_types::PrivateKeyDer<'static> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap()
-}
-
-/// A gRPC client over TLS trusting `ca`, presenting `identity` if given.
-async fn grpc(
-    node: &Node,
-    ca: &Ca,
-    identity: Option<&Leaf>,
-) -> Result<ClientClient<tonic::transport::Channel>, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.pem));
-    if let Some(leaf) = identity {
-        tls = tls.identity(Identity::from_pem(&leaf.cert, &leaf.key));
-    }
-    let channel = Endpoint::from_shared(format!("https://{}", node.grpc))?
-        .tls_config(tls)?
-        .connect()
-        .await?;
-    Ok(ClientClient::new(channel))
 }
 
 async fn put(
@@ -88,14 +34,6 @@ async fn put(
         })
         .await
         .map(|_| ())
-}
-
-/// `--flag path` pairs as command-line words.
-fn flags(pairs: &[(&str, &Path)]) -> Vec<String> {
-    pairs
-        .iter()
-        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
-        .collect()
 }
 
 fn tls_node(root: &Path, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Node {

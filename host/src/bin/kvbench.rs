@@ -8,12 +8,14 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use host::auth::WithCredentials;
 use host::grpc::coalesce;
 use host::proto::etcd::{self, kv_client::KvClient};
 use host::proto::{self, client_client::ClientClient, Consistency};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -83,11 +85,30 @@ struct Args {
     /// PEM private key of --cert (the same flag as kvclient's, where --key is the data key).
     #[arg(long, requires = "cert")]
     cert_key: Option<std::path::PathBuf>,
+    /// User name, with --password (raftwasm with --auth-file).
+    #[arg(long, env = "RAFTWASM_USER", requires = "password")]
+    user: Option<String>,
+    /// Password of --user.
+    #[arg(
+        long,
+        env = "RAFTWASM_PASSWORD",
+        requires = "user",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// Bearer token, instead of --user and --password.
+    #[arg(
+        long,
+        env = "RAFTWASM_TOKEN",
+        conflicts_with = "user",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 #[derive(Clone)]
 enum Conn {
-    Raftwasm(ClientClient<Channel>),
+    Raftwasm(ClientClient<InterceptedService<Channel, WithCredentials>>),
     Etcd(KvClient<Channel>),
 }
 
@@ -181,6 +202,12 @@ async fn connect(args: &Args) -> Result<Vec<Conn>> {
     if endpoints.is_empty() {
         bail!("--endpoints is empty");
     }
+    let credentials = WithCredentials::from_flags(
+        args.user.as_deref(),
+        args.password.as_deref(),
+        args.token.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut conns = Vec::new();
     for i in 0..args.connections.max(1) {
         let addr = endpoints[i % endpoints.len()];
@@ -200,7 +227,9 @@ async fn connect(args: &Args) -> Result<Vec<Conn>> {
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         conns.push(match args.target {
-            Target::Raftwasm => Conn::Raftwasm(ClientClient::new(channel)),
+            Target::Raftwasm => {
+                Conn::Raftwasm(ClientClient::with_interceptor(channel, credentials.clone()))
+            }
             Target::Etcd => Conn::Etcd(KvClient::new(channel)),
         });
     }

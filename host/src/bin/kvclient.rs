@@ -3,14 +3,20 @@
 //! `kvclient --server localhost:10001 --command set --key k --val v`, then
 //! `kvclient --command get --key k`. Commands: monitor, status, watch, addnode, remove, transfer,
 //! set, get, delete, snapshot, upgrade (`--fsm new.wasm [--dry-run]`). Any node will do: writes,
-//! upgrades and membership changes are forwarded to the leader.
+//! upgrades and membership changes are forwarded to the leader. `--ca` (and `--cert`,
+//! `--cert-key`) speak TLS; `--user`/`--password` or `--token` authenticate.
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use host::auth::WithCredentials;
 use host::proto::{self, client_client::ClientClient, Consistency};
 use host::service::{ServiceError, Status};
+use tonic::service::interceptor::InterceptedService;
 
 const DEFAULT_SERVER: &str = "localhost:10001";
+
+/// A gRPC client that sends the command line's credentials with every call.
+type Client = ClientClient<InterceptedService<tonic::transport::Channel, WithCredentials>>;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Command {
@@ -81,10 +87,29 @@ struct Args {
     /// PEM private key of --cert (--key is the data key).
     #[arg(long, env = "RAFTWASM_CERT_KEY", requires = "cert")]
     cert_key: Option<std::path::PathBuf>,
+    /// User name, with --password (a node started with --auth-file).
+    #[arg(long, env = "RAFTWASM_USER", requires = "password")]
+    user: Option<String>,
+    /// Password of --user (the environment keeps it out of the process list).
+    #[arg(
+        long,
+        env = "RAFTWASM_PASSWORD",
+        requires = "user",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+    /// Bearer token, instead of --user and --password.
+    #[arg(
+        long,
+        env = "RAFTWASM_TOKEN",
+        conflicts_with = "user",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 /// A client over plain TCP, or over TLS with --ca (and --cert/--cert-key).
-async fn connect(args: &Args) -> Result<ClientClient<tonic::transport::Channel>> {
+async fn connect(args: &Args) -> Result<Client> {
     let tls = host::tls::cli_client(
         args.ca.as_deref(),
         args.cert.as_deref(),
@@ -101,7 +126,13 @@ async fn connect(args: &Args) -> Result<ClientClient<tonic::transport::Channel>>
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.server))?;
-    Ok(ClientClient::new(channel))
+    let credentials = WithCredentials::from_flags(
+        args.user.as_deref(),
+        args.password.as_deref(),
+        args.token.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(ClientClient::with_interceptor(channel, credentials))
 }
 
 fn need(v: Option<String>, flag: &str) -> Result<String> {
@@ -198,11 +229,7 @@ async fn run(args: Args) -> Result<()> {
 }
 
 /// Replaces the cluster's state machine with the component at `path` (or only validates it).
-async fn upgrade(
-    client: &mut ClientClient<tonic::transport::Channel>,
-    path: &std::path::Path,
-    dry_run: bool,
-) -> Result<()> {
+async fn upgrade(client: &mut Client, path: &std::path::Path, dry_run: bool) -> Result<()> {
     let module = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let reply = client
         .upgrade_fsm(proto::UpgradeFsmRequest { module, dry_run })
@@ -223,7 +250,7 @@ async fn upgrade(
 }
 
 /// Builds a snapshot on the node now.
-async fn snapshot(client: &mut ClientClient<tonic::transport::Channel>) -> Result<()> {
+async fn snapshot(client: &mut Client) -> Result<()> {
     let reply = client
         .snapshot(proto::SnapshotRequest {})
         .await?
@@ -236,7 +263,7 @@ async fn snapshot(client: &mut ClientClient<tonic::transport::Channel>) -> Resul
 }
 
 /// Prints the node's status each time it changes, until the stream ends.
-async fn watch(client: &mut ClientClient<tonic::transport::Channel>) -> Result<()> {
+async fn watch(client: &mut Client) -> Result<()> {
     let request = proto::MonitorRequest { state_hash: false };
     let mut stream = client.watch(request).await?.into_inner();
     while let Some(status) = stream.message().await? {

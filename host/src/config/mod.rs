@@ -5,9 +5,9 @@
 //! `bin/host.rs` maps its flag groups onto these groups one to one; tests and benchmarks build
 //! them directly. [`NodeConfig::validate`] runs before a node starts.
 
-mod tls;
+mod security;
 
-pub use tls::TlsConfig;
+pub use security::{AuthConfig, TlsConfig};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -392,6 +392,7 @@ pub struct NodeConfig {
     pub fsm: FsmSource,
     pub network: NetworkConfig,
     pub tls: TlsConfig,
+    pub auth: AuthConfig,
     pub limits: Limits,
     pub guest: GuestLimits,
     pub raft: RaftTiming,
@@ -407,6 +408,7 @@ impl NodeConfig {
             fsm: FsmSource::Embedded,
             network: NetworkConfig::default(),
             tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
             limits: Limits::default(),
             guest: GuestLimits::default(),
             raft: RaftTiming::default(),
@@ -524,7 +526,7 @@ mod tests {
     }
 
     #[test]
-    fn listening_beyond_loopback_needs_tls_and_client_certificates_or_insecure() {
+    fn listening_beyond_loopback_needs_tls_and_client_authentication_or_insecure() {
         let mut c = NodeConfig::new("node1");
         for loopback in ["localhost:1", "127.0.0.2:1", "[::1]:1"] {
             c.network.address = loopback.into();
@@ -537,8 +539,16 @@ mod tests {
         c.tls.key = Some("n.key".into());
         c.tls.peer_ca = Some("ca.pem".into());
         assert!(message(&c).contains("--tls-client-ca"), "{}", message(&c));
+        assert!(message(&c).contains("--auth-file"), "{}", message(&c));
         c.tls.client_ca = Some("ca.pem".into());
         c.validate().unwrap();
+        // Credentials instead of client certificates guard it as well.
+        c.tls.client_ca = None;
+        c.auth.users_file = Some("users.toml".into());
+        c.validate().unwrap();
+        // Credentials without TLS would cross the network in the clear.
+        c.tls = TlsConfig::default();
+        assert!(message(&c).contains("--insecure"), "{}", message(&c));
         let mut c = NodeConfig::new("node1");
         c.network.http_address = "db1.internal:9000".into();
         assert!(message(&c).contains("--http"), "{}", message(&c));

@@ -1,10 +1,13 @@
-//! The client-facing gRPC service: translates protobuf messages to calls on the
+//! The client-facing gRPC service: authenticates each call (credentials in the `authorization`
+//! metadata, or the client certificate), translates protobuf messages to calls on the
 //! [`Service`] layer and its errors to statuses (the whole [`ServiceError`] rides in the status
 //! details as JSON, so a forwarding node relays the leader's error unchanged).
 
+use crate::auth::{self, Authenticator, Caller, Credentials};
 use crate::proto;
 use crate::proto::client_server::Client;
 use crate::service::{hops, Consistency, ScanParams, Service, ServiceError};
+use crate::tls::PeerCerts;
 use futures::StreamExt;
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
@@ -13,11 +16,53 @@ use tonic::{Request, Response, Status};
 #[derive(Clone, Debug)]
 pub struct ClientService {
     service: Service,
+    auth: Authenticator,
+    /// On a TLS node: the node certificates whose forwarded user names are believed.
+    peers: Option<PeerCerts>,
 }
 
 impl ClientService {
-    pub fn new(service: Service) -> Self {
-        ClientService { service }
+    pub fn new(service: Service, auth: Authenticator, peers: Option<PeerCerts>) -> Self {
+        ClientService {
+            service,
+            auth,
+            peers,
+        }
+    }
+
+    /// Who the call is from. A user named in [`auth::USER_HEADER`] counts only over a
+    /// connection whose certificate is a member node's; a client certificate's names count
+    /// when it is not one.
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let metadata = req.metadata();
+        let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+        let authorization = text(auth::AUTHORIZATION);
+        let certs = req.peer_certs();
+        let leaf = certs.as_ref().and_then(|c| c.first());
+        let forwarded = text(auth::USER_HEADER);
+        // Without authentication nothing depends on who the caller is, and with credentials
+        // of its own a call's certificate matters only if it forwards for a user.
+        let ask = self.auth.enabled() && (forwarded.is_some() || authorization.is_none());
+        let from_node = match (&self.peers, &certs) {
+            _ if !ask => false,
+            (Some(peers), Some(chain)) => peers
+                .admit(Some(chain.as_slice()), &self.service.member_hosts())
+                .is_ok(),
+            _ => false,
+        };
+        let credentials = Credentials {
+            hops: hops(metadata),
+            authorization,
+            certificate_names: match leaf {
+                Some(cert) if ask && !from_node => auth::certificate_names(cert),
+                _ => Vec::new(),
+            },
+            forwarded_user: forwarded.filter(|_| from_node),
+        };
+        self.auth
+            .authenticate(credentials)
+            .await
+            .map_err(|e| ServiceError::from(e).to_status())
     }
 }
 
@@ -32,68 +77,71 @@ fn reply<T, U>(result: Result<T, ServiceError>, f: impl FnOnce(T) -> U) -> Reply
 #[tonic::async_trait]
 impl Client for ClientService {
     async fn get(&self, req: Request<proto::GetRequest>) -> Reply<proto::GetReply> {
-        let hops = hops(req.metadata());
+        let caller = self.caller(&req).await?;
         let r = req.into_inner();
         let result = self
             .service
-            .get(&r.key, Consistency::from(r.consistency), hops)
+            .get(&caller, &r.key, Consistency::from(r.consistency))
             .await;
         reply(result, |value| proto::GetReply { value })
     }
 
     async fn put(&self, req: Request<proto::PutRequest>) -> Reply<proto::PutReply> {
-        let hops = hops(req.metadata());
+        let caller = self.caller(&req).await?;
         let r = req.into_inner();
-        let result = self.service.put(&r.key, &r.value, hops).await;
+        let result = self.service.put(&caller, &r.key, &r.value).await;
         reply(result, proto::PutReply::from)
     }
 
     async fn delete(&self, req: Request<proto::DeleteRequest>) -> Reply<proto::DeleteReply> {
-        let hops = hops(req.metadata());
-        let result = self.service.delete(&req.into_inner().key, hops).await;
+        let caller = self.caller(&req).await?;
+        let result = self.service.delete(&caller, &req.into_inner().key).await;
         reply(result, proto::DeleteReply::from)
     }
 
     async fn scan(&self, req: Request<proto::ScanRequest>) -> Reply<proto::ScanReply> {
-        let hops = hops(req.metadata());
+        let caller = self.caller(&req).await?;
         let r = req.into_inner();
         let consistency = Consistency::from(r.consistency);
         let result = self
             .service
-            .scan(&ScanParams::from(r), consistency, hops)
+            .scan(&caller, &ScanParams::from(r), consistency)
             .await;
         reply(result, proto::ScanReply::from)
     }
 
     async fn apply(&self, req: Request<proto::ApplyRequest>) -> Reply<proto::ApplyReply> {
-        let hops = hops(req.metadata());
-        let result = self.service.apply(req.into_inner().command, hops).await;
+        let caller = self.caller(&req).await?;
+        let result = self.service.apply(&caller, req.into_inner().command).await;
         reply(result, proto::ApplyReply::from)
     }
 
     async fn query(&self, req: Request<proto::QueryRequest>) -> Reply<proto::QueryReply> {
-        let hops = hops(req.metadata());
+        let caller = self.caller(&req).await?;
         let r = req.into_inner();
         let result = self
             .service
-            .query(r.request, Consistency::from(r.consistency), hops)
+            .query(&caller, r.request, Consistency::from(r.consistency))
             .await;
         reply(result, |response| proto::QueryReply { response })
     }
 
     async fn add_node(&self, req: Request<proto::AddNodeRequest>) -> Reply<proto::Status> {
-        let hops = hops(req.metadata());
+        let caller = self.caller(&req).await?;
         let r = req.into_inner();
         let result = self
             .service
-            .add_node(&r.id, &r.address, r.learner, hops)
+            .add_node(&caller, &r.id, &r.address, r.learner)
             .await;
         reply(result, proto::Status::from)
     }
 
     async fn remove_node(&self, req: Request<proto::RemoveNodeRequest>) -> Reply<proto::Status> {
-        let hops = hops(req.metadata());
-        let result = self.service.remove_node(&req.into_inner().id, hops).await;
+        let caller = self.caller(&req).await?;
+        let result = self
+            .service
+            .remove_node(&caller, &req.into_inner().id)
+            .await;
         reply(result, proto::Status::from)
     }
 
@@ -101,24 +149,26 @@ impl Client for ClientService {
         &self,
         req: Request<proto::TransferLeaderRequest>,
     ) -> Reply<proto::Status> {
-        let hops = hops(req.metadata());
+        let caller = self.caller(&req).await?;
         let result = self
             .service
-            .transfer_leader(&req.into_inner().id, hops)
+            .transfer_leader(&caller, &req.into_inner().id)
             .await;
         reply(result, proto::Status::from)
     }
 
     async fn monitor(&self, req: Request<proto::MonitorRequest>) -> Reply<proto::Status> {
+        let caller = self.caller(&req).await?;
         if req.into_inner().state_hash {
-            let result = self.service.status_with_state_hash().await;
+            let result = self.service.status_with_state_hash(&caller).await;
             return reply(result, proto::Status::from);
         }
-        Ok(Response::new(self.service.status().into()))
+        reply(self.service.status(&caller), proto::Status::from)
     }
 
-    async fn snapshot(&self, _req: Request<proto::SnapshotRequest>) -> Reply<proto::SnapshotReply> {
-        let result = self.service.snapshot().await;
+    async fn snapshot(&self, req: Request<proto::SnapshotRequest>) -> Reply<proto::SnapshotReply> {
+        let caller = self.caller(&req).await?;
+        let result = self.service.snapshot(&caller).await;
         reply(result, proto::SnapshotReply::from)
     }
 
@@ -126,16 +176,21 @@ impl Client for ClientService {
         &self,
         req: Request<proto::UpgradeFsmRequest>,
     ) -> Reply<proto::UpgradeFsmReply> {
-        let hops = hops(req.metadata());
+        let caller = self.caller(&req).await?;
         let r = req.into_inner();
-        let result = self.service.upgrade_fsm(r.module, r.dry_run, hops).await;
+        let result = self.service.upgrade_fsm(&caller, r.module, r.dry_run).await;
         reply(result, proto::UpgradeFsmReply::from)
     }
 
     type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<proto::Status, Status>> + Send>>;
 
-    async fn watch(&self, _req: Request<proto::MonitorRequest>) -> Reply<Self::WatchStream> {
-        let stream = self.service.watch().map(|s| Ok(proto::Status::from(s)));
+    async fn watch(&self, req: Request<proto::MonitorRequest>) -> Reply<Self::WatchStream> {
+        let caller = self.caller(&req).await?;
+        let stream = self
+            .service
+            .watch(&caller)
+            .map_err(|e| e.to_status())?
+            .map(|s| Ok(proto::Status::from(s)));
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -25,7 +25,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(ErrorBody::new(&self.0))).into_response()
+        let mut response = (status, Json(ErrorBody::new(&self.0))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // Tells a browser or curl which credentials to offer.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"raftwasm\", charset=\"UTF-8\""),
+            );
+        }
+        response
     }
 }
 

@@ -15,14 +15,20 @@
 //! whatever their `Content-Type`.
 //! Reads take `?consistency=stale`. Every error, 404 and 405 included, is one JSON shape (see
 //! [`crate::service::ErrorBody`]): `{"code": kind, "error": text, "message": cause, ...}`.
+//! With `--auth-file`, requests authenticate with HTTP Basic or Bearer credentials or a client
+//! certificate (see `caller`); a refusal is 401 (with `WWW-Authenticate`) or 403.
 
+mod caller;
 mod error;
 
+pub use caller::ClientCertificate;
+
+use crate::auth::{Authenticator, Caller};
 use crate::config::MAX_MODULE_BYTES;
 use crate::service::{Consistency, ScanParams, ScanResponse, Service, Status};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -89,13 +95,16 @@ struct AddNodeBody {
 #[derive(Clone)]
 struct Gateway {
     service: Service,
+    auth: Authenticator,
     max_body_bytes: usize,
 }
 
-/// The gateway's routes over `service`, with request bodies capped at `max_body_bytes`.
-pub fn router(service: Service, max_body_bytes: usize) -> Router {
+/// The gateway's routes over `service`, each request authenticated by `auth`, with request
+/// bodies capped at `max_body_bytes`.
+pub fn router(service: Service, auth: Authenticator, max_body_bytes: usize) -> Router {
     let state = Gateway {
         service,
+        auth,
         max_body_bytes,
     };
     Router::new()
@@ -123,25 +132,31 @@ pub fn router(service: Service, max_body_bytes: usize) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            caller::authenticate,
+        ))
         .with_state(state)
 }
 
 async fn legacy_get(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     key: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> ApiResult<String> {
     let key = path(key)?;
     let params = query(params)?;
-    Ok(g.service.get(&key, params.consistency, 0).await?)
+    Ok(g.service.get(&caller, &key, params.consistency).await?)
 }
 
 async fn legacy_put(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     kv: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Response> {
     let (key, value) = path(kv)?;
-    let put = g.service.put(&key, &value, 0).await?;
+    let put = g.service.put(&caller, &key, &value).await?;
     Ok(with_index(
         put.log_index,
         Json(PutReply {
@@ -156,22 +171,24 @@ async fn legacy_put(
 /// `/Put/{key}/`: a path segment cannot be empty, so an empty value has a route of its own.
 async fn legacy_put_empty(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
-    legacy_put(State(g), Ok(Path((key, String::new())))).await
+    legacy_put(State(g), Extension(caller), Ok(Path((key, String::new())))).await
 }
 
 async fn legacy_delete(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
-    deleted(&g, key).await
+    deleted(&g, &caller, key).await
 }
 
-async fn deleted(g: &Gateway, key: String) -> ApiResult<Response> {
-    let d = g.service.delete(&key, 0).await?;
+async fn deleted(g: &Gateway, caller: &Caller, key: String) -> ApiResult<Response> {
+    let d = g.service.delete(caller, &key).await?;
     Ok(with_index(
         d.log_index,
         Json(DeleteReply {
@@ -185,10 +202,13 @@ async fn deleted(g: &Gateway, key: String) -> ApiResult<Response> {
 
 async fn legacy_add_voter(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Json<Status>> {
     let (address, id) = path(p)?;
-    Ok(Json(g.service.add_node(&id, &address, false, 0).await?))
+    Ok(Json(
+        g.service.add_node(&caller, &id, &address, false).await?,
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,16 +220,20 @@ struct StatusParams {
 
 async fn status(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<StatusParams>, QueryRejection>,
 ) -> ApiResult<Json<Status>> {
     if query(params)?.state_hash {
-        return Ok(Json(g.service.status_with_state_hash().await?));
+        return Ok(Json(g.service.status_with_state_hash(&caller).await?));
     }
-    Ok(Json(g.service.status()))
+    Ok(Json(g.service.status(&caller)?))
 }
 
-async fn snapshot(State(g): State<Gateway>) -> ApiResult<Json<crate::service::SnapshotInfo>> {
-    Ok(Json(g.service.snapshot().await?))
+async fn snapshot(
+    State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<crate::service::SnapshotInfo>> {
+    Ok(Json(g.service.snapshot(&caller).await?))
 }
 
 fn with_index(index: u64, body: impl IntoResponse) -> Response {
@@ -222,23 +246,25 @@ fn with_index(index: u64, body: impl IntoResponse) -> Response {
 
 async fn kv_get(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     key: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> ApiResult<Json<KvReply>> {
     let key = path(key)?;
     let params = query(params)?;
-    let value = g.service.get(&key, params.consistency, 0).await?;
+    let value = g.service.get(&caller, &key, params.consistency).await?;
     Ok(Json(KvReply { key, value }))
 }
 
 async fn kv_put(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     key: Result<Path<String>, PathRejection>,
     value: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
     let value = utf8(body(value, g.max_body_bytes)?, "value")?;
-    let put = g.service.put(&key, &value, 0).await?;
+    let put = g.service.put(&caller, &key, &value).await?;
     Ok(with_index(
         put.log_index,
         Json(PutReply {
@@ -252,14 +278,16 @@ async fn kv_put(
 
 async fn kv_delete(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
-    deleted(&g, key).await
+    deleted(&g, &caller, key).await
 }
 
 async fn scan(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<ScanQuery>, QueryRejection>,
 ) -> ApiResult<Json<ScanResponse>> {
     let q = query(params)?;
@@ -269,17 +297,18 @@ async fn scan(
         end: q.end,
         limit: q.limit,
     };
-    Ok(Json(g.service.scan(&params, q.consistency, 0).await?))
+    Ok(Json(g.service.scan(&caller, &params, q.consistency).await?))
 }
 
 async fn add_node(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     req: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Status>> {
     let req: AddNodeBody = json_body(req, g.max_body_bytes)?;
     Ok(Json(
         g.service
-            .add_node(&req.id, &req.address, req.learner, 0)
+            .add_node(&caller, &req.id, &req.address, req.learner)
             .await?,
     ))
 }
@@ -292,34 +321,38 @@ struct TransferBody {
 
 async fn transfer_leader(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     req: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Status>> {
     let req: TransferBody = json_body(req, g.max_body_bytes)?;
-    Ok(Json(g.service.transfer_leader(&req.id, 0).await?))
+    Ok(Json(g.service.transfer_leader(&caller, &req.id).await?))
 }
 
 async fn legacy_transfer_leader(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Status>> {
     let id = path(id)?;
-    Ok(Json(g.service.transfer_leader(&id, 0).await?))
+    Ok(Json(g.service.transfer_leader(&caller, &id).await?))
 }
 
 async fn remove_node(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Status>> {
     let id = path(id)?;
-    Ok(Json(g.service.remove_node(&id, 0).await?))
+    Ok(Json(g.service.remove_node(&caller, &id).await?))
 }
 
 async fn apply(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     command: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let command = body(command, g.max_body_bytes)?;
-    let applied = g.service.apply(command.to_vec(), 0).await?;
+    let applied = g.service.apply(&caller, command.to_vec()).await?;
     Ok(with_index(
         applied.log_index,
         (
@@ -331,6 +364,7 @@ async fn apply(
 
 async fn query_raw(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<ReadParams>, QueryRejection>,
     request: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -338,7 +372,7 @@ async fn query_raw(
     let request = body(request, g.max_body_bytes)?;
     let response = g
         .service
-        .query(request.to_vec(), params.consistency, 0)
+        .query(&caller, request.to_vec(), params.consistency)
         .await?;
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -357,6 +391,7 @@ struct UpgradeParams {
 /// through the log (or only validate it).
 async fn upgrade_fsm(
     State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<UpgradeParams>, QueryRejection>,
     module: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -364,7 +399,7 @@ async fn upgrade_fsm(
     let module = body(module, MAX_MODULE_BYTES)?;
     let upgrade = g
         .service
-        .upgrade_fsm(module.to_vec(), params.dry_run, 0)
+        .upgrade_fsm(&caller, module.to_vec(), params.dry_run)
         .await?;
     Ok(with_index(upgrade.log_index, Json(upgrade)))
 }

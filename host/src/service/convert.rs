@@ -5,8 +5,8 @@
 //! proto3 strings cannot be absent: an empty string stands for "none" (see [`non_empty`]).
 
 use super::{
-    Applied, Consistency, DeleteResult, MemberStatus, ModuleUpgrade, PutResult, ScanParams,
-    ScanResponse, SnapshotInfo, StateHash, Status,
+    Applied, Consistency, DeleteResult, KeyValue, MemberStatus, ModuleUpgrade, PutResult,
+    ScanParams, ScanResponse, SnapshotInfo, StateHash, Status,
 };
 use crate::proto;
 use crate::types::ModuleRecord;
@@ -33,6 +33,54 @@ impl From<proto::ScanRequest> for ScanParams {
             start: non_empty(r.start),
             end: non_empty(r.end),
             limit: (r.limit > 0).then_some(r.limit as usize),
+        }
+    }
+}
+
+impl From<&ScanParams> for proto::ScanRequest {
+    /// A forwarded scan: the leader reads linearizably.
+    fn from(p: &ScanParams) -> Self {
+        proto::ScanRequest {
+            prefix: p.prefix.clone().unwrap_or_default(),
+            start: p.start.clone().unwrap_or_default(),
+            end: p.end.clone().unwrap_or_default(),
+            limit: p.limit.map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)),
+            consistency: proto::Consistency::Linearizable.into(),
+        }
+    }
+}
+
+impl From<proto::PutReply> for PutResult {
+    fn from(r: proto::PutReply) -> Self {
+        PutResult {
+            prev: r.prev,
+            log_index: r.log_index,
+        }
+    }
+}
+
+impl From<proto::DeleteReply> for DeleteResult {
+    fn from(r: proto::DeleteReply) -> Self {
+        DeleteResult {
+            deleted: r.deleted,
+            prev: r.prev,
+            log_index: r.log_index,
+        }
+    }
+}
+
+impl From<proto::ScanReply> for ScanResponse {
+    fn from(r: proto::ScanReply) -> Self {
+        ScanResponse {
+            items: r
+                .items
+                .into_iter()
+                .map(|kv| KeyValue {
+                    key: kv.key,
+                    value: kv.value,
+                })
+                .collect(),
+            more: r.more,
         }
     }
 }

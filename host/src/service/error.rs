@@ -2,6 +2,7 @@
 //! status (see `grpc::client_service` and `http`); forwarding between nodes carries it whole, as
 //! JSON in the gRPC status details, so a client sees the leader's error unchanged.
 
+use crate::auth::AuthError;
 use crate::fsm::{bounded, CallError, GuestError};
 use crate::types::TypeConfig;
 use openraft::error::{ClientWriteError, RaftError};
@@ -42,6 +43,12 @@ pub enum ServiceError {
         leader_id: Option<String>,
         leader_address: Option<String>,
     },
+    /// No credentials where the request needs some, or credentials that do not check out.
+    #[error("{message}")]
+    Unauthenticated { message: String },
+    /// The caller is known but may not do this.
+    #[error("{message}")]
+    PermissionDenied { message: String },
     /// The route exists but not for this HTTP method.
     #[error("{message}")]
     MethodNotAllowed { message: String },
@@ -140,6 +147,8 @@ impl ServiceError {
                 _ => 422,
             },
             ServiceError::Conflict { .. } => 409,
+            ServiceError::Unauthenticated { .. } => 401,
+            ServiceError::PermissionDenied { .. } => 403,
             ServiceError::MethodNotAllowed { .. } => 405,
             ServiceError::Unavailable { .. } => 503,
             ServiceError::Internal { .. } => 500,
@@ -159,6 +168,8 @@ impl ServiceError {
                 _ => tonic::Code::FailedPrecondition,
             },
             ServiceError::Conflict { .. } => tonic::Code::AlreadyExists,
+            ServiceError::Unauthenticated { .. } => tonic::Code::Unauthenticated,
+            ServiceError::PermissionDenied { .. } => tonic::Code::PermissionDenied,
             ServiceError::MethodNotAllowed { .. } => tonic::Code::Unimplemented,
             ServiceError::Unavailable { .. } => tonic::Code::Unavailable,
             ServiceError::Internal { .. } => tonic::Code::Internal,
@@ -182,10 +193,21 @@ impl ServiceError {
             tonic::Code::InvalidArgument => ServiceError::InvalidInput { message },
             tonic::Code::NotFound => ServiceError::NotFound { message },
             tonic::Code::AlreadyExists => ServiceError::Conflict { message },
+            tonic::Code::Unauthenticated => ServiceError::Unauthenticated { message },
+            tonic::Code::PermissionDenied => ServiceError::PermissionDenied { message },
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 ServiceError::unavailable(message, None)
             }
             _ => ServiceError::Internal { message },
+        }
+    }
+}
+
+impl From<AuthError> for ServiceError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated(message) => ServiceError::Unauthenticated { message },
+            AuthError::Denied(message) => ServiceError::PermissionDenied { message },
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Forwarding a request from a follower to the leader, over the leader's `Client` gRPC service.
+//! Forwarding a request from a follower to the leader, over the leader's `Client` gRPC service:
+//! the request as the client made it (a put as a put, not as the command it becomes), with the
+//! client's credentials, so the leader checks the caller's permission for exactly that.
 //!
 //! One [`Forwarder`] per node owns everything about it: which leader to call, the hop count that
 //! stops a request bouncing between nodes during a leader change (at most [`MAX_HOPS`]), building
@@ -6,7 +8,10 @@
 //! domain types (conversions in [`super::convert`]). The leader's [`ServiceError`] rides whole in
 //! the gRPC status details, so the client sees it unchanged.
 
-use super::{Applied, ModuleUpgrade, ServiceError, Status};
+use super::{
+    Applied, DeleteResult, ModuleUpgrade, PutResult, ScanParams, ScanResponse, ServiceError, Status,
+};
+use crate::auth::Caller;
 use crate::config::MAX_GRPC_MESSAGE_BYTES;
 use crate::network::PeerPool;
 use crate::proto::{self, client_client::ClientClient};
@@ -49,8 +54,13 @@ impl Forwarder {
         }
     }
 
-    /// A client for `leader`, for a request that arrived with `hops` hops so far.
-    pub(super) fn to(&self, leader: Option<Member>, hops: u32) -> Result<Leader, ServiceError> {
+    /// A client for `leader`, to forward `caller`'s request (with its credentials).
+    pub(super) fn to(
+        &self,
+        leader: Option<Member>,
+        caller: &Caller,
+    ) -> Result<Leader, ServiceError> {
+        let hops = caller.hops;
         let Some(leader) = leader else {
             return Err(ServiceError::unavailable(
                 "no leader is known: the cluster is electing one or has no quorum",
@@ -73,6 +83,7 @@ impl Forwarder {
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             leader,
             hops: hops + 1,
+            caller: caller.clone(),
             timeout: self.timeout,
         })
     }
@@ -102,6 +113,7 @@ pub(super) struct Leader {
     client: ClientClient<Channel>,
     leader: Member,
     hops: u32,
+    caller: Caller,
     timeout: Duration,
 }
 
@@ -109,6 +121,7 @@ impl Leader {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
+        self.caller.forwarding(request.metadata_mut());
         if let Ok(v) = self.hops.to_string().parse() {
             request.metadata_mut().insert(HOPS_HEADER, v);
         }
@@ -151,6 +164,42 @@ impl Leader {
             .await
             .map_err(|s| self.error(s))?;
         Ok(reply.into_inner().response)
+    }
+
+    pub(super) async fn get(mut self, key: &str) -> Result<String, ServiceError> {
+        let request = self.request(proto::GetRequest {
+            key: key.to_string(),
+            consistency: proto::Consistency::Linearizable.into(),
+        });
+        let reply = self.client.get(request).await.map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().value)
+    }
+
+    pub(super) async fn put(mut self, key: &str, value: &str) -> Result<PutResult, ServiceError> {
+        let request = self.request(proto::PutRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+        let reply = self.client.put(request).await.map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
+    }
+
+    pub(super) async fn delete(mut self, key: &str) -> Result<DeleteResult, ServiceError> {
+        let request = self.request(proto::DeleteRequest {
+            key: key.to_string(),
+        });
+        let reply = self
+            .client
+            .delete(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
+    }
+
+    pub(super) async fn scan(mut self, params: &ScanParams) -> Result<ScanResponse, ServiceError> {
+        let request = self.request(proto::ScanRequest::from(params));
+        let reply = self.client.scan(request).await.map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
     }
 
     pub(super) async fn add_node(

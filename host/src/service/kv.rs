@@ -9,7 +9,8 @@
 //! `deleted: false` (etcd's `deleted: 0`); in a scan an empty `prefix`, `start` or `end` means
 //! the same as leaving it out.
 
-use super::{Consistency, Service, ServiceError};
+use super::{Consistency, Route, Service, ServiceError};
+use crate::auth::{Caller, Permission, Scope};
 use guest_kv::schema::{
     self, Command, DeleteResponse, GetResponse, PutResponse, Query, ScanResponse,
 };
@@ -71,28 +72,41 @@ impl Service {
     /// The value of `key` ([`ServiceError::NotFound`] if it is not set).
     pub async fn get(
         &self,
+        caller: &Caller,
         key: &str,
         consistency: Consistency,
-        hops: u32,
     ) -> Result<String, ServiceError> {
         self.check_key(key)?;
+        caller.allow(Permission::Read, Scope::Key(key))?;
         let query = Query::Get {
             key: key.to_string(),
         };
-        let got: GetResponse = parse(&self.query(query.encode(), consistency, hops).await?)?;
+        if let Some(leader) = self.read_barrier(caller, consistency).await? {
+            return leader.get(key).await;
+        }
+        let got: GetResponse = parse(&self.query_here(query.encode()).await?)?;
         got.value
             .ok_or_else(|| ServiceError::not_found(format!("key {key:?} not found")))
     }
 
     /// Sets `key` to `value`.
-    pub async fn put(&self, key: &str, value: &str, hops: u32) -> Result<PutResult, ServiceError> {
+    pub async fn put(
+        &self,
+        caller: &Caller,
+        key: &str,
+        value: &str,
+    ) -> Result<PutResult, ServiceError> {
         self.check_key(key)?;
+        caller.allow(Permission::Write, Scope::Key(key))?;
         Self::check_size("value", value.len(), self.inner.limits.max_value_bytes)?;
         let command = Command::Put {
             key: key.to_string(),
             value: value.to_string(),
         };
-        let applied = self.apply(command.encode(), hops).await?;
+        let applied = match self.propose(caller, command.encode()).await? {
+            Route::Here(applied) => applied,
+            Route::Leader(leader) => return leader.put(key, value).await,
+        };
         let put: PutResponse = parse(&applied.response)?;
         Ok(PutResult {
             prev: put.prev,
@@ -101,12 +115,16 @@ impl Service {
     }
 
     /// Removes `key`; `deleted` says whether it was there.
-    pub async fn delete(&self, key: &str, hops: u32) -> Result<DeleteResult, ServiceError> {
+    pub async fn delete(&self, caller: &Caller, key: &str) -> Result<DeleteResult, ServiceError> {
         self.check_key(key)?;
+        caller.allow(Permission::Write, Scope::Key(key))?;
         let command = Command::Delete {
             key: key.to_string(),
         };
-        let applied = self.apply(command.encode(), hops).await?;
+        let applied = match self.propose(caller, command.encode()).await? {
+            Route::Here(applied) => applied,
+            Route::Leader(leader) => return leader.delete(key).await,
+        };
         let d: DeleteResponse = parse(&applied.response)?;
         Ok(DeleteResult {
             deleted: d.deleted,
@@ -118,12 +136,16 @@ impl Service {
     /// Keys in order, by prefix and range.
     pub async fn scan(
         &self,
+        caller: &Caller,
         params: &ScanParams,
         consistency: Consistency,
-        hops: u32,
     ) -> Result<ScanResponse, ServiceError> {
-        let query = params.to_query().encode();
-        parse(&self.query(query, consistency, hops).await?)
+        let prefix = params.prefix.as_deref().filter(|p| !p.is_empty());
+        caller.allow(Permission::Read, Scope::Scan(prefix))?;
+        if let Some(leader) = self.read_barrier(caller, consistency).await? {
+            return leader.scan(params).await;
+        }
+        parse(&self.query_here(params.to_query().encode()).await?)
     }
 }
 

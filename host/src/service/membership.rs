@@ -4,6 +4,7 @@
 //! [`super::transfer`]), as rqlite's `cluster/{join,remove}` split them.
 
 use super::{Service, ServiceError, Status};
+use crate::auth::{Caller, Permission, Scope};
 use crate::config::validate_node_name;
 use crate::types::{node_id, Member, NodeId};
 use openraft::ChangeMembers;
@@ -68,11 +69,12 @@ impl Service {
     /// `learner_only`) promotes it to voter. Re-adding a member with the same address is a no-op.
     pub async fn add_node(
         &self,
+        caller: &Caller,
         name: &str,
         addr: &str,
         learner_only: bool,
-        hops: u32,
     ) -> Result<Status, ServiceError> {
+        caller.allow(Permission::Admin, Scope::Cluster)?;
         validate_node_name(name).map_err(|e| ServiceError::invalid(e.to_string()))?;
         if addr.is_empty() || !addr.contains(':') {
             return Err(ServiceError::invalid(format!(
@@ -80,31 +82,37 @@ impl Service {
             )));
         }
         let metrics = self.metrics();
-        if let Some(leader) = self.forward_target(&metrics, hops)? {
+        if let Some(leader) = self.forward_target(&metrics, caller)? {
             return leader.add_node(name, addr, learner_only).await;
         }
         let membership = metrics.membership_config.membership();
         if already_added(membership, name, addr, learner_only)? {
-            return Ok(self.status());
+            return Ok(self.local_status());
         }
         // A learner being promoted goes through this too: it must be caught up first.
-        self.probe(name, addr).await?;
-        self.add_learner(name, addr).await?;
+        self.probe(name, addr, caller).await?;
+        let index = self.add_learner(name, addr).await?;
+        self.audit(caller, &format!("add learner {name} at {addr}"), index);
         if !learner_only {
             let promote = ChangeMembers::AddVoterIds(BTreeSet::from([node_id(name)]));
-            timeout(
+            let changed = timeout(
                 self.inner.limits.request_timeout,
                 self.inner.raft.change_membership(promote, false),
             )
             .await
             .map_err(|_| self.timed_out("promotion to voter was not committed"))??;
+            self.audit(
+                caller,
+                &format!("promote {name} to voter"),
+                changed.log_id.index,
+            );
         }
-        Ok(self.status())
+        Ok(self.local_status())
     }
 
     /// Adds a learner and waits (bounded) until it has caught up; on a timeout it is removed
-    /// again, so no half-added learner is left behind.
-    async fn add_learner(&self, name: &str, addr: &str) -> Result<(), ServiceError> {
+    /// again, so no half-added learner is left behind. Returns the change's log index.
+    async fn add_learner(&self, name: &str, addr: &str) -> Result<u64, ServiceError> {
         let id = node_id(name);
         let member = Member {
             name: name.to_string(),
@@ -113,7 +121,7 @@ impl Service {
         let raft = &self.inner.raft;
         let limits = &self.inner.limits;
         match timeout(limits.catch_up_timeout, raft.add_learner(id, member, true)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(added)) => Ok(added.log_id.index),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => {
                 let remove = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
@@ -133,11 +141,13 @@ impl Service {
         }
     }
 
-    /// Checks that a node answers at `addr` and calls itself `name`.
-    async fn probe(&self, name: &str, addr: &str) -> Result<(), ServiceError> {
+    /// Checks that a node answers at `addr` and calls itself `name` (asked with `caller`'s
+    /// credentials, which the new node checks too).
+    async fn probe(&self, name: &str, addr: &str, caller: &Caller) -> Result<(), ServiceError> {
         let mut client = self.inner.forward.client(addr)?;
         let mut request = tonic::Request::new(crate::proto::MonitorRequest { state_hash: false });
         request.set_timeout(PROBE_TIMEOUT);
+        caller.forwarding(request.metadata_mut());
         let status = timeout(PROBE_TIMEOUT, client.monitor(request))
             .await
             .map_err(|_| {
@@ -163,9 +173,10 @@ impl Service {
     }
 
     /// Removes node `name` from the cluster (voter or learner).
-    pub async fn remove_node(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
+    pub async fn remove_node(&self, caller: &Caller, name: &str) -> Result<Status, ServiceError> {
+        caller.allow(Permission::Admin, Scope::Cluster)?;
         let metrics = self.metrics();
-        if let Some(leader) = self.forward_target(&metrics, hops)? {
+        if let Some(leader) = self.forward_target(&metrics, caller)? {
             return leader.remove_node(name).await;
         }
         let id = node_id(name);
@@ -176,7 +187,7 @@ impl Service {
             // Removing the leader: leadership moves first, to the most caught-up other voter,
             // and the new leader removes this node.
             let successor = self.hand_over_to_successor(&metrics).await?;
-            let leader = self.inner.forward.to(Some(successor), hops)?;
+            let leader = self.inner.forward.to(Some(successor), caller)?;
             return leader.remove_node(name).await;
         }
         let change = if voters.contains(&id) {
@@ -189,12 +200,13 @@ impl Service {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        timeout(
+        let changed = timeout(
             self.inner.limits.request_timeout,
             self.inner.raft.change_membership(change, false),
         )
         .await
         .map_err(|_| self.timed_out("membership change was not committed"))??;
-        Ok(self.status())
+        self.audit(caller, &format!("remove {name}"), changed.log_id.index);
+        Ok(self.local_status())
     }
 }

@@ -36,6 +36,7 @@ pub use kv::{DeleteResult, PutResult, ScanParams};
 pub use status::{MemberStatus, StateHash, Status};
 pub use upgrade::ModuleUpgrade;
 
+use crate::auth::{Caller, Permission, Scope};
 use crate::config::Limits;
 use crate::network::PeerPool;
 use crate::store::{Raft, StateMachine};
@@ -63,6 +64,12 @@ pub enum Consistency {
 pub struct Applied {
     pub response: Vec<u8>,
     pub log_index: u64,
+}
+
+/// Where a request is answered: here, or by the leader it is forwarded to.
+enum Route<T> {
+    Here(T),
+    Leader(Box<Leader>),
 }
 
 /// A snapshot built on demand.
@@ -147,79 +154,110 @@ impl Service {
         self.inner.raft.metrics().borrow_watched().clone()
     }
 
-    /// When this node is not the leader: a client for the leader, for a request that arrived
-    /// with `hops` hops so far. `None` when this node leads.
+    /// When this node is not the leader: a client for the leader, to forward `caller`'s
+    /// request. `None` when this node leads.
     fn forward_target(
         &self,
         metrics: &RaftMetrics,
-        hops: u32,
+        caller: &Caller,
     ) -> Result<Option<Leader>, ServiceError> {
         if metrics.current_leader == Some(self.inner.id) {
             return Ok(None);
         }
-        self.inner.forward.to(self.leader(), hops).map(Some)
+        self.inner.forward.to(self.leader(), caller).map(Some)
     }
 
     /// Proposes `command` to the log and returns the guest's response once it is applied.
-    pub async fn apply(&self, command: Vec<u8>, hops: u32) -> Result<Applied, ServiceError> {
+    /// Needs `write` over every key (an opaque command may touch any).
+    pub async fn apply(&self, caller: &Caller, command: Vec<u8>) -> Result<Applied, ServiceError> {
+        caller.allow(Permission::Write, Scope::AnyKey)?;
+        match self.propose(caller, command.clone()).await? {
+            Route::Here(applied) => Ok(applied),
+            Route::Leader(leader) => leader.apply(command).await,
+        }
+    }
+
+    /// Proposes `command` here, or names the leader to send the caller's request to (the
+    /// request as the caller made it, so the leader checks the caller's permission for it).
+    async fn propose(
+        &self,
+        caller: &Caller,
+        command: Vec<u8>,
+    ) -> Result<Route<Applied>, ServiceError> {
         let limit = self.inner.limits.max_command_bytes;
         Self::check_size("command", command.len(), limit)?;
-        let write = self.inner.batcher.propose(command.clone());
+        let write = self.inner.batcher.propose(command);
         let result = timeout(self.inner.limits.request_timeout, write)
             .await
             .map_err(|_| self.timed_out("write was not committed"))?
             .ok_or_else(|| ServiceError::unavailable("the node is shutting down", None))?;
         match result {
-            Ok((log_index, response)) => Ok(Applied {
+            Ok((log_index, response)) => Ok(Route::Here(Applied {
                 response: response?,
                 log_index,
-            }),
+            })),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-                let leader = self.inner.forward.to(fwd.leader_node, hops)?;
-                leader.apply(command).await
+                let leader = self.inner.forward.to(fwd.leader_node, caller)?;
+                Ok(Route::Leader(Box::new(leader)))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Answers a read-only `request` with the given consistency.
+    /// Answers a read-only `request` with the given consistency. Needs `read` over every key.
     pub async fn query(
         &self,
+        caller: &Caller,
         request: Vec<u8>,
         consistency: Consistency,
-        hops: u32,
     ) -> Result<Vec<u8>, ServiceError> {
+        caller.allow(Permission::Read, Scope::AnyKey)?;
         let limit = self.inner.limits.max_command_bytes;
         Self::check_size("query", request.len(), limit)?;
-        if consistency == Consistency::Linearizable {
-            self.inner
-                .handover
-                .wait_unpaused(self.inner.limits.request_timeout)
-                .await;
-            let check = timeout(
-                self.inner.limits.request_timeout,
-                self.inner.read_index.confirm(),
-            )
-            .await
-            .map_err(|_| self.timed_out("leadership was not confirmed"))?
-            .ok_or_else(|| ServiceError::unavailable("the node is shutting down", None))?;
-            match check {
-                Ok(_) => {}
-                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(fwd))) => {
-                    let leader = self.inner.forward.to(fwd.leader_node, hops)?;
-                    return leader.query(request).await;
-                }
-                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
-                    return Err(ServiceError::unavailable(
-                        format!("no quorum for a linearizable read: {e}"),
-                        None,
-                    ))
-                }
-                Err(RaftError::Fatal(e)) => return Err(ServiceError::internal(e)),
-            }
+        if let Some(leader) = self.read_barrier(caller, consistency).await? {
+            return leader.query(request).await;
         }
+        self.query_here(request).await
+    }
+
+    /// The guest's answer to `request` from this node's state.
+    async fn query_here(&self, request: Vec<u8>) -> Result<Vec<u8>, ServiceError> {
         let outcome = self.inner.sm.query(request).await?;
         Ok(outcome.result?)
+    }
+
+    /// Makes a read with `consistency` safe to answer here: a linearizable one waits for the
+    /// leader's read index to be applied. `Some(leader)` when this node is not the leader and
+    /// the caller's request should go there.
+    async fn read_barrier(
+        &self,
+        caller: &Caller,
+        consistency: Consistency,
+    ) -> Result<Option<Leader>, ServiceError> {
+        if consistency == Consistency::Stale {
+            return Ok(None);
+        }
+        self.inner
+            .handover
+            .wait_unpaused(self.inner.limits.request_timeout)
+            .await;
+        let check = timeout(
+            self.inner.limits.request_timeout,
+            self.inner.read_index.confirm(),
+        )
+        .await
+        .map_err(|_| self.timed_out("leadership was not confirmed"))?
+        .ok_or_else(|| ServiceError::unavailable("the node is shutting down", None))?;
+        match check {
+            Ok(_) => Ok(None),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(fwd))) => {
+                Ok(Some(self.inner.forward.to(fwd.leader_node, caller)?))
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => Err(
+                ServiceError::unavailable(format!("no quorum for a linearizable read: {e}"), None),
+            ),
+            Err(RaftError::Fatal(e)) => Err(ServiceError::internal(e)),
+        }
     }
 
     fn timed_out(&self, what: &str) -> ServiceError {
@@ -231,6 +269,17 @@ impl Service {
             ),
             leader.map(|m| (m.name, m.addr)),
         )
+    }
+
+    /// The hosts of the cluster's members' addresses: a node certificate must name one of them.
+    pub fn member_hosts(&self) -> Vec<String> {
+        let metrics = self.metrics();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, m)| crate::config::host_of(&m.addr).to_string())
+            .collect()
     }
 
     /// The current leader's member record, if known.
@@ -245,9 +294,10 @@ impl Service {
     }
 
     /// This node's view, with the hash of its full guest state.
-    pub async fn status_with_state_hash(&self) -> Result<Status, ServiceError> {
+    pub async fn status_with_state_hash(&self, caller: &Caller) -> Result<Status, ServiceError> {
+        caller.allow(Permission::Read, Scope::Cluster)?;
         let (applied_index, sha256) = self.inner.sm.state_hash().await?;
-        let mut status = self.status();
+        let mut status = self.local_status();
         status.state_hash = Some(StateHash {
             applied_index,
             sha256,
@@ -257,7 +307,8 @@ impl Service {
 
     /// Builds a snapshot on this node now and waits until it is in place (openraft then purges
     /// the log behind it, keeping the configured tail).
-    pub async fn snapshot(&self) -> Result<SnapshotInfo, ServiceError> {
+    pub async fn snapshot(&self, caller: &Caller) -> Result<SnapshotInfo, ServiceError> {
+        caller.allow(Permission::Admin, Scope::Cluster)?;
         let raft = &self.inner.raft;
         let target = self.metrics().last_applied.map(|l| l.index);
         raft.trigger()
@@ -279,15 +330,23 @@ impl Service {
         let snap = timeout(self.inner.limits.catch_up_timeout, wait)
             .await
             .map_err(|_| ServiceError::internal("snapshot did not complete in time"))?;
+        let index = snap.map(|l| l.index).unwrap_or(0);
+        self.audit(caller, "snapshot", index);
         Ok(SnapshotInfo {
-            index: snap.map(|l| l.index).unwrap_or(0),
+            index,
             term: snap.map(|l| l.leader_id.term).unwrap_or(0),
             size: self.inner.sm.snapshot_file_size().unwrap_or(0),
         })
     }
 
-    /// This node's view of the cluster.
-    pub fn status(&self) -> Status {
+    /// This node's view of the cluster, for a caller with `read`.
+    pub fn status(&self, caller: &Caller) -> Result<Status, ServiceError> {
+        caller.allow(Permission::Read, Scope::Cluster)?;
+        Ok(self.local_status())
+    }
+
+    /// This node's view of the cluster, for this process (no caller to check).
+    pub fn local_status(&self) -> Status {
         Status::new(
             &self.inner.name,
             &self.inner.addr,
@@ -297,20 +356,32 @@ impl Service {
     }
 
     /// A stream of [`Status`] values, one each time the node's view changes.
-    pub fn watch(&self) -> impl futures::Stream<Item = Status> + Send + 'static {
+    pub fn watch(
+        &self,
+        caller: &Caller,
+    ) -> Result<impl futures::Stream<Item = Status> + Send + 'static, ServiceError> {
+        caller.allow(Permission::Read, Scope::Cluster)?;
         let service = self.clone();
         let rx = self.inner.raft.metrics();
-        futures::stream::unfold((rx, None::<Status>), move |(mut rx, last)| {
-            let service = service.clone();
-            async move {
-                loop {
-                    let status = service.status();
-                    if last.as_ref() != Some(&status) {
-                        return Some((status.clone(), (rx, Some(status))));
+        Ok(futures::stream::unfold(
+            (rx, None::<Status>),
+            move |(mut rx, last)| {
+                let service = service.clone();
+                async move {
+                    loop {
+                        let status = service.local_status();
+                        if last.as_ref() != Some(&status) {
+                            return Some((status.clone(), (rx, Some(status))));
+                        }
+                        rx.changed().await.ok()?;
                     }
-                    rx.changed().await.ok()?;
                 }
-            }
-        })
+            },
+        ))
+    }
+
+    /// One audit line: who did what to the cluster, at which log index.
+    fn audit(&self, caller: &Caller, action: &str, log_index: u64) {
+        tracing::info!(target: "raftwasm::audit", user = caller.name(), action, log_index, node = %self.inner.name);
     }
 }

@@ -17,6 +17,7 @@
 
 use super::membership::member_named;
 use super::{Service, ServiceError, Status};
+use crate::auth::{Caller, Permission, Scope};
 use crate::proto;
 use crate::types::{node_id, Member, NodeId, RaftMetrics, TypeConfig};
 use openraft::async_runtime::WatchReceiver;
@@ -90,9 +91,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Service {
     /// Hands leadership to voter `name`.
-    pub async fn transfer_leader(&self, name: &str, hops: u32) -> Result<Status, ServiceError> {
+    pub async fn transfer_leader(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<Status, ServiceError> {
+        caller.allow(Permission::Admin, Scope::Cluster)?;
         let metrics = self.metrics();
-        if let Some(leader) = self.forward_target(&metrics, hops)? {
+        if let Some(leader) = self.forward_target(&metrics, caller)? {
             return leader.transfer_leader(name).await;
         }
         let target = node_id(name);
@@ -105,8 +111,9 @@ impl Service {
         }
         if target != self.inner.id {
             self.hand_over(target, &member).await?;
+            tracing::info!(user = caller.name(), to = name, "leadership transferred");
         }
-        Ok(self.status())
+        Ok(self.local_status())
     }
 
     /// Hands leadership to the most caught-up voter other than this node; returns it.

@@ -4,6 +4,7 @@
 //! module that fails gets an error and nothing is logged. Followers forward to the leader.
 
 use super::{Service, ServiceError};
+use crate::auth::{Caller, Permission, Scope};
 use crate::config::MAX_MODULE_BYTES;
 use crate::types::{ModuleRecord, Request};
 use serde::{Deserialize, Serialize};
@@ -25,13 +26,14 @@ impl Service {
     /// Validates `module` on the leader and, unless `dry_run`, logs it as the new state machine.
     pub async fn upgrade_fsm(
         &self,
+        caller: &Caller,
         module: Vec<u8>,
         dry_run: bool,
-        hops: u32,
     ) -> Result<ModuleUpgrade, ServiceError> {
+        caller.allow(Permission::Upgrade, Scope::Cluster)?;
         Self::check_size("module", module.len(), MAX_MODULE_BYTES)?;
         let metrics = self.metrics();
-        if let Some(leader) = self.forward_target(&metrics, hops)? {
+        if let Some(leader) = self.forward_target(&metrics, caller)? {
             return leader.upgrade_fsm(module, dry_run).await;
         }
         let checked = self
@@ -60,6 +62,11 @@ impl Service {
                 let rec: ModuleRecord = serde_json::from_slice(&response).map_err(|e| {
                     ServiceError::internal(format!("bad module upgrade response: {e}"))
                 })?;
+                let action = format!(
+                    "upgrade the module to sha256:{} ({} bytes)",
+                    rec.hash, rec.size
+                );
+                self.audit(caller, &action, written.log_id.index);
                 Ok(ModuleUpgrade {
                     hash: rec.hash,
                     size: rec.size,

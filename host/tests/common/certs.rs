@@ -1,10 +1,15 @@
 //! Throw-away certificate authorities and certificates for the TLS tests (rcgen), written as PEM
 //! files like an operator's.
 
+use super::Node;
+use host::proto::client_client::ClientClient;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// A certificate authority that signs leaf certificates.
 pub struct Ca {
@@ -94,4 +99,73 @@ impl Leaf {
             std::fs::rename(&tmp, &path).unwrap();
         }
     }
+}
+
+/// An HTTPS client trusting `cas`, presenting `identity` if given.
+pub fn https(cas: &[&Ca], identity: Option<&Leaf>) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(pem_certs(&ca.pem).remove(0)).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(pem_certs(&leaf.cert), pem_key(&leaf.key))
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+pub fn pem_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+pub fn pem_key(pem: &str) -> rustls::pki_types::PrivateKeyDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+/// A gRPC channel over TLS to `node` trusting `ca`, presenting `identity` if given.
+pub async fn tls_channel(
+    node: &Node,
+    ca: &Ca,
+    identity: Option<&Leaf>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.pem));
+    if let Some(leaf) = identity {
+        tls = tls.identity(Identity::from_pem(&leaf.cert, &leaf.key));
+    }
+    Endpoint::from_shared(format!("https://{}", node.grpc))?
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+/// A gRPC client over TLS trusting `ca`, presenting `identity` if given.
+pub async fn grpc(
+    node: &Node,
+    ca: &Ca,
+    identity: Option<&Leaf>,
+) -> Result<ClientClient<tonic::transport::Channel>, tonic::transport::Error> {
+    Ok(ClientClient::new(tls_channel(node, ca, identity).await?))
+}
+
+/// `--flag path` pairs as command-line words.
+pub fn flags(pairs: &[(&str, &Path)]) -> Vec<String> {
+    pairs
+        .iter()
+        .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+        .collect()
 }

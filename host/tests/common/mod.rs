@@ -103,11 +103,33 @@ impl Node {
         .env("RUST_LOG", "warn")
         .envs(self.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(self.log_file());
         if bootstrap {
             cmd.arg("--bs");
         }
         cmd
+    }
+
+    /// The node's log (stderr, kept across restarts) beside its data dir.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+
+    fn log_file(&self) -> Stdio {
+        std::fs::create_dir_all(self.data_dir.parent().unwrap_or(Path::new("."))).ok();
+        match std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+        {
+            Ok(f) => f.into(),
+            Err(_) => Stdio::null(),
+        }
+    }
+
+    /// What the node has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     fn spawn(&mut self, bootstrap: bool) {

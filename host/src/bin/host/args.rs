@@ -2,21 +2,27 @@
 //! mapped onto it whole. Defaults come from `host::config`'s constants; every flag can also be
 //! set through the environment variable `--help` names.
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 use host::config::{
-    self, FsmSource, GuestLimits, Limits, NetworkConfig, NodeConfig, RaftTiming, StorageConfig,
-    TlsConfig,
+    self, AuthConfig, FsmSource, GuestLimits, Limits, NetworkConfig, NodeConfig, RaftTiming,
+    StorageConfig, TlsConfig,
 };
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// One raftwasm node: Raft over gRPC, a wasm state machine, an HTTP gateway.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(
+    version,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// This node's id (letters, digits, '-', '_', '.').
-    #[arg(long, env = "RAFTWASM_ID")]
-    pub id: String,
+    #[arg(long, env = "RAFTWASM_ID", required = true)]
+    pub id: Option<String>,
     /// Bootstrap a one-node cluster with this node, if it was never initialized.
     #[arg(long, env = "RAFTWASM_BOOTSTRAP")]
     pub bs: bool,
@@ -26,6 +32,8 @@ pub struct Cli {
     pub network: NetworkArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -98,6 +106,33 @@ pub struct TlsArgs {
     pub peer_key: Option<PathBuf>,
 }
 
+/// Authentication and authorization.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// Users file (JSON, or TOML if it ends in .toml): users with argon2 password hashes,
+    /// bearer token hashes or client certificate names, and their permissions. Without it,
+    /// every request may do everything.
+    #[arg(long, env = "RAFTWASM_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+}
+
+/// Helpers that run instead of a node.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Secrets for the users file.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Reads a password from standard input (one line) and prints its argon2id hash, for a
+    /// user's `password` in the users file.
+    HashPassword,
+    /// Prints a new random bearer token, then the line that stores it in a user's `tokens`.
+    NewToken,
+}
+
 /// Request size and time limits.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
@@ -166,11 +201,13 @@ pub struct StorageArgs {
 impl Cli {
     /// The node configuration these flags describe (validated when the node starts).
     pub fn into_config(self) -> NodeConfig {
+        // clap requires --id whenever no subcommand is given.
+        let id = self.id.unwrap_or_default();
         let storage = StorageConfig {
             data_dir: self
                 .storage
                 .data_dir
-                .unwrap_or_else(|| StorageConfig::for_node(&self.id).data_dir),
+                .unwrap_or_else(|| StorageConfig::for_node(&id).data_dir),
             wal_segment_bytes: self.storage.wal_segment_bytes,
         };
         NodeConfig {
@@ -178,11 +215,14 @@ impl Cli {
             fsm: self.fsm.into(),
             network: self.network.into(),
             tls: self.tls.into(),
+            auth: AuthConfig {
+                users_file: self.auth.auth_file,
+            },
             limits: self.limits.into(),
             guest: self.guest.into(),
             raft: self.raft.into(),
             storage,
-            name: self.id,
+            name: id,
         }
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use host::config::with_bound_port;
 use host::node;
+use std::io::IsTerminal;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -21,8 +22,14 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a log file or journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config = args::Cli::parse().into_config();
+    let cli = args::Cli::parse();
+    if let Some(command) = cli.command {
+        return run_command(command);
+    }
+    let config = cli.into_config();
     // Refuse a bad configuration before binding anything.
     config.validate()?;
     let network = &config.network;
@@ -57,5 +64,28 @@ async fn main() -> Result<()> {
         &hash[..12.min(hash.len())]
     );
     serving.await??;
+    Ok(())
+}
+
+/// A helper subcommand: prints to stdout, nothing else.
+fn run_command(command: args::Command) -> Result<()> {
+    match command {
+        args::Command::Auth(args::AuthCommand::HashPassword) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.strip_suffix('\n').unwrap_or(&line);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            anyhow::ensure!(!password.is_empty(), "the password is empty");
+            let hash = host::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+            println!("{hash}");
+        }
+        args::Command::Auth(args::AuthCommand::NewToken) => {
+            let (token, stored) = host::auth::new_token().map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            println!("{stored}");
+        }
+    }
     Ok(())
 }

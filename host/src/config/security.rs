@@ -1,5 +1,6 @@
-//! The TLS group of the configuration (`--tls-*`, `--peer-*`) and the rule that keeps a node
-//! without TLS and client authentication on loopback unless `--insecure`.
+//! The security groups of the configuration (TLS: `--tls-*`, `--peer-*`; authentication:
+//! `--auth-file`) and the rule that keeps a node without TLS and client authentication on
+//! loopback unless `--insecure`.
 
 use super::{host_of, invalid, ConfigError, NodeConfig};
 use std::net::IpAddr;
@@ -71,6 +72,14 @@ impl TlsConfig {
     }
 }
 
+/// Authentication and authorization (`--auth-file`). Off (everyone may do everything) when no
+/// users file is given; the file is read once at start (see `crate::auth`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The users file: JSON, or TOML when its name ends in `.toml`.
+    pub users_file: Option<PathBuf>,
+}
+
 /// True for `localhost` and loopback addresses: a listener there is reachable from this machine
 /// only. Any other name may resolve to an outside interface, so it counts as exposed.
 fn is_loopback(host: &str) -> bool {
@@ -86,12 +95,15 @@ impl NodeConfig {
         let exposed = [("--address", &net.address), ("--http", &net.http_address)]
             .into_iter()
             .find(|(_, addr)| !is_loopback(host_of(addr)));
-        let guarded = self.tls.enabled() && self.tls.client_ca.is_some();
+        // Clients prove who they are with a certificate or with credentials, which only TLS
+        // keeps from being read on the way.
+        let authenticated = self.tls.client_ca.is_some() || self.auth.users_file.is_some();
+        let guarded = self.tls.enabled() && authenticated;
         match exposed {
             Some((flag, addr)) if !guarded && !net.insecure => Err(invalid(format!(
                 "{flag} {addr} listens beyond this machine without TLS and client \
-                 authentication: give --tls-cert, --tls-key, --peer-ca and --tls-client-ca, or \
-                 --insecure on a network you trust"
+                 authentication: give --tls-cert, --tls-key and --peer-ca, with --tls-client-ca \
+                 or --auth-file (or both), or --insecure on a network you trust"
             ))),
             _ => Ok(()),
         }
