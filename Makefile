@@ -35,11 +35,11 @@ run: build
 
 ## Unit, guest-runtime and cluster tests, all in the release profile so wasmtime compiles once,
 ## then a short fault-injection run (partitions, kills, pauses, membership, and a live guest
-## upgrade to guest-kv v2 in the middle of it; checked by adya).
+## upgrade to guest-kv v2 in the middle of it; checked by adya) with TLS and authentication on.
 test: setup
 	$(CARGO) test --release --workspace $(TEST_FEATURES)
 	CARGO_FEATURES="$(TEST_FEATURES)" chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \
-	  --upgrade-module target/wasm/guest_kv_v2.wasm --upgrade-at 25
+	  --upgrade-module target/wasm/guest_kv_v2.wasm --upgrade-at 25 --secure
 
 ## A long fault-injection run: make chaos CHAOS_DURATION=1800 CHAOS_SEED=42 CHAOS_ARGS="--faults kill,split"
 chaos: setup

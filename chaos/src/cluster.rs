@@ -1,13 +1,19 @@
 //! The nodes under test: real `host` processes, one per network namespace, and the calls the
 //! suite makes on them (status, membership) over the same gRPC API every client uses.
 
+use crate::secure::Secure;
+use host::auth::WithCredentials;
 use host::proto::client_client::ClientClient;
 use host::proto::{self, AddNodeRequest, MonitorRequest, RemoveNodeRequest};
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// A gRPC client of one node, sending the suite's credentials (if any) with every call.
+pub type Client = ClientClient<InterceptedService<Channel, WithCredentials>>;
 
 /// gRPC port every node listens on inside its namespace.
 pub const GRPC_PORT: u16 = 7000;
@@ -48,6 +54,8 @@ pub struct Cluster {
     pub specs: Vec<NodeSpec>,
     procs: Vec<Proc>,
     channels: Vec<Channel>,
+    /// TLS and authentication, in the secure mode.
+    secure: Option<Secure>,
 }
 
 /// A call the suite made that did not succeed.
@@ -59,20 +67,38 @@ pub enum ClusterError {
     Rpc { node: String, status: tonic::Status },
     #[error("bad address {0}")]
     Address(String),
+    #[error("client TLS: {0}")]
+    Tls(String),
 }
 
 impl Cluster {
-    /// Describes the cluster; starts nothing.
+    /// Describes the cluster; starts nothing. With `secure`, nodes and clients speak TLS and
+    /// authenticate.
     pub fn new(
         host_bin: PathBuf,
         work: PathBuf,
         specs: Vec<NodeSpec>,
         extra_args: Vec<String>,
+        secure: Option<Secure>,
     ) -> Result<Self, ClusterError> {
+        let tls = match &secure {
+            Some(s) => Some(
+                s.client_tls()
+                    .map_err(|e| ClusterError::Tls(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut channels = Vec::new();
         for s in &specs {
-            let endpoint = Endpoint::from_shared(format!("http://{}", s.grpc_addr()))
-                .map_err(|_| ClusterError::Address(s.grpc_addr()))?
+            let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", s.grpc_addr()))
+                .map_err(|_| ClusterError::Address(s.grpc_addr()))?;
+            if let Some(tls) = &tls {
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| ClusterError::Tls(e.to_string()))?;
+            }
+            let endpoint = endpoint
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(1))
@@ -88,6 +114,7 @@ impl Cluster {
             specs,
             procs,
             channels,
+            secure,
         })
     }
 
@@ -106,8 +133,13 @@ impl Cluster {
     }
 
     /// A gRPC client for node `i` (channels are shared and reconnect by themselves).
-    pub fn client(&self, i: usize) -> ClientClient<Channel> {
-        ClientClient::new(self.channels[i].clone())
+    pub fn client(&self, i: usize) -> Client {
+        let credentials = self
+            .secure
+            .as_ref()
+            .map(Secure::credentials)
+            .unwrap_or_default();
+        ClientClient::with_interceptor(self.channels[i].clone(), credentials)
     }
 
     /// Starts node `i` (bootstrapping a new cluster when `bootstrap`), with its log in the work dir.
@@ -127,8 +159,12 @@ impl Cluster {
             .arg(&self.host_bin)
             .args(["--id", &spec.name])
             .args(["--address", &spec.grpc_addr()])
-            // Nodes listen on their namespace's address; the run's network is its own.
-            .arg("--insecure")
+            // Nodes listen on their namespace's address: with TLS and authentication in the
+            // secure mode, else on the run's own network, declared trusted.
+            .args(match &self.secure {
+                Some(s) => s.node_args(&spec.name),
+                None => vec!["--insecure".to_string()],
+            })
             .args(["--http", &format!("{}:{HTTP_PORT}", spec.ip)])
             .arg("--data-dir")
             .arg(self.data_dir(i))

@@ -11,18 +11,17 @@
 //! is `info` (it may still commit) and the client takes a new process id, as a Jepsen client
 //! does after an indeterminate operation. A failed read is `fail`: reads change nothing.
 
+use crate::cluster::Client;
 use crate::history::{Mop, Outcome, Recorder};
 use guest_kv::schema::{
     self, Command, GetManyResponse, GetResponse, Query, TxnOp, TxnResponse, TxnResult,
 };
-use host::proto::client_client::ClientClient;
 use host::proto::{ApplyRequest, Consistency, QueryRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// Keys written at once.
 pub const ACTIVE_KEYS: usize = 6;
@@ -139,6 +138,8 @@ fn classify_write_error(status: &tonic::Status) -> Outcome {
     match status.code() {
         // The guest refused the command deterministically, or it was malformed: nothing changed.
         tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => Outcome::Fail,
+        // Refused before anything was proposed (on any node of the path).
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Outcome::Fail,
         tonic::Code::Unavailable if NEVER_PROPOSED.iter().any(|m| status.message().contains(m)) => {
             Outcome::Fail
         }
@@ -148,11 +149,7 @@ fn classify_write_error(status: &tonic::Status) -> Outcome {
 }
 
 /// Sends `txn` to `client` and interprets the reply.
-pub async fn execute(
-    client: &mut ClientClient<Channel>,
-    txn: &[Mop],
-    timeout: Duration,
-) -> TxnOutcome {
+pub async fn execute(client: &mut Client, txn: &[Mop], timeout: Duration) -> TxnOutcome {
     let read_only = txn.iter().all(|m| matches!(m, Mop::Read { .. }));
     if read_only {
         let keys: Vec<String> = txn
@@ -260,7 +257,7 @@ fn fill_reads(txn: &[Mop], values: Result<Vec<Option<String>>, String>) -> TxnOu
 /// One client: runs transactions against its node until `stop`, recording each.
 #[allow(clippy::too_many_arguments)]
 pub async fn client_loop(
-    mut client: ClientClient<Channel>,
+    mut client: Client,
     first_process: u64,
     process_stride: u64,
     seed: u64,

@@ -9,6 +9,7 @@ use chaos::cluster::{Cluster, NodeSpec};
 use chaos::history::{self, Mop, Outcome, Recorder};
 use chaos::nemesis::{self, Fault, FaultLog, Nemesis, Schedule};
 use chaos::net::Net;
+use chaos::secure::Secure;
 use chaos::workload::{self, Keys};
 use clap::Parser;
 use rand::rngs::StdRng;
@@ -69,6 +70,10 @@ struct Args {
     /// Extra flags for every node, e.g. "--snapshot-every=300".
     #[arg(long, allow_hyphen_values = true, value_delimiter = ' ')]
     node_args: Vec<String>,
+    /// Run the cluster as a production one: TLS for clients and between nodes, client
+    /// certificates and a users file; the suite's clients authenticate.
+    #[arg(long)]
+    secure: bool,
 }
 
 fn range(v: &[u64], what: &str) -> anyhow::Result<(Duration, Duration)> {
@@ -151,7 +156,7 @@ struct UpgradeOutcome {
 
 /// Sends the upgrade at `at`, through each node in turn, until one acknowledges it or `stop`.
 async fn upgrade_during_faults(
-    clients: Vec<host::proto::client_client::ClientClient<tonic::transport::Channel>>,
+    clients: Vec<chaos::cluster::Client>,
     module: Vec<u8>,
     at: Duration,
     start: Instant,
@@ -294,7 +299,20 @@ async fn main() -> anyhow::Result<()> {
         .filter(|a| !a.is_empty())
         .cloned()
         .collect();
-    let mut cluster = Cluster::new(args.host.clone(), args.work.clone(), specs, node_args)?;
+    let secure = match args.secure {
+        true => {
+            let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+            Some(Secure::generate(&args.work, &names, &args.ips)?)
+        }
+        false => None,
+    };
+    let mut cluster = Cluster::new(
+        args.host.clone(),
+        args.work.clone(),
+        specs,
+        node_args,
+        secure,
+    )?;
     let mut net = Net::new(args.namespaces.clone(), args.ips.clone());
     net.heal()?;
     let start = Instant::now();
