@@ -4,6 +4,12 @@
 # loopback with fsync on, alternating between them, and writes the table to BENCHMARKS.md.
 #
 #   bench/compare.sh                 # DURATION=10 WARMUP=2 ROUNDS=3 BASE_PORT=31000 by default
+#   MODE=tls bench/compare.sh        # the cost of TLS: raftwasm with and without it, etcd with it
+#
+# MODE=tls runs raftwasm without TLS, raftwasm with TLS for clients and between nodes (client
+# certificates required), and etcd with the same (client and peer TLS, client-cert-auth), all
+# with throw-away certificates from examples/tls/make-certs.sh; it writes its table between
+# the TLS markers of BENCHMARKS.md and leaves the rest of the file alone.
 #
 # Installs etcd from Debian's etcd-server package if it is missing (needs root). Stops
 # everything it started, even on failure.
@@ -16,6 +22,8 @@ ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-31000}
 KEYSPACE=${KEYSPACE:-10000}
 OUT=${OUT:-BENCHMARKS.md}
+MODE=${MODE:-plain}
+case "$MODE" in plain|tls) ;; *) echo "MODE is plain or tls, not $MODE" >&2; exit 2 ;; esac
 
 if ! command -v etcd >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
@@ -33,49 +41,62 @@ trap cleanup EXIT
 
 HOST=./target/release/host
 KVBENCH=./target/release/kvbench
+CERTS="$WORK/certs"
+examples/tls/make-certs.sh "$CERTS" node client >/dev/null
+# Client side of TLS runs: curl and kvbench trust the CA and present the client certificate.
+TLS_CURL=(--cacert "$CERTS/ca.pem" --cert "$CERTS/client.pem" --key "$CERTS/client.key")
+TLS_BENCH=(--ca "$CERTS/ca.pem" --cert "$CERTS/client.pem" --cert-key "$CERTS/client.key")
+RAFTWASM_TLS=(--tls-cert "$CERTS/node.pem" --tls-key "$CERTS/node.key" --peer-ca "$CERTS/ca.pem"
+  --tls-client-ca "$CERTS/ca.pem")
 
-# start_raftwasm NAME OFFSET [extra host flags]: a 3-node cluster; sets LEADER to the leader's
-# gRPC address. (Not run in a subshell, so PIDS reaches the cleanup.)
+# start_raftwasm NAME OFFSET [extra host flags]: a 3-node cluster (over TLS when the flags say
+# --tls-cert); sets LEADER to the leader's gRPC address. (Not run in a subshell, so PIDS reaches
+# the cleanup.)
 start_raftwasm() {
   local name=$1 off=$2; shift 2
+  local web="http" curl=(curl -sf)
+  if [[ " $* " == *" --tls-cert "* ]]; then web="https"; curl+=("${TLS_CURL[@]}"); fi
   local g1=$((BASE_PORT + off + 1)) g2=$((BASE_PORT + off + 2)) g3=$((BASE_PORT + off + 3))
   local h1=$((BASE_PORT + off + 11)) h2=$((BASE_PORT + off + 12)) h3=$((BASE_PORT + off + 13))
   $HOST --id n1 --address 127.0.0.1:$g1 --http 127.0.0.1:$h1 --data-dir "$WORK/$name/n1" --bs "$@" >/dev/null 2>"$WORK/$name-n1.log" & PIDS+=($!)
   $HOST --id n2 --address 127.0.0.1:$g2 --http 127.0.0.1:$h2 --data-dir "$WORK/$name/n2" "$@" >/dev/null 2>"$WORK/$name-n2.log" & PIDS+=($!)
   $HOST --id n3 --address 127.0.0.1:$g3 --http 127.0.0.1:$h3 --data-dir "$WORK/$name/n3" "$@" >/dev/null 2>"$WORK/$name-n3.log" & PIDS+=($!)
-  for _ in $(seq 100); do curl -sf "127.0.0.1:$h1/v1/status" | grep -q '"state":"Leader"' && break; sleep 0.1; done
-  curl -sf "127.0.0.1:$h1/AddVoter/127.0.0.1:$g2/n2" >/dev/null
-  curl -sf "127.0.0.1:$h1/AddVoter/127.0.0.1:$g3/n3" >/dev/null
-  LEADER=$(curl -sf "127.0.0.1:$h1/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_address"])')
+  for _ in $(seq 100); do "${curl[@]}" "$web://127.0.0.1:$h1/v1/status" | grep -q '"state":"Leader"' && break; sleep 0.1; done
+  "${curl[@]}" "$web://127.0.0.1:$h1/AddVoter/127.0.0.1:$g2/n2" >/dev/null
+  "${curl[@]}" "$web://127.0.0.1:$h1/AddVoter/127.0.0.1:$g3/n3" >/dev/null
+  LEADER=$("${curl[@]}" "$web://127.0.0.1:$h1/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_address"])')
 }
 
-# start_etcd OFFSET: a 3-member cluster; sets LEADER to the leader's client address.
+# start_etcd OFFSET [tls]: a 3-member cluster (client and peer TLS with client certificates
+# when the second argument is "tls"); sets LEADER to the leader's client address.
 start_etcd() {
-  local off=$1 cluster="" i
-  for i in 1 2 3; do cluster+="e$i=http://127.0.0.1:$((BASE_PORT + off + 10 + i)),"; done
+  local off=$1 mode=${2:-plain} cluster="" i scheme=http tls=() ctl=()
+  if [ "$mode" = tls ]; then
+    scheme=https
+    tls=(--cert-file "$CERTS/node.pem" --key-file "$CERTS/node.key" --client-cert-auth
+      --trusted-ca-file "$CERTS/ca.pem" --peer-cert-file "$CERTS/node.pem"
+      --peer-key-file "$CERTS/node.key" --peer-client-cert-auth --peer-trusted-ca-file "$CERTS/ca.pem")
+    ctl=(--cacert "$CERTS/ca.pem" --cert "$CERTS/client.pem" --key "$CERTS/client.key")
+  fi
+  for i in 1 2 3; do cluster+="e$i=$scheme://127.0.0.1:$((BASE_PORT + off + 10 + i)),"; done
   for i in 1 2 3; do
     local c=$((BASE_PORT + off + i)) p=$((BASE_PORT + off + 10 + i))
-    etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
-      --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-      --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+    etcd --name "e$i" --data-dir "$WORK/etcd-$off/e$i" \
+      --listen-client-urls "$scheme://127.0.0.1:$c" --advertise-client-urls "$scheme://127.0.0.1:$c" \
+      --listen-peer-urls "$scheme://127.0.0.1:$p" --initial-advertise-peer-urls "$scheme://127.0.0.1:$p" \
       --initial-cluster "${cluster%,}" --initial-cluster-state new --initial-cluster-token bench \
-      --log-level error >/dev/null 2>"$WORK/etcd-e$i.log" & PIDS+=($!)
+      "${tls[@]}" --log-level error >/dev/null 2>"$WORK/etcd-$off-e$i.log" & PIDS+=($!)
   done
-  local eps="127.0.0.1:$((BASE_PORT + off + 1)),127.0.0.1:$((BASE_PORT + off + 2)),127.0.0.1:$((BASE_PORT + off + 3))"
-  for _ in $(seq 100); do ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
-  LEADER=$(ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint status -w json | python3 -c '
+  local eps="$scheme://127.0.0.1:$((BASE_PORT + off + 1)),$scheme://127.0.0.1:$((BASE_PORT + off + 2)),$scheme://127.0.0.1:$((BASE_PORT + off + 3))"
+  for _ in $(seq 100); do ETCDCTL_API=3 etcdctl "${ctl[@]}" --endpoints="$eps" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+  LEADER=$(ETCDCTL_API=3 etcdctl "${ctl[@]}" --endpoints="$eps" endpoint status -w json | python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
 for r in rows:
     if r["Status"]["header"]["member_id"] == r["Status"]["leader"]:
-        print(r["Endpoint"].replace("http://", ""))
+        print(r["Endpoint"].split("://")[1])
 ')
 }
-
-start_raftwasm wasm 0; WASM_LEADER=$LEADER
-start_raftwasm native 100 --native-fsm; NATIVE_LEADER=$LEADER
-start_etcd 200; ETCD_LEADER=$LEADER
-echo "leaders: raftwasm $WASM_LEADER, raftwasm-native $NATIVE_LEADER, etcd $ETCD_LEADER" >&2
 
 RESULTS="$WORK/results.jsonl"
 run() { # SYSTEM TARGET ENDPOINT OP CLIENTS [extra]
@@ -87,25 +108,52 @@ run() { # SYSTEM TARGET ENDPOINT OP CLIENTS [extra]
     | tail -n 1 >>"$RESULTS"
 }
 
-# Each workload runs ROUNDS times, the systems alternating within a round; the table shows the
-# round with the median throughput and the range over all rounds (this machine varies ±15%).
-for round in $(seq "$ROUNDS"); do
-  echo "== round $round of $ROUNDS" >&2
-  for clients in 1 64; do
-    run raftwasm raftwasm "$WASM_LEADER" put $clients
-    run etcd etcd "$ETCD_LEADER" put $clients
-    run raftwasm-native raftwasm "$NATIVE_LEADER" put $clients
+if [ "$MODE" = tls ]; then
+  start_raftwasm plain 0; PLAIN_LEADER=$LEADER
+  start_raftwasm tls 100 "${RAFTWASM_TLS[@]}"; TLS_LEADER=$LEADER
+  start_etcd 200 tls; ETCD_LEADER=$LEADER
+  echo "leaders: raftwasm $PLAIN_LEADER, raftwasm-tls $TLS_LEADER, etcd-tls $ETCD_LEADER" >&2
+  # Each round alternates the three systems on put x1, put x64 and get x64.
+  for round in $(seq "$ROUNDS"); do
+    echo "== round $round of $ROUNDS" >&2
+    for clients in 1 64; do
+      run raftwasm raftwasm "$PLAIN_LEADER" put $clients
+      run raftwasm-tls raftwasm "$TLS_LEADER" put $clients "${TLS_BENCH[@]}"
+      run etcd-tls etcd "$ETCD_LEADER" put $clients "${TLS_BENCH[@]}"
+    done
+    preload=""
+    [ "$round" = 1 ] && preload=--preload
+    run raftwasm raftwasm "$PLAIN_LEADER" get 64 $preload
+    run raftwasm-tls raftwasm "$TLS_LEADER" get 64 $preload "${TLS_BENCH[@]}"
+    run etcd-tls etcd "$ETCD_LEADER" get 64 $preload "${TLS_BENCH[@]}"
   done
-  preload=""
-  [ "$round" = 1 ] && preload=--preload
-  for clients in 1 64; do
-    run raftwasm raftwasm "$WASM_LEADER" get $clients $preload
-    run etcd etcd "$ETCD_LEADER" get $clients $preload
-  done
-done
+else
+  start_raftwasm wasm 0; WASM_LEADER=$LEADER
+  start_raftwasm native 100 --native-fsm; NATIVE_LEADER=$LEADER
+  start_etcd 200; ETCD_LEADER=$LEADER
+  echo "leaders: raftwasm $WASM_LEADER, raftwasm-native $NATIVE_LEADER, etcd $ETCD_LEADER" >&2
 
-python3 - "$RESULTS" "$OUT" <<'PY'
+  # Each workload runs ROUNDS times, the systems alternating within a round; the table shows the
+  # round with the median throughput and the range over all rounds (this machine varies ±15%).
+  for round in $(seq "$ROUNDS"); do
+    echo "== round $round of $ROUNDS" >&2
+    for clients in 1 64; do
+      run raftwasm raftwasm "$WASM_LEADER" put $clients
+      run etcd etcd "$ETCD_LEADER" put $clients
+      run raftwasm-native raftwasm "$NATIVE_LEADER" put $clients
+    done
+    preload=""
+    [ "$round" = 1 ] && preload=--preload
+    for clients in 1 64; do
+      run raftwasm raftwasm "$WASM_LEADER" get $clients $preload
+      run etcd etcd "$ETCD_LEADER" get $clients $preload
+    done
+  done
+fi
+
+python3 - "$RESULTS" "$OUT" "$MODE" <<'PY'
 import json, platform, subprocess, sys
+mode = sys.argv[3]
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 # One row per workload: the median-throughput round, plus the range over rounds.
 groups = {}
@@ -122,21 +170,55 @@ def sh(cmd):
     try: return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
     except Exception: return "?"
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+table = ["| system | op | clients | ops/s | range | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for r in rows:
+    table.append("| %s | %s | %d | %d | %s | %.2f | %.2f | %.2f | %.2f | %d |" % (
+        r["label"], r["op"], r["clients"], r["ops_per_sec"], r["range"], r["p50_ms"], r["p90_ms"],
+        r["p99_ms"], r["p999_ms"], r["errors"]))
+machine = ["- machine: %s, %s cores, %s" % (cpu, sh("nproc"), platform.platform()),
+           "- raftwasm: %s (git %s), %s" % (sh("./target/release/host --version"), sh("git rev-parse --short HEAD"), sh("rustc --version")),
+           "- etcd: %s" % sh("etcd --version | head -1")]
+if mode == "tls":
+    # Ratios per round (the systems ran back to back within a round), then their range.
+    per = {}
+    for r in runs:
+        per.setdefault((r["op"], r["clients"]), {}).setdefault(r["label"], []).append(r["ops_per_sec"])
+    def ratios(op, clients, a, b):
+        xs = per.get((op, clients), {})
+        pairs = list(zip(xs.get(a, []), xs.get(b, [])))
+        return [x / y for x, y in pairs if y]
+    def span(v, fmt):
+        return (fmt % min(v)) + ("–" + fmt % max(v) if len(v) > 1 else "") if v else "?"
+    lines = ["- %s x%d: raftwasm-tls / raftwasm %s, raftwasm-tls / etcd-tls %s" % (
+        op, c, span(ratios(op, c, "raftwasm-tls", "raftwasm"), "%.2f"),
+        span(ratios(op, c, "raftwasm-tls", "etcd-tls"), "%.2f")) for op, c in [("put", 1), ("put", 64), ("get", 64)]]
+    begin, end = "<!-- tls: written by MODE=tls bench/compare.sh -->", "<!-- /tls -->"
+    section = [begin, "### With TLS (client and peer, client certificates required)", "",
+               "Written by `MODE=tls bench/compare.sh`: raftwasm without TLS, raftwasm with TLS on both",
+               "the client and the node-to-node traffic (`--tls-cert --peer-ca --tls-client-ca`), and etcd",
+               "with the same (`--client-cert-auth`, `--peer-client-cert-auth`), kvbench presenting a client",
+               "certificate; otherwise as above. %d rounds of %d s, systems alternating." % (rows[0]["rounds"], rows[0]["duration_s"]), ""]
+    section += machine + [""] + table + ["", "Ratios of ops/s within each round (range over rounds):", ""] + lines + [end]
+    try:
+        previous = open(sys.argv[2]).read()
+    except FileNotFoundError:
+        previous = ""
+    if begin in previous and end in previous:
+        head, rest = previous.split(begin, 1)
+        text = head + "\n".join(section) + rest.split(end, 1)[1]
+    else:
+        text = previous.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
+    open(sys.argv[2], "w").write(text)
+    print("\n".join(section))
+    sys.exit(0)
 out = ["# Benchmarks", "",
        "Written by `bench/compare.sh` (rerun it to refresh). Same machine, same run, same client",
        "(`kvbench`, gRPC), loopback, fsync on, 3 nodes each, requests sent to the leader,",
        "8-byte keys, 256-byte values, keyspace %d, reads linearizable. Each workload ran %d times" % (rows[0]["keyspace"], rows[0]["rounds"]),
        "(%d s each, systems alternating); a row is the run with the median ops/s, and `range` spans" % rows[0]["duration_s"],
        "all its runs.", "",
-       "- machine: %s, %s cores, %s" % (cpu, sh("nproc"), platform.platform()),
-       "- raftwasm: %s (git %s), %s" % (sh("./target/release/host --version"), sh("git rev-parse --short HEAD"), sh("rustc --version")),
-       "- etcd: %s" % sh("etcd --version | head -1"), "",
-       "| system | op | clients | ops/s | range | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |",
-       "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-for r in rows:
-    out.append("| %s | %s | %d | %d | %s | %.2f | %.2f | %.2f | %.2f | %d |" % (
-        r["label"], r["op"], r["clients"], r["ops_per_sec"], r["range"], r["p50_ms"], r["p90_ms"],
-        r["p99_ms"], r["p999_ms"], r["errors"]))
+       ] + machine + [""] + table
 out.append("")
 out.append("`raftwasm-native` runs guest-kv compiled into the host (`--native-fsm`): the gap to")
 out.append("`raftwasm` is what the wasm sandbox costs inside the cluster.")
