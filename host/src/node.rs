@@ -20,6 +20,7 @@ use crate::service::Service;
 use crate::store::{offload, verify_envelope, LogStore, Raft, StateMachine};
 use crate::tls::{self, PeerCerts, ServerTls, TlsListener};
 use crate::types::{node_id, Member};
+use futures::{Stream, StreamExt};
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -147,7 +148,11 @@ pub async fn serve(
                     Err(e) => tracing::error!(error = %e, "keeping the peer certificate in use"),
                 },
             );
-            let incoming = tls::incoming(no_delay(grpc), grpc_tls);
+            // Coalescing above TLS: HTTP/2 sees a stream that is not vectored and buffers
+            // small replies (a TLS stream is vectored, and HTTP/2 then flushed each reply on
+            // its own), and one flush becomes one run of records and one send.
+            let incoming =
+                tls::incoming(no_delay(grpc), grpc_tls).map(|conn| conn.map(Coalescing::new));
             let http = TlsListener::new(http, http_tls).map_err(serve_error)?;
             let app = app.into_make_service_with_connect_info::<ClientCertificate>();
             let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(&stop_tx));
@@ -162,9 +167,10 @@ pub async fn serve(
             });
             let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(&stop_tx));
             (
-                tokio::spawn(
-                    routes.serve_with_incoming_shutdown(no_delay(grpc), stopped(&stop_tx)),
-                ),
+                tokio::spawn(routes.serve_with_incoming_shutdown(
+                    no_delay(grpc).map(|conn| conn.map(Coalescing::new)),
+                    stopped(&stop_tx),
+                )),
                 tokio::spawn(async move { http_server.await }),
             )
         }
@@ -208,16 +214,14 @@ fn grpc_routes(
 }
 
 /// Accepted connections with Nagle's algorithm off (Raft and client RPCs are small
-/// request/response exchanges, and Nagle plus delayed ACKs would hold each reply for ~40 ms),
-/// and with replies that are ready together sent together ([`Coalescing`]).
-fn no_delay(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<Coalescing<tokio::net::TcpStream>>> {
-    use futures::StreamExt;
+/// request/response exchanges, and Nagle plus delayed ACKs would hold each reply for ~40 ms).
+/// The caller wraps each in [`Coalescing`] (above TLS, when there is TLS), so replies that are
+/// ready together are sent together.
+fn no_delay(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     TcpListenerStream::new(listener).map(|conn| {
         let conn = conn?;
         conn.set_nodelay(true)?;
-        Ok(Coalescing::new(conn))
+        Ok(conn)
     })
 }
 

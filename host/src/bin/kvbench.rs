@@ -208,24 +208,30 @@ async fn connect(args: &Args) -> Result<Vec<Conn>> {
         args.token.as_deref(),
     )
     .map_err(anyhow::Error::msg)?;
+    let tls = host::tls::cli_rustls(
+        args.ca.as_deref(),
+        args.cert.as_deref(),
+        args.cert_key.as_deref(),
+    )?;
     let mut conns = Vec::new();
     for i in 0..args.connections.max(1) {
         let addr = endpoints[i % endpoints.len()];
-        let tls = host::tls::cli_client(
-            args.ca.as_deref(),
-            args.cert.as_deref(),
-            args.cert_key.as_deref(),
-        )?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
-        if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls)?;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+        // TLS (when configured) runs inside the connector, under the coalescing layer.
+        let channel = match tls.clone() {
+            Some(tls) => {
+                let connect = move |uri| coalesce::connect_tls(uri, tls.clone());
+                endpoint
+                    .connect_with_connector(tower::service_fn(connect))
+                    .await
+            }
+            None => {
+                endpoint
+                    .connect_with_connector(tower::service_fn(coalesce::connect))
+                    .await
+            }
         }
-        // TLS (when configured) runs over the coalescing connector's TCP stream.
-        let channel = endpoint
-            .connect_with_connector(tower::service_fn(coalesce::connect))
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
+        .with_context(|| format!("connecting to {addr}"))?;
         conns.push(match args.target {
             Target::Raftwasm => {
                 Conn::Raftwasm(ClientClient::with_interceptor(channel, credentials.clone()))

@@ -135,6 +135,29 @@ pub fn cli_client(
     client(("ca", ca), identity).map(Some)
 }
 
+/// [`cli_client`] as a rustls configuration (HTTP/2 by ALPN), for a client that runs TLS under
+/// its own connector (kvbench's coalescing one). `None` without `--ca`.
+pub fn cli_rustls(
+    ca: Option<&Path>,
+    cert: Option<&Path>,
+    cert_key: Option<&Path>,
+) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(read_roots("ca", ca)?);
+    let mut config = match cert.zip(cert_key) {
+        Some((c, k)) => {
+            builder.with_client_auth_cert(read_certs("cert", c)?, read_key("cert-key", k)?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
 /// A PEM file and the flag that named it (for error messages).
 pub type PemFile<'a> = (&'static str, &'a Path);
 
