@@ -6,8 +6,12 @@
 //! Prints a progress line each second (stderr), then ops/s, latency percentiles and errors, and
 //! a last line of JSON for scripts.
 
+#[path = "common/connection.rs"]
+mod connection;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use connection::ConnectionArgs;
 use host::auth::WithCredentials;
 use host::grpc::coalesce;
 use host::proto::etcd::{self, kv_client::KvClient};
@@ -76,34 +80,8 @@ struct Args {
     /// Free-form label echoed in the JSON line.
     #[arg(long, default_value = "")]
     label: String,
-    /// PEM CA certificates to trust: connect over TLS.
-    #[arg(long)]
-    ca: Option<std::path::PathBuf>,
-    /// PEM client certificate to present; needs --ca and --cert-key.
-    #[arg(long, requires_all = ["ca", "cert_key"])]
-    cert: Option<std::path::PathBuf>,
-    /// PEM private key of --cert (the same flag as kvclient's, where --key is the data key).
-    #[arg(long, requires = "cert")]
-    cert_key: Option<std::path::PathBuf>,
-    /// User name, with --password (raftwasm with --auth-file).
-    #[arg(long, env = "RAFTWASM_USER", requires = "password")]
-    user: Option<String>,
-    /// Password of --user.
-    #[arg(
-        long,
-        env = "RAFTWASM_PASSWORD",
-        requires = "user",
-        hide_env_values = true
-    )]
-    password: Option<String>,
-    /// Bearer token, instead of --user and --password.
-    #[arg(
-        long,
-        env = "RAFTWASM_TOKEN",
-        conflicts_with = "user",
-        hide_env_values = true
-    )]
-    token: Option<String>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
 }
 
 #[derive(Clone)]
@@ -202,17 +180,9 @@ async fn connect(args: &Args) -> Result<Vec<Conn>> {
     if endpoints.is_empty() {
         bail!("--endpoints is empty");
     }
-    let credentials = WithCredentials::from_flags(
-        args.user.as_deref(),
-        args.password.as_deref(),
-        args.token.as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    let tls = host::tls::cli_rustls(
-        args.ca.as_deref(),
-        args.cert.as_deref(),
-        args.cert_key.as_deref(),
-    )?;
+    let c = &args.connection;
+    let credentials = c.credentials()?;
+    let tls = host::tls::cli_rustls(c.ca.as_deref(), c.cert.as_deref(), c.cert_key.as_deref())?;
     let mut conns = Vec::new();
     for i in 0..args.connections.max(1) {
         let addr = endpoints[i % endpoints.len()];

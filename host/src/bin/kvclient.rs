@@ -6,8 +6,12 @@
 //! upgrades and membership changes are forwarded to the leader. `--ca` (and `--cert`,
 //! `--cert-key`) speak TLS; `--user`/`--password` or `--token` authenticate.
 
+#[path = "common/connection.rs"]
+mod connection;
+
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use connection::ConnectionArgs;
 use host::auth::WithCredentials;
 use host::proto::{self, client_client::ClientClient, Consistency};
 use host::service::{ServiceError, Status};
@@ -78,43 +82,14 @@ struct Args {
     /// Validate the module (compile, exports, restore of the current state) without logging it.
     #[arg(long)]
     dry_run: bool,
-    /// PEM CA certificates to trust: connect over TLS (a node started with --tls-cert).
-    #[arg(long, env = "RAFTWASM_CA")]
-    ca: Option<std::path::PathBuf>,
-    /// PEM client certificate to present (a node started with --tls-client-ca); needs --ca.
-    #[arg(long, env = "RAFTWASM_CERT", requires_all = ["ca", "cert_key"])]
-    cert: Option<std::path::PathBuf>,
-    /// PEM private key of --cert (--key is the data key).
-    #[arg(long, env = "RAFTWASM_CERT_KEY", requires = "cert")]
-    cert_key: Option<std::path::PathBuf>,
-    /// User name, with --password (a node started with --auth-file).
-    #[arg(long, env = "RAFTWASM_USER", requires = "password")]
-    user: Option<String>,
-    /// Password of --user (the environment keeps it out of the process list).
-    #[arg(
-        long,
-        env = "RAFTWASM_PASSWORD",
-        requires = "user",
-        hide_env_values = true
-    )]
-    password: Option<String>,
-    /// Bearer token, instead of --user and --password.
-    #[arg(
-        long,
-        env = "RAFTWASM_TOKEN",
-        conflicts_with = "user",
-        hide_env_values = true
-    )]
-    token: Option<String>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
 }
 
 /// A client over plain TCP, or over TLS with --ca (and --cert/--cert-key).
 async fn connect(args: &Args) -> Result<Client> {
-    let tls = host::tls::cli_client(
-        args.ca.as_deref(),
-        args.cert.as_deref(),
-        args.cert_key.as_deref(),
-    )?;
+    let c = &args.connection;
+    let tls = host::tls::cli_client(c.ca.as_deref(), c.cert.as_deref(), c.cert_key.as_deref())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint =
         tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.server))
@@ -126,13 +101,7 @@ async fn connect(args: &Args) -> Result<Client> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.server))?;
-    let credentials = WithCredentials::from_flags(
-        args.user.as_deref(),
-        args.password.as_deref(),
-        args.token.as_deref(),
-    )
-    .map_err(anyhow::Error::msg)?;
-    Ok(ClientClient::with_interceptor(channel, credentials))
+    Ok(ClientClient::with_interceptor(channel, c.credentials()?))
 }
 
 fn need(v: Option<String>, flag: &str) -> Result<String> {
