@@ -243,14 +243,19 @@ const BAD_PASSWORD: &str = "invalid user name or password";
 impl Authenticator {
     /// Checks requests against the users file at `path`.
     pub fn load(path: &Path) -> Result<Self, UsersFileError> {
-        Ok(Self::new(Users::load(path)?))
+        Self::new(Users::load(path)?).map_err(|message| UsersFileError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
     }
 
-    pub fn new(users: Users) -> Self {
-        let passwords = PasswordCheck::new().expect("hashing a constant with fresh salt");
-        Authenticator {
+    /// Checks requests against `users`. Fails only if the decoy hash cannot be made (no
+    /// randomness for its salt).
+    pub fn new(users: Users) -> Result<Self, String> {
+        let passwords = PasswordCheck::new()?;
+        Ok(Authenticator {
             inner: Some(Arc::new(Inner { users, passwords })),
-        }
+        })
     }
 
     pub fn enabled(&self) -> bool {

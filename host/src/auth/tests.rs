@@ -14,7 +14,7 @@ fn authenticator(token_line: &str) -> Authenticator {
               "permissions": ["read", "write"], "prefixes": ["app/"]}}
         ]}}"#
     );
-    Authenticator::new(Users::parse(&text, false).unwrap())
+    Authenticator::new(Users::parse(&text, false).unwrap()).unwrap()
 }
 
 async fn who(auth: &Authenticator, c: Credentials<'_>) -> Result<String, AuthError> {
