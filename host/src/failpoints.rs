@@ -12,6 +12,10 @@ pub const SKIP_SEED: &str = "skip_seed";
 /// into place.
 pub const SNAPSHOT_BEFORE_RENAME: &str = "snapshot_before_rename";
 
+/// Armed as `wal_sync_fails=N`: the log's `fdatasync` reports an error once N have succeeded,
+/// as a failing disk would.
+pub const WAL_SYNC_FAILS: &str = "wal_sync_fails";
+
 /// The environment variable a failpoints build reads the armed failpoints from.
 pub const ENV: &str = "RAFTWASM_FAILPOINTS";
 
@@ -25,5 +29,35 @@ pub fn is_set(name: &str) -> bool {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn is_set(_name: &str) -> bool {
+    false
+}
+
+/// For a counting failpoint armed as `name=N`: false for its first N calls, true for every one
+/// after (never, without the `failpoints` feature).
+#[cfg(feature = "failpoints")]
+pub fn should_fail(name: &str) -> bool {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    static CALLS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+    let Ok(armed) = std::env::var(ENV) else {
+        return false;
+    };
+    let Some(limit) = armed.split(',').find_map(|item| {
+        let (n, v) = item.trim().split_once('=')?;
+        (n == name).then(|| v.parse::<u64>().ok())?
+    }) else {
+        return false;
+    };
+    let mut calls = CALLS.lock().unwrap_or_else(|p| p.into_inner());
+    let count = calls.entry(name.to_string()).or_default();
+    *count += 1;
+    *count > limit
+}
+
+/// For a counting failpoint armed as `name=N`: false for its first N calls, true for every one
+/// after (never, without the `failpoints` feature).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn should_fail(_name: &str) -> bool {
     false
 }

@@ -175,12 +175,34 @@ pub async fn serve(
             )
         }
     };
-    shutdown.await;
+    // Raft stopping on its own (a failed write to the log, a panic) stops the node: it must
+    // not go on answering reads or taking writes it can no longer make durable.
+    let failed = tokio::select! {
+        _ = shutdown => None,
+        fatal = raft_stopped(&started.raft) => Some(fatal),
+    };
     let _ = stop_tx.send(());
     let _ = started.raft.shutdown().await;
     grpc_task.await.map_err(serve_error)?.map_err(serve_error)?;
     http_task.await.map_err(serve_error)?.map_err(serve_error)?;
-    Ok(())
+    match failed {
+        Some(fatal) => Err(NodeError::Raft(fatal)),
+        None => Ok(()),
+    }
+}
+
+/// Resolves once Raft has stopped, with why.
+async fn raft_stopped(raft: &Raft) -> openraft::error::Fatal<crate::types::TypeConfig> {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            tracing::error!(error = %fatal, "raft stopped; the node stops");
+            return fatal.clone();
+        }
+        if metrics.changed().await.is_err() {
+            return openraft::error::Fatal::Stopped;
+        }
+    }
 }
 
 /// Both gRPC services: node-to-node `Raft` (admitting only `peers`' node certificates on a TLS

@@ -23,9 +23,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Metadata keys in the write-ahead log.
-const VOTE_KEY: u8 = 1;
+pub(super) const VOTE_KEY: u8 = 1;
 const COMMITTED_KEY: u8 = 2;
-const PURGED_KEY: u8 = 3;
+pub(super) const PURGED_KEY: u8 = 3;
 /// Most queued operations folded into one sync.
 const MAX_BATCH: usize = 4096;
 
@@ -244,6 +244,11 @@ fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
         }
         let sync = batch.iter().any(|op| !matches!(op, WriteOp::Lazy { .. }));
         let result = write_batch(&mut wal, &batch, sync).map_err(Arc::new);
+        if let Err(e) = &result {
+            // The log refuses every later write (see `Wal`); openraft stops on this error and
+            // the node with it.
+            tracing::error!(error = %e, "writing the log failed; nothing more is acknowledged");
+        }
         let mut flushed_upto = None;
         for op in batch {
             match op {

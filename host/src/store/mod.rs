@@ -8,12 +8,14 @@
 //! - `modules`: compiled modules by hash, kept on disk once activated; upgrade checks.
 //! - `offload`: the one helper that runs guest calls off the async workers.
 //! - `snapshot`: the snapshot file format.
+//! - `verify`: checking a stopped node's log and snapshot (`host wal verify`).
 
 mod log;
 mod modules;
 mod offload;
 mod snapshot;
 mod state_machine;
+mod verify;
 pub mod wal;
 
 pub use log::LogStore;
@@ -21,6 +23,7 @@ pub use modules::{ModuleRejected, MODULES_DIR};
 pub use offload::{offload, GuestCallError};
 pub use snapshot::{verify_envelope, SnapshotError};
 pub use state_machine::{StateMachine, StateMachineStatus};
+pub use verify::{verify, Verified};
 
 /// The openraft instance of a node, over this state machine.
 pub type Raft = openraft::Raft<crate::types::TypeConfig, StateMachine>;

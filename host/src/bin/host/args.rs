@@ -122,6 +122,21 @@ pub enum Command {
     /// Secrets for the users file.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// The write-ahead log of a stopped node.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Checks a stopped node's log and snapshot without changing them: prints what each
+    /// segment holds, and exits with status 1 naming the damage if a node could not start on
+    /// it (or would be missing data).
+    Verify {
+        /// The node's data directory (its `--data-dir`).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -86,6 +86,17 @@ fn run_command(command: args::Command) -> Result<()> {
             println!("{token}");
             println!("{stored}");
         }
+        args::Command::Wal(args::WalCommand::Verify { data_dir }) => {
+            let found = host::store::verify(&data_dir);
+            print!("{}", found.report);
+            anyhow::ensure!(
+                found.problems.is_empty(),
+                "{} cannot be trusted:\n{}",
+                data_dir.display(),
+                found.problems.join("\n")
+            );
+            println!("ok: a node can start on {}", data_dir.display());
+        }
     }
     Ok(())
 }

@@ -8,16 +8,22 @@
 //! commit (150 µs against 470 µs with three writers on the disk at once). etcd's WAL does the
 //! same.
 //!
-//! Format. Segments are `<id:016x>.wal`, ids increasing. A record is
-//! `len: u32 LE | crc32(id: u64 LE, body): u32 LE | body`, body = `kind: u8 | fields`:
-//! entry (`1 | index: u64 | bytes`), truncate (`2 | from: u64`: entries >= `from` are gone),
-//! meta (`3 | key: u8 | value`), purge (`4 | upto: u64`: entries <= `upto` are gone).
+//! Format. A `FORMAT` file names the format and a random salt. Segments are `<id:016x>.wal`, ids
+//! increasing. A record is `len: u32 LE | crc32(salt: u64 LE, id: u64 LE, body): u32 LE | body`,
+//! body = `kind: u8 | fields`: entry (`1 | index: u64 | bytes`), truncate (`2 | from: u64`:
+//! entries >= `from` are gone), meta (`3 | key: u8 | value`), purge (`4 | upto: u64`: entries
+//! <= `upto` are gone), end (`5`: closes the segment), head (`6 | [end: u64]`: where the log
+//! ended when the segment started).
 //!
-//! Replay reads segments in id order, each up to its first zero length or invalid record (a
-//! torn tail, never acknowledged: a write is acknowledged only after the fsync that covers every
-//! earlier byte). Every open starts a new segment, so bytes after a torn tail are never read as
-//! records. Each segment begins with the current metadata and purge point, which lets older
-//! segments be deleted once everything they hold is superseded or purged.
+//! A segment starts with a head, then restates the current metadata and purge point, which lets
+//! older segments be deleted once everything they hold is superseded or purged. Segments are
+//! closed with an end record, synced, before the next one gets a record; every open closes the
+//! newest one (cutting a torn tail: bytes never acknowledged, since a write is acknowledged
+//! only after the sync that covers every earlier byte) and starts a new one. Replay
+//! ([`replay`]) accepts bytes that are not a valid record only there, and only if nothing
+//! valid follows them; anything else stops the node with [`Damage`]. After a failed write or
+//! sync the log refuses every later write: a failed `fdatasync` may have dropped pages, and
+//! retrying it could report success for data that never reached the disk.
 //!
 //! The next segment is made ready on a helper thread while the current one fills (created,
 //! zero-filled, synced, named, directory synced), so starting it costs the writer only its head.
@@ -28,18 +34,22 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 mod files;
+mod reader;
 mod record;
+mod replay;
+mod upgrade;
 
-use files::{check_format, corrupt, prepare, segment_path, take_unread, Prepared, SPARE};
+use files::{check_format, list, prepare, segment_path, take_unread, Format, Prepared, SPARE};
 pub use record::Record;
-use record::{decode_all, encode, seal};
+use record::{encode, seal, Seal};
+pub use replay::{damage_of, Damage, SegmentEnd, SegmentReport};
+use replay::{log_end, replay, Mode};
 
 /// Size a segment is preallocated to by default (configured in [`crate::config`]). A batch that
 /// does not fit starts a new segment; a single batch larger than the segment size makes its
@@ -48,6 +58,16 @@ pub use crate::config::DEFAULT_SEGMENT_BYTES;
 
 /// Deleted segment files kept for reuse (8 MiB each by default).
 pub const RECYCLE: usize = 8;
+
+/// What [`Wal::verify`] found in a log.
+#[derive(Debug, Clone)]
+pub struct LogSummary {
+    pub segments: Vec<SegmentReport>,
+    /// The first and last live entry index.
+    pub entries: Option<(u64, u64)>,
+    pub purged: Option<u64>,
+    pub meta: BTreeMap<u8, Vec<u8>>,
+}
 
 /// Where an entry's bytes are.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +104,9 @@ pub struct WalReader {
 pub struct Wal {
     dir: PathBuf,
     segment_bytes: u64,
+    salt: u64,
+    /// Set by a failed write or sync; every later write fails with it.
+    failed: Option<String>,
     index: Arc<RwLock<Index>>,
     segments: Vec<Segment>,
     active: Arc<File>,
@@ -117,49 +140,26 @@ impl std::fmt::Debug for Wal {
 }
 
 impl Wal {
-    /// Opens the log in `dir` (creating it if needed), replays it and starts a new segment.
+    /// Opens the log in `dir` (creating it if needed), replays it, closes its newest segment
+    /// and starts a new one. A damaged log is an error whose [`damage_of`] says where.
     pub fn open(dir: &Path, segment_bytes: u64) -> io::Result<Wal> {
+        upgrade::resume(dir)?;
         std::fs::create_dir_all(dir)?;
         let _ = std::fs::remove_file(dir.join(SPARE));
-        check_format(dir)?;
-        let mut ids = Vec::new();
+        let (salt, fresh) = match check_format(dir)? {
+            (Format::V3 { salt }, fresh) => (salt, fresh),
+            (Format::V2, _) => (upgrade::rewrite_v2(dir, segment_bytes)?, false),
+        };
+        let (ids, recycle) = list(dir)?;
+        let found = replay(dir, &ids, Format::V3 { salt }, Mode::Open { fresh })?;
         let mut recycled = Vec::new();
-        for item in std::fs::read_dir(dir)? {
-            let path = item?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if let Some(id) = name
-                .strip_suffix(".wal")
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-            {
-                ids.push(id);
-            } else if name.ends_with(".recycle") {
-                if recycled.len() < RECYCLE {
-                    let file = OpenOptions::new().read(true).write(true).open(&path)?;
-                    recycled.push((path, Arc::new(file)));
-                } else {
-                    std::fs::remove_file(&path)?;
-                }
+        for path in recycle {
+            if recycled.len() < RECYCLE {
+                let file = OpenOptions::new().read(true).write(true).open(&path)?;
+                recycled.push((path, Arc::new(file)));
+            } else {
+                std::fs::remove_file(&path)?;
             }
-        }
-        ids.sort_unstable();
-
-        let mut index = Index::default();
-        let mut segments = Vec::new();
-        let mut purged = None;
-        for &id in &ids {
-            let path = segment_path(dir, id);
-            let file = OpenOptions::new().read(true).write(true).open(&path)?;
-            let data = std::fs::read(&path)?;
-            let mut seg = Segment {
-                id,
-                max_index: None,
-                truncates: false,
-            };
-            decode_all(&data, id, |record, body| {
-                apply(&mut index, &mut purged, &mut seg, record, body)
-            });
-            index.files.insert(id, Arc::new(file));
-            segments.push(seg);
         }
         let next = ids.last().map_or(1, |last| last + 1);
         let reuse = take_unread(&mut recycled);
@@ -167,20 +167,49 @@ impl Wal {
         let mut wal = Wal {
             dir: dir.to_path_buf(),
             segment_bytes,
-            index: Arc::new(RwLock::new(index)),
-            segments,
+            salt,
+            failed: None,
+            index: Arc::new(RwLock::new(found.index)),
+            segments: found.segments,
             active: file.clone(),
             pos: 0,
             head_len: 0,
-            purged,
+            purged: found.purged,
             next: None,
             recycled,
             buf: Vec::new(),
         };
         wal.start_segment(id, file)?;
         wal.active.sync_data()?;
+        if fresh {
+            files::commit_format(dir)?;
+        }
+        // Only now that a newer head is durable may the older segments be closed.
+        for (id, at) in found.tails {
+            let file = wal.index.read().unwrap_or_else(|p| p.into_inner()).files[&id].clone();
+            close(&file, wal.seal(id), at)?;
+        }
         wal.delete_obsolete();
         Ok(wal)
+    }
+
+    /// Checks the log in `dir` without changing anything: what it holds, or the damage that
+    /// would stop a node.
+    pub fn verify(dir: &Path) -> io::Result<LogSummary> {
+        let format = files::read_format(dir)?;
+        let (ids, _) = list(dir)?;
+        let found = replay(dir, &ids, format, Mode::Verify)?;
+        let entries = &found.index.entries;
+        Ok(LogSummary {
+            segments: found.report,
+            entries: entries
+                .keys()
+                .next()
+                .zip(entries.keys().next_back())
+                .map(|(a, b)| (*a, *b)),
+            purged: found.purged,
+            meta: found.index.meta.clone(),
+        })
     }
 
     /// A handle for reading entries and metadata.
@@ -204,6 +233,19 @@ impl Wal {
     }
 
     fn append(&mut self, records: &[Record<'_>], sync: bool) -> io::Result<()> {
+        if let Some(failed) = &self.failed {
+            return Err(io::Error::other(format!(
+                "the log refuses writes after an earlier failure: {failed}"
+            )));
+        }
+        let result = self.try_append(records, sync);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    fn try_append(&mut self, records: &[Record<'_>], sync: bool) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let bodies: Vec<u64> = records.iter().map(|r| encode(&mut buf, r)).collect();
@@ -212,7 +254,7 @@ impl Wal {
         }
         let base = self.pos;
         let id = self.segments.last().expect("active segment").id;
-        seal(&mut buf, id);
+        seal(&mut buf, self.seal(id));
         let written = self.active.write_all_at(&buf, base);
         self.buf = buf;
         written?;
@@ -221,7 +263,7 @@ impl Wal {
         let is_meta = |r: &Record<'_>| matches!(r, Record::Meta { .. });
         self.apply_written(records, &bodies, base, |r| !is_meta(r));
         if sync {
-            self.active.sync_data()?;
+            self.sync()?;
         }
         self.apply_written(records, &bodies, base, is_meta);
         if records.iter().any(|r| matches!(r, Record::Purge { .. })) {
@@ -253,8 +295,25 @@ impl Wal {
         self.segments.len()
     }
 
+    fn seal(&self, segment: u64) -> Seal {
+        Seal {
+            salt: self.salt,
+            segment,
+        }
+    }
+
+    /// Makes everything written durable.
+    fn sync(&self) -> io::Result<()> {
+        if crate::failpoints::should_fail(crate::failpoints::WAL_SYNC_FAILS) {
+            return Err(io::Error::other("fdatasync failed (failpoint)"));
+        }
+        self.active.sync_data()
+    }
+
+    /// Starts the next segment and closes the one before, in that order (see [`replay`]).
     fn rotate(&mut self) -> io::Result<()> {
-        self.active.sync_data()?;
+        let (old, old_end) = (self.active.clone(), self.pos);
+        let old_id = self.segments.last().expect("active segment").id;
         let want = self.segments.last().map_or(1, |s| s.id + 1);
         let (id, file) = match self.next.take() {
             Some(handle) => handle
@@ -270,20 +329,32 @@ impl Wal {
                 "prepared segment {id}, expected {want}"
             )));
         }
-        self.start_segment(id, file)
+        self.start_segment(id, file)?;
+        self.sync()?;
+        close(&old, self.seal(old_id), old_end)
     }
 
     /// Makes the prepared `file` the active segment `id`, writes its head and starts preparing
     /// the one after it.
     fn start_segment(&mut self, id: u64, file: Arc<File>) -> io::Result<()> {
         let mut head = Vec::new();
-        for (key, value) in &self.index.read().unwrap_or_else(|p| p.into_inner()).meta {
-            encode(&mut head, &Record::Meta { key: *key, value });
+        {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            let follow = index.meta.len() + usize::from(self.purged.is_some());
+            let head_record = Record::Head {
+                size: file.metadata()?.len(),
+                end: log_end(&index, self.purged),
+                follow: follow as u32,
+            };
+            encode(&mut head, &head_record);
+            for (key, value) in &index.meta {
+                encode(&mut head, &Record::Meta { key: *key, value });
+            }
         }
         if let Some(upto) = self.purged {
             encode(&mut head, &Record::Purge { upto });
         }
-        seal(&mut head, id);
+        seal(&mut head, self.seal(id));
         file.write_all_at(&head, 0)?;
         self.active = file.clone();
         self.pos = head.len() as u64;
@@ -383,55 +454,21 @@ fn apply(
             index.entries = index.entries.split_off(&(upto + 1));
             *purged = (*purged).max(Some(upto));
         }
+        Record::End | Record::Head { .. } => {}
     }
 }
 
-impl std::fmt::Debug for WalReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WalReader").finish_non_exhaustive()
-    }
+/// Closes segment `file` with an end record at `at`, over whatever is there (a torn tail or
+/// unused space), and syncs it: from now on only the bytes before `at` are the segment.
+fn close(file: &File, with: Seal, at: u64) -> io::Result<()> {
+    let mut end = Vec::new();
+    encode(&mut end, &Record::End);
+    seal(&mut end, with);
+    file.write_all_at(&end, at)?;
+    file.sync_data()
 }
 
-impl WalReader {
-    /// The durable value of metadata `key`.
-    pub fn meta(&self, key: u8) -> Option<Vec<u8>> {
-        self.read_index().meta.get(&key).cloned()
-    }
-
-    /// The highest live entry index.
-    pub fn last_index(&self) -> Option<u64> {
-        self.read_index().entries.keys().next_back().copied()
-    }
-
-    /// The encoded entries with index in `range`, in order.
-    pub fn entries(&self, range: impl RangeBounds<u64>) -> io::Result<Vec<(u64, Vec<u8>)>> {
-        let wanted: Vec<(u64, Loc, Arc<File>)> = {
-            let index = self.read_index();
-            index
-                .entries
-                .range(range)
-                .map(|(i, loc)| {
-                    let file = index.files.get(&loc.segment).cloned().ok_or_else(|| {
-                        corrupt(format!("entry {i}: segment {} is gone", loc.segment))
-                    })?;
-                    Ok((*i, *loc, file))
-                })
-                .collect::<io::Result<_>>()?
-        };
-        wanted
-            .into_iter()
-            .map(|(i, loc, file)| {
-                let mut bytes = vec![0u8; loc.len as usize];
-                file.read_exact_at(&mut bytes, loc.offset)?;
-                Ok((i, bytes))
-            })
-            .collect()
-    }
-
-    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;

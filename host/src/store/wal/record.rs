@@ -1,6 +1,7 @@
-//! The record format of the write-ahead log: `len: u32 LE | crc32(segment id: u64 LE, body): u32
-//! LE | body`, body = `kind: u8 | fields` (see the parent module for the kinds). Encoding,
-//! sealing (checksums) and decoding; nothing here touches a file.
+//! The record format of the write-ahead log: `len: u32 LE | crc32(salt: u64 LE, segment id: u64
+//! LE, body): u32 LE | body`, body = `kind: u8 | fields` (see the parent module for the kinds).
+//! Encoding, sealing (checksums), decoding and the search for valid records past a damaged
+//! one; nothing here touches a file.
 
 /// Bytes before a record's body: its length and checksum.
 pub(super) const HEADER: usize = 8;
@@ -8,6 +9,8 @@ const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_META: u8 = 3;
 const KIND_PURGE: u8 = 4;
+const KIND_END: u8 = 5;
+const KIND_HEAD: u8 = 6;
 
 /// One record to append.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +23,25 @@ pub enum Record<'a> {
     Meta { key: u8, value: &'a [u8] },
     /// Removes entries with index <= `upto`.
     Purge { upto: u64 },
+    /// Closes a segment: nothing after it in the file belongs to the log.
+    End,
+    /// Opens a segment: the file's length when it started (a shorter file was cut), where the
+    /// log ended (the highest entry index or purge point: replay can tell whether an older
+    /// segment holding entries went missing) and how many records restating metadata follow.
+    Head {
+        size: u64,
+        end: Option<u64>,
+        follow: u32,
+    },
+}
+
+/// What makes a record valid in one segment of one log: the log's random salt and the
+/// segment's id, both covered by every checksum. The salt keeps bytes a client wrote (an
+/// entry's value, later left in a reused file) from ever passing for a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seal {
+    pub salt: u64,
+    pub segment: u64,
 }
 
 /// Appends `record` to `out` with its checksum left zero (see [`seal`]); returns where its
@@ -46,63 +68,152 @@ pub(super) fn encode(out: &mut Vec<u8>, record: &Record<'_>) -> u64 {
             out.push(KIND_PURGE);
             out.extend_from_slice(&upto.to_le_bytes());
         }
+        Record::End => out.push(KIND_END),
+        Record::Head { size, end, follow } => {
+            out.push(KIND_HEAD);
+            out.extend_from_slice(&size.to_le_bytes());
+            out.extend_from_slice(&follow.to_le_bytes());
+            if let Some(end) = end {
+                out.extend_from_slice(&end.to_le_bytes());
+            }
+        }
     }
     let body_len = (out.len() - start - HEADER) as u32;
     out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
     (start + HEADER) as u64
 }
 
-fn checksum(segment: u64, body: &[u8]) -> u32 {
+fn checksum(seal: Seal, body: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
-    h.update(&segment.to_le_bytes());
+    if seal.salt != 0 {
+        h.update(&seal.salt.to_le_bytes());
+    }
+    h.update(&seal.segment.to_le_bytes());
     h.update(body);
     h.finalize()
 }
 
-/// Fills in the checksums of the records encoded in `buf`, for segment `segment`.
-pub(super) fn seal(buf: &mut [u8], segment: u64) {
+/// Fills in the checksums of the records encoded in `buf`, for the segment `with` names.
+pub(super) fn seal(buf: &mut [u8], with: Seal) {
     let mut pos = 0;
     while pos < buf.len() {
         let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = checksum(segment, &buf[pos + HEADER..pos + HEADER + len]);
+        let crc = checksum(with, &buf[pos + HEADER..pos + HEADER + len]);
         buf[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
         pos += HEADER + len;
     }
 }
 
-/// Decodes the valid records of segment `segment` at the start of `data`, calling
-/// `f(record, body_offset)` for each.
-pub(super) fn decode_all(data: &[u8], segment: u64, mut f: impl FnMut(Record<'_>, u64)) {
-    let mut pos = 0usize;
-    while data.len() - pos >= HEADER {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
-        if len == 0 || len > data.len() - pos - HEADER {
-            return;
+/// Where the records of a segment stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// At an end record; `at` is its offset.
+    End { at: u64 },
+    /// At offset `at`, where no valid record starts (zeros, a torn write, or damage).
+    Cut { at: u64 },
+}
+
+/// The valid records at the start of one segment's bytes, in order, each with the offset of
+/// its body; [`Records::stop`] then says where and why they ended.
+pub(super) struct Records<'a> {
+    data: &'a [u8],
+    seal: Seal,
+    pos: usize,
+    stop: Option<Stop>,
+}
+
+impl<'a> Records<'a> {
+    pub fn new(data: &'a [u8], seal: Seal) -> Self {
+        Records {
+            data,
+            seal,
+            pos: 0,
+            stop: None,
         }
-        let body = &data[pos + HEADER..pos + HEADER + len];
-        if checksum(segment, body) != crc {
-            return;
-        }
-        let u64_at = |b: &[u8]| {
-            b.get(..8)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-        };
-        let record = match body[0] {
-            KIND_ENTRY => u64_at(&body[1..]).map(|index| Record::Entry {
-                index,
-                bytes: &body[9..],
-            }),
-            KIND_TRUNCATE => u64_at(&body[1..]).map(|from| Record::Truncate { from }),
-            KIND_META if body.len() >= 2 => Some(Record::Meta {
-                key: body[1],
-                value: &body[2..],
-            }),
-            KIND_PURGE => u64_at(&body[1..]).map(|upto| Record::Purge { upto }),
-            _ => None,
-        };
-        let Some(record) = record else { return };
-        f(record, (pos + HEADER) as u64);
-        pos += HEADER + len;
     }
+
+    /// Where the records ended (call once the iterator is exhausted).
+    pub fn stop(&self) -> Stop {
+        self.stop.unwrap_or(Stop::Cut {
+            at: self.pos as u64,
+        })
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (Record<'a>, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.stop.is_some() {
+            return None;
+        }
+        let at = self.pos as u64;
+        match record_at(self.data, self.pos, self.seal) {
+            Some((Record::End, _)) => {
+                self.stop = Some(Stop::End { at });
+                None
+            }
+            Some((record, len)) => {
+                self.pos += HEADER + len;
+                Some((record, at + HEADER as u64))
+            }
+            None => {
+                self.stop = Some(Stop::Cut { at });
+                None
+            }
+        }
+    }
+}
+
+/// The valid record at `pos` of `data`, with its body's length.
+fn record_at(data: &[u8], pos: usize, seal: Seal) -> Option<(Record<'_>, usize)> {
+    let head = data.get(pos..pos + HEADER)?;
+    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(head[4..].try_into().unwrap());
+    if len == 0 || len > data.len() - pos - HEADER {
+        return None;
+    }
+    let body = &data[pos + HEADER..pos + HEADER + len];
+    if checksum(seal, body) != crc {
+        return None;
+    }
+    let u64_at = |b: &[u8]| {
+        b.get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let record = match body[0] {
+        KIND_ENTRY => u64_at(&body[1..]).map(|index| Record::Entry {
+            index,
+            bytes: &body[9..],
+        }),
+        KIND_TRUNCATE => u64_at(&body[1..]).map(|from| Record::Truncate { from }),
+        KIND_META if body.len() >= 2 => Some(Record::Meta {
+            key: body[1],
+            value: &body[2..],
+        }),
+        KIND_PURGE => u64_at(&body[1..]).map(|upto| Record::Purge { upto }),
+        KIND_END if body.len() == 1 => Some(Record::End),
+        KIND_HEAD if body.len() == 13 || body.len() == 21 => Some(Record::Head {
+            size: u64_at(&body[1..])?,
+            follow: u32::from_le_bytes(body[9..13].try_into().unwrap()),
+            end: u64_at(&body[13..]),
+        }),
+        _ => None,
+    };
+    record.map(|r| (r, len))
+}
+
+/// The offset of the first valid record that starts at or after `from`, at any byte offset:
+/// after a record that does not check out, whether anything valid follows it tells a torn
+/// tail (nothing does) from damage inside the log (something does).
+pub(super) fn find_valid(data: &[u8], from: u64, seal: Seal) -> Option<u64> {
+    let from = usize::try_from(from).ok()?;
+    (from..data.len().saturating_sub(HEADER)).find_map(|pos| {
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        // Cheap rejections first: most bytes of a zero-filled or reused file fail here.
+        if len == 0 || len > data.len() - pos - HEADER {
+            return None;
+        }
+        record_at(data, pos, seal).map(|_| pos as u64)
+    })
 }
