@@ -126,25 +126,23 @@ pub struct TxnOutcome {
     pub error: Option<String>,
 }
 
-/// Errors after which the command certainly never reached a log: the connection to the node (or
-/// from it to the leader) was never made, or no node took it as leader.
-const NEVER_PROPOSED: [&str; 3] = [
-    "tcp connect error",
-    "no leader is known",
-    "without reaching a leader",
-];
-
+/// How a failed write is counted: by the error's code, never its text. The node says in the
+/// status details whether the write certainly did not take effect (`unavailable`, or a refusal)
+/// or may have (`unknown_outcome`); a status without details is this client's own transport
+/// failure, definite only when the connection was never made.
 fn classify_write_error(status: &tonic::Status) -> Outcome {
-    match status.code() {
-        // The guest refused the command deterministically, or it was malformed: nothing changed.
-        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => Outcome::Fail,
-        // Refused before anything was proposed (on any node of the path).
-        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Outcome::Fail,
-        tonic::Code::Unavailable if NEVER_PROPOSED.iter().any(|m| status.message().contains(m)) => {
-            Outcome::Fail
-        }
-        // Anything else (a timeout, a connection lost mid-request) may still commit.
-        _ => Outcome::Info,
+    use host::service::ServiceError;
+    if status.details().is_empty() {
+        return match host::service::never_sent(status) {
+            true => Outcome::Fail,
+            false => Outcome::Info,
+        };
+    }
+    match ServiceError::from_status(status) {
+        ServiceError::UnknownOutcome { .. } | ServiceError::Internal { .. } => Outcome::Info,
+        // Not applied: no leader or not reachable, refused, malformed, or refused by the guest
+        // deterministically.
+        _ => Outcome::Fail,
     }
 }
 

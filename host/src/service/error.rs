@@ -36,12 +36,25 @@ pub enum ServiceError {
     /// The request contradicts the cluster's state (an id reused with another address).
     #[error("{message}")]
     Conflict { message: String },
-    /// No leader is known, or it cannot be reached, or no quorum answered in time.
+    /// The request did not take effect and can be retried anywhere: no leader is known, the
+    /// leader could not be reached, or (for a read) no quorum answered in time.
     #[error("{message}")]
     Unavailable {
         message: String,
         leader_id: Option<String>,
         leader_address: Option<String>,
+    },
+    /// A write that may or may not have taken effect: it was proposed (or sent on to the
+    /// leader) and no answer came, because it timed out, the connection was lost, or
+    /// leadership changed after it was proposed. Retrying it may apply it twice.
+    #[error("{message}")]
+    UnknownOutcome {
+        message: String,
+        leader_id: Option<String>,
+        leader_address: Option<String>,
+        /// True when the request's time ran out (gRPC DEADLINE_EXCEEDED, else UNKNOWN).
+        #[serde(default)]
+        timed_out: bool,
     },
     /// No credentials where the request needs some, or credentials that do not check out.
     #[error("{message}")]
@@ -131,6 +144,27 @@ impl ServiceError {
         }
     }
 
+    /// A write whose outcome is unknown (see [`ServiceError::UnknownOutcome`]).
+    pub fn unknown_outcome(
+        message: impl Into<String>,
+        leader: Option<(String, String)>,
+        timed_out: bool,
+    ) -> Self {
+        let (leader_id, leader_address) = leader.unzip();
+        ServiceError::UnknownOutcome {
+            message: message.into(),
+            leader_id,
+            leader_address,
+            timed_out,
+        }
+    }
+
+    /// True when the request certainly did not take effect: a client may retry it anywhere.
+    /// False for an unknown outcome and for errors a retry would not change.
+    pub fn retry_is_safe(&self) -> bool {
+        matches!(self, ServiceError::Unavailable { .. })
+    }
+
     /// The HTTP status this error maps to.
     pub fn http_status(&self) -> u16 {
         match self {
@@ -151,6 +185,7 @@ impl ServiceError {
             ServiceError::PermissionDenied { .. } => 403,
             ServiceError::MethodNotAllowed { .. } => 405,
             ServiceError::Unavailable { .. } => 503,
+            ServiceError::UnknownOutcome { .. } => 504,
             ServiceError::Internal { .. } => 500,
         }
     }
@@ -172,6 +207,10 @@ impl ServiceError {
             ServiceError::PermissionDenied { .. } => tonic::Code::PermissionDenied,
             ServiceError::MethodNotAllowed { .. } => tonic::Code::Unimplemented,
             ServiceError::Unavailable { .. } => tonic::Code::Unavailable,
+            ServiceError::UnknownOutcome {
+                timed_out: true, ..
+            } => tonic::Code::DeadlineExceeded,
+            ServiceError::UnknownOutcome { .. } => tonic::Code::Unknown,
             ServiceError::Internal { .. } => tonic::Code::Internal,
         }
     }
@@ -183,7 +222,8 @@ impl ServiceError {
     }
 
     /// Back from a gRPC status: exact when it came from [`ServiceError::to_status`], otherwise
-    /// mapped by code (a transport failure becomes `Unavailable`).
+    /// mapped by code (a transport failure becomes `Unavailable`: callers that sent a write
+    /// decide for themselves whether it may have arrived, as the forwarder does).
     pub fn from_status(status: &tonic::Status) -> Self {
         if let Ok(e) = serde_json::from_slice::<ServiceError>(status.details()) {
             return e;
@@ -233,10 +273,11 @@ impl From<RaftError<TypeConfig, ClientWriteError<TypeConfig>>> for ServiceError 
                 f.leader_node.map(|m| (m.name, m.addr)),
             ),
             RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => {
-                ServiceError::unavailable(
-                    "leadership changed before the write committed (the outcome of a write is \
-                     unknown); retry",
+                ServiceError::unknown_outcome(
+                    "leadership changed after the write was proposed: another leader may still \
+                     commit it",
                     f.leader_node.map(|m| (m.name, m.addr)),
+                    false,
                 )
             }
             RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => {
@@ -249,7 +290,11 @@ impl From<RaftError<TypeConfig, ClientWriteError<TypeConfig>>> for ServiceError 
                     message: format!("membership change refused: {e}"),
                 }
             }
-            RaftError::Fatal(e) => ServiceError::internal(format!("raft stopped: {e}")),
+            RaftError::Fatal(e) => ServiceError::unknown_outcome(
+                format!("raft stopped on this node while the write was in flight: {e}"),
+                None,
+                false,
+            ),
         }
     }
 }

@@ -128,7 +128,7 @@ impl Leader {
         request
     }
 
-    /// The leader's error as it sent it; a transport failure names the leader.
+    /// The leader's error as it sent it, for a read; a transport failure names the leader.
     fn error(&self, status: tonic::Status) -> ServiceError {
         match ServiceError::from_status(&status) {
             ServiceError::Unavailable {
@@ -137,10 +137,32 @@ impl Leader {
                 ..
             } => ServiceError::unavailable(
                 format!("forwarding to leader {} failed: {message}", self.leader),
-                Some((self.leader.name.clone(), self.leader.addr.clone())),
+                Some(self.leader_pair()),
             ),
             other => other,
         }
+    }
+
+    /// The leader's error as it sent it, for a write. A failure of the call itself is definite
+    /// only if the request never left this node; otherwise the leader may have applied it.
+    fn write_error(&self, status: tonic::Status) -> ServiceError {
+        if !status.details().is_empty() || never_sent(&status) {
+            return self.error(status);
+        }
+        ServiceError::unknown_outcome(
+            format!(
+                "forwarding to leader {} failed after the request was sent: {}; it may have \
+                 been applied",
+                self.leader,
+                status.message()
+            ),
+            Some(self.leader_pair()),
+            status.code() == tonic::Code::DeadlineExceeded,
+        )
+    }
+
+    fn leader_pair(&self) -> (String, String) {
+        (self.leader.name.clone(), self.leader.addr.clone())
     }
 
     pub(super) async fn apply(mut self, command: Vec<u8>) -> Result<Applied, ServiceError> {
@@ -149,7 +171,7 @@ impl Leader {
             .client
             .apply(request)
             .await
-            .map_err(|s| self.error(s))?;
+            .map_err(|s| self.write_error(s))?;
         Ok(reply.into_inner().into())
     }
 
@@ -180,7 +202,11 @@ impl Leader {
             key: key.to_string(),
             value: value.to_string(),
         });
-        let reply = self.client.put(request).await.map_err(|s| self.error(s))?;
+        let reply = self
+            .client
+            .put(request)
+            .await
+            .map_err(|s| self.write_error(s))?;
         Ok(reply.into_inner().into())
     }
 
@@ -192,7 +218,7 @@ impl Leader {
             .client
             .delete(request)
             .await
-            .map_err(|s| self.error(s))?;
+            .map_err(|s| self.write_error(s))?;
         Ok(reply.into_inner().into())
     }
 
@@ -217,7 +243,7 @@ impl Leader {
             .client
             .add_node(request)
             .await
-            .map_err(|s| self.error(s))?;
+            .map_err(|s| self.write_error(s))?;
         Ok(reply.into_inner().into())
     }
 
@@ -229,7 +255,7 @@ impl Leader {
             .client
             .remove_node(request)
             .await
-            .map_err(|s| self.error(s))?;
+            .map_err(|s| self.write_error(s))?;
         Ok(reply.into_inner().into())
     }
 
@@ -241,7 +267,7 @@ impl Leader {
             .client
             .transfer_leader(request)
             .await
-            .map_err(|s| self.error(s))?;
+            .map_err(|s| self.write_error(s))?;
         Ok(reply.into_inner().into())
     }
 
@@ -255,7 +281,26 @@ impl Leader {
             .client
             .upgrade_fsm(request)
             .await
-            .map_err(|s| self.error(s))?;
+            .map_err(|s| self.write_error(s))?;
         Ok(reply.into_inner().into())
     }
+}
+
+/// True when `status` is a failure to connect: the request never left this node, so whoever it
+/// was for never saw it. Judged by the kind of the underlying I/O error, not by message text.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }

@@ -30,7 +30,7 @@ pub mod transfer;
 mod upgrade;
 
 pub use error::{ErrorBody, ServiceError};
-pub use forward::{hops, HOPS_HEADER, MAX_HOPS};
+pub use forward::{hops, never_sent, HOPS_HEADER, MAX_HOPS};
 pub use guest_kv::schema::{KeyValue, ScanResponse};
 pub use kv::{DeleteResult, PutResult, ScanParams};
 pub use status::{MemberStatus, StateHash, Status};
@@ -190,7 +190,13 @@ impl Service {
         let result = timeout(self.inner.limits.request_timeout, write)
             .await
             .map_err(|_| self.timed_out("write was not committed"))?
-            .ok_or_else(|| ServiceError::unavailable("the node is shutting down", None))?;
+            .ok_or_else(|| {
+                ServiceError::unknown_outcome(
+                    "the node is shutting down; the write may still commit",
+                    None,
+                    false,
+                )
+            })?;
         match result {
             Ok((log_index, response)) => Ok(Route::Here(Applied {
                 response: response?,
@@ -246,7 +252,7 @@ impl Service {
             self.inner.read_index.confirm(),
         )
         .await
-        .map_err(|_| self.timed_out("leadership was not confirmed"))?
+        .map_err(|_| self.read_timed_out("leadership was not confirmed"))?
         .ok_or_else(|| ServiceError::unavailable("the node is shutting down", None))?;
         match check {
             Ok(_) => Ok(None),
@@ -260,11 +266,25 @@ impl Service {
         }
     }
 
+    /// A proposed change that did not commit in time: it may still commit.
     fn timed_out(&self, what: &str) -> ServiceError {
+        let leader = self.leader();
+        ServiceError::unknown_outcome(
+            format!(
+                "{what} within {:?}: no quorum answered; it may still commit",
+                self.inner.limits.request_timeout
+            ),
+            leader.map(|m| (m.name, m.addr)),
+            true,
+        )
+    }
+
+    /// A read that could not be made safe in time: nothing happened.
+    fn read_timed_out(&self, what: &str) -> ServiceError {
         let leader = self.leader();
         ServiceError::unavailable(
             format!(
-                "{what} within {:?}: no quorum reachable (the outcome of a write is unknown)",
+                "{what} within {:?}: no quorum answered",
                 self.inner.limits.request_timeout
             ),
             leader.map(|m| (m.name, m.addr)),
