@@ -183,6 +183,7 @@ pub async fn execute(client: &mut Client, txn: &[Mop], timeout: Duration) -> Txn
         })
         .collect();
     let mut req = tonic::Request::new(ApplyRequest {
+        session: None,
         command: Command::Txn { ops }.encode(),
     });
     req.set_timeout(timeout);

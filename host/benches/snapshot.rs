@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
             value: value.clone(),
         }
         .encode();
-        pending.push(async move { service.apply(&Caller::open(0), command).await });
+        pending.push(async move { service.apply(&Caller::open(0), command, None).await });
         if pending.len() >= IN_FLIGHT {
             pending.next().await.transpose()?;
         }

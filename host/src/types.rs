@@ -28,7 +28,24 @@ impl fmt::Display for Member {
     }
 }
 
-/// One log entry's payload.
+/// Where a command stands in a client session: the session (the log index of the entry that
+/// opened it) and the command's sequence number in it. A command with the sequence number of
+/// the session's latest one is a retry: it gets the recorded result and is not applied again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRef {
+    pub client_id: u64,
+    pub seq: u64,
+}
+
+/// One guest command as logged, with its session if it has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub bytes: Vec<u8>,
+    pub session: Option<SessionRef>,
+}
+
+/// One log entry's payload. New variants go last: entries are bincode, and logs, snapshots
+/// and peers of earlier versions use the earlier variants' numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// A batch of guest commands (opaque bytes), applied in order, one result each. Concurrent
@@ -40,12 +57,19 @@ pub enum Request {
     /// module: it starts empty (nothing has been applied before it) and is ignored once any
     /// module entry has been applied.
     Module { bytes: Vec<u8>, seed: bool },
+    /// A batch of which some commands belong to client sessions (a batch without any is
+    /// logged as [`Request::Commands`]).
+    Batch(Vec<Command>),
+    /// Opens a client session, whose id is this entry's log index.
+    OpenSession,
 }
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Request::Commands(c) => write!(f, "commands({})", c.len()),
+            Request::Batch(c) => write!(f, "batch({})", c.len()),
+            Request::OpenSession => write!(f, "open-session"),
             Request::Module { bytes, seed } => {
                 write!(f, "module({} bytes, seed: {seed})", bytes.len())
             }
@@ -74,6 +98,9 @@ pub struct Response {
     /// One result per command of the entry, in order: the guest's response bytes, or why it
     /// gave none. Entries with no commands (membership changes, blank entries) have none.
     pub results: Vec<Result<Vec<u8>, CallError>>,
+    /// For results that answer a retried session command (by position in `results`): the
+    /// index of the entry that applied it the first time.
+    pub retried: Vec<(usize, u64)>,
 }
 
 openraft::declare_raft_types!(

@@ -32,6 +32,7 @@ async fn http_and_grpc_answer_alike() {
     let mut grpc = node.grpc_client().await;
     let reply = grpc
         .delete(proto::DeleteRequest {
+            session: None,
             key: "missing".into(),
         })
         .await
@@ -153,6 +154,7 @@ async fn errors_never_send_a_large_input_back() {
     let mut grpc = node.grpc_client().await;
     let err = grpc
         .apply(proto::ApplyRequest {
+            session: None,
             command: format!(r#"{{"op":"{big}"}}"#).into_bytes(),
         })
         .await

@@ -104,6 +104,7 @@ fn code_of<T>(r: Result<T, tonic::Status>) -> Option<tonic::Code> {
 
 fn put(key: &str) -> PutRequest {
     PutRequest {
+        session: None,
         key: key.into(),
         value: "v".into(),
     }

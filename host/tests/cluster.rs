@@ -55,6 +55,7 @@ async fn three_nodes_replicate_forward_and_round_trip_awkward_keys() {
         } else {
             let mut c = via.grpc_client().await;
             c.put(proto::PutRequest {
+                session: None,
                 key: k.to_string(),
                 value: v.to_string(),
             })
@@ -318,6 +319,7 @@ async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
     let mut c = node.grpc_client().await;
     let err = c
         .put(proto::PutRequest {
+            session: None,
             key: String::new(),
             value: "v".into(),
         })

@@ -67,6 +67,7 @@ async fn forged_lengths_and_oversized_streams_are_refused() {
         .max_encoding_message_size(128 << 20);
     let err = client
         .put(PutRequest {
+            session: None,
             key: "k".into(),
             value: "v".repeat(40 << 20),
         })

@@ -61,6 +61,7 @@ async fn a_write_proposed_without_a_quorum_is_unknown_and_one_refused_is_unavail
 
     // Within its lease the leader still proposes: the writes reach its log and cannot commit.
     let put = PutRequest {
+        session: None,
         key: "grpc-k".into(),
         value: "v".into(),
     };
@@ -97,6 +98,7 @@ async fn a_write_proposed_without_a_quorum_is_unknown_and_one_refused_is_unavail
         .grpc_client()
         .await
         .put(PutRequest {
+            session: None,
             key: "refused".into(),
             value: "v".into(),
         })
@@ -110,6 +112,7 @@ async fn a_write_proposed_without_a_quorum_is_unknown_and_one_refused_is_unavail
 #[tokio::test]
 async fn a_transport_failure_before_sending_is_told_apart_from_one_after() {
     let put = || PutRequest {
+        session: None,
         key: "k".into(),
         value: "v".into(),
     };

@@ -205,7 +205,11 @@ impl RaftStateMachine<TypeConfig> for SimStateMachine {
             self.last_applied = Some(entry.log_id);
             let commands = match entry.payload {
                 EntryPayload::Normal(Request::Commands(commands)) => commands,
-                EntryPayload::Normal(Request::Module { .. }) => Vec::new(),
+                // The simulation's clients use no sessions.
+                EntryPayload::Normal(Request::Batch(commands)) => {
+                    commands.into_iter().map(|c| c.bytes).collect()
+                }
+                EntryPayload::Normal(Request::Module { .. } | Request::OpenSession) => Vec::new(),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     Vec::new()
@@ -232,7 +236,10 @@ impl RaftStateMachine<TypeConfig> for SimStateMachine {
             }
             drop(d);
             if let Some(responder) = responder {
-                responder.send(Response { results });
+                responder.send(Response {
+                    results,
+                    retried: Vec::new(),
+                });
             }
         }
         Ok(())

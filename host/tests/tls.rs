@@ -29,6 +29,7 @@ async fn put(
 ) -> Result<(), tonic::Status> {
     client
         .put(PutRequest {
+            session: None,
             key: key.into(),
             value: value.into(),
         })

@@ -95,6 +95,7 @@ impl Conn {
         match self {
             Conn::Raftwasm(c) => c
                 .put(proto::PutRequest {
+                    session: None,
                     key: key.to_string(),
                     value: value.to_string(),
                 })

@@ -168,6 +168,7 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Set => {
             let request = proto::PutRequest {
+                session: None,
                 key: need(args.key, "--key")?,
                 value: need(args.val, "--val")?,
             };
@@ -183,6 +184,7 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Delete => {
             let request = proto::DeleteRequest {
+                session: None,
                 key: need(args.key, "--key")?,
             };
             let reply = client.delete(request).await?.into_inner();

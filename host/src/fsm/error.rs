@@ -93,6 +93,27 @@ pub enum CallError {
     /// state did not go into it. The old guest stays active, on every node.
     #[error("module upgrade rejected: {reason}")]
     ModuleRejected { reason: String },
+    /// A command of a client session that expired (or was never opened): not applied.
+    #[error(
+        "session {client_id} has expired or was never opened; the command was not applied \
+         (open a new session)"
+    )]
+    SessionExpired { client_id: u64 },
+    /// A command behind its session's latest one: not applied (again).
+    #[error(
+        "sequence number {seq} of session {client_id} is behind the session's latest ({latest}); \
+         the command was not applied now"
+    )]
+    StaleSequence {
+        client_id: u64,
+        seq: u64,
+        latest: u64,
+    },
+    /// A retried command was applied the first time, but its result was too large to keep.
+    #[error(
+        "the command was applied; its result ({size} bytes) was too large to keep for a retry"
+    )]
+    ResultNotKept { size: u64 },
 }
 
 /// The state machine itself failed; the node cannot go on applying entries.

@@ -89,13 +89,16 @@ impl Client for ClientService {
     async fn put(&self, req: Request<proto::PutRequest>) -> Reply<proto::PutReply> {
         let caller = self.caller(&req).await?;
         let r = req.into_inner();
-        let result = self.service.put(&caller, &r.key, &r.value).await;
+        let session = r.session.map(Into::into);
+        let result = self.service.put(&caller, &r.key, &r.value, session).await;
         reply(result, proto::PutReply::from)
     }
 
     async fn delete(&self, req: Request<proto::DeleteRequest>) -> Reply<proto::DeleteReply> {
         let caller = self.caller(&req).await?;
-        let result = self.service.delete(&caller, &req.into_inner().key).await;
+        let r = req.into_inner();
+        let session = r.session.map(Into::into);
+        let result = self.service.delete(&caller, &r.key, session).await;
         reply(result, proto::DeleteReply::from)
     }
 
@@ -112,8 +115,22 @@ impl Client for ClientService {
 
     async fn apply(&self, req: Request<proto::ApplyRequest>) -> Reply<proto::ApplyReply> {
         let caller = self.caller(&req).await?;
-        let result = self.service.apply(&caller, req.into_inner().command).await;
+        let r = req.into_inner();
+        let session = r.session.map(Into::into);
+        let result = self.service.apply(&caller, r.command, session).await;
         reply(result, proto::ApplyReply::from)
+    }
+
+    async fn open_session(
+        &self,
+        req: Request<proto::OpenSessionRequest>,
+    ) -> Reply<proto::OpenSessionReply> {
+        let caller = self.caller(&req).await?;
+        let result = self.service.open_session(&caller).await;
+        reply(result, |client_id| proto::OpenSessionReply {
+            client_id,
+            log_index: client_id,
+        })
     }
 
     async fn query(&self, req: Request<proto::QueryRequest>) -> Reply<proto::QueryReply> {

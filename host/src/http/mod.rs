@@ -20,12 +20,14 @@
 
 mod caller;
 mod error;
+mod session;
 
 pub use caller::ClientCertificate;
 
 use crate::auth::{Authenticator, Caller};
 use crate::config::MAX_MODULE_BYTES;
 use crate::service::{Consistency, ScanParams, ScanResponse, Service, Status};
+use crate::types::SessionRef;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
@@ -35,6 +37,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use error::{body, json_body, path, query, utf8, ApiResult};
 use serde::{Deserialize, Serialize};
+use session::Sessioned;
 
 /// Header carrying the log index of a committed write.
 const LOG_INDEX_HEADER: &str = "x-raft-index";
@@ -123,6 +126,7 @@ pub fn router(service: Service, auth: Authenticator, max_body_bytes: usize) -> R
         .route("/v1/cluster/nodes/{id}", delete(remove_node))
         .route("/v1/cluster/leader", post(transfer_leader))
         .route("/v1/apply", post(apply))
+        .route("/v1/sessions", post(open_session))
         .route("/v1/query", post(query_raw))
         // A module may be larger than other bodies.
         .route(
@@ -153,10 +157,11 @@ async fn legacy_get(
 async fn legacy_put(
     State(g): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    Sessioned(session): Sessioned,
     kv: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Response> {
     let (key, value) = path(kv)?;
-    let put = g.service.put(&caller, &key, &value).await?;
+    let put = g.service.put(&caller, &key, &value, session).await?;
     Ok(with_index(
         put.log_index,
         Json(PutReply {
@@ -172,23 +177,31 @@ async fn legacy_put(
 async fn legacy_put_empty(
     State(g): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    session: Sessioned,
     key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
-    legacy_put(State(g), Extension(caller), Ok(Path((key, String::new())))).await
+    let kv = Ok(Path((key, String::new())));
+    legacy_put(State(g), Extension(caller), session, kv).await
 }
 
 async fn legacy_delete(
     State(g): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    Sessioned(session): Sessioned,
     key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
-    deleted(&g, &caller, key).await
+    deleted(&g, &caller, key, session).await
 }
 
-async fn deleted(g: &Gateway, caller: &Caller, key: String) -> ApiResult<Response> {
-    let d = g.service.delete(caller, &key).await?;
+async fn deleted(
+    g: &Gateway,
+    caller: &Caller,
+    key: String,
+    session: Option<SessionRef>,
+) -> ApiResult<Response> {
+    let d = g.service.delete(caller, &key, session).await?;
     Ok(with_index(
         d.log_index,
         Json(DeleteReply {
@@ -259,12 +272,13 @@ async fn kv_get(
 async fn kv_put(
     State(g): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    Sessioned(session): Sessioned,
     key: Result<Path<String>, PathRejection>,
     value: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
     let value = utf8(body(value, g.max_body_bytes)?, "value")?;
-    let put = g.service.put(&caller, &key, &value).await?;
+    let put = g.service.put(&caller, &key, &value, session).await?;
     Ok(with_index(
         put.log_index,
         Json(PutReply {
@@ -279,10 +293,11 @@ async fn kv_put(
 async fn kv_delete(
     State(g): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    Sessioned(session): Sessioned,
     key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Response> {
     let key = path(key)?;
-    deleted(&g, &caller, key).await
+    deleted(&g, &caller, key, session).await
 }
 
 async fn scan(
@@ -349,10 +364,11 @@ async fn remove_node(
 async fn apply(
     State(g): State<Gateway>,
     Extension(caller): Extension<Caller>,
+    Sessioned(session): Sessioned,
     command: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let command = body(command, g.max_body_bytes)?;
-    let applied = g.service.apply(&caller, command.to_vec()).await?;
+    let applied = g.service.apply(&caller, command.to_vec(), session).await?;
     Ok(with_index(
         applied.log_index,
         (
@@ -360,6 +376,19 @@ async fn apply(
             applied.response,
         ),
     ))
+}
+
+#[derive(Debug, Serialize)]
+struct SessionReply {
+    client_id: u64,
+}
+
+async fn open_session(
+    State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<SessionReply>> {
+    let client_id = g.service.open_session(&caller).await?;
+    Ok(Json(SessionReply { client_id }))
 }
 
 async fn query_raw(

@@ -10,7 +10,7 @@ use super::pacing::Pacing;
 use crate::fsm::CallError;
 use crate::store::Raft;
 use crate::store::StateMachine;
-use crate::types::{Request, TypeConfig};
+use crate::types::{Command, Request, TypeConfig};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub type WriteError = RaftError<TypeConfig, ClientWriteError<TypeConfig>>;
 pub type Committed = Result<(u64, Result<Vec<u8>, CallError>), WriteError>;
 
 struct Pending {
-    command: Vec<u8>,
+    command: Command,
     reply: oneshot::Sender<Committed>,
 }
 
@@ -50,7 +50,7 @@ impl Batcher {
 
     /// Proposes `command`; resolves once its batch is committed and applied (or failed).
     /// `None` when the node is shutting down.
-    pub async fn propose(&self, command: Vec<u8>) -> Option<Committed> {
+    pub async fn propose(&self, command: Command) -> Option<Committed> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Pending { command, reply }).await.ok()?;
         rx.await.ok()
@@ -60,14 +60,14 @@ impl Batcher {
 async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
     let mut pacing = Pacing::default();
     while let Some(first) = rx.recv().await {
-        let mut bytes = first.command.len();
+        let mut bytes = first.command.bytes.len();
         let mut batch = vec![first];
         let (expect, deadline) = pacing.target();
         loop {
             while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(p) => {
-                        bytes += p.command.len();
+                        bytes += p.command.bytes.len();
                         batch.push(p);
                     }
                     Err(_) => break,
@@ -78,7 +78,7 @@ async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(p)) => {
-                    bytes += p.command.len();
+                    bytes += p.command.bytes.len();
                     batch.push(p);
                 }
                 Ok(None) | Err(_) => break,
@@ -106,11 +106,19 @@ async fn propose(raft: &Raft, sm: &StateMachine, batch: Vec<Pending>) {
     }
     let (commands, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-    match raft.client_write(Request::Commands(commands)).await {
+    // Without sessions, the entry earlier versions log and read.
+    let request = match commands.iter().any(|c| c.session.is_some()) {
+        true => Request::Batch(commands),
+        false => Request::Commands(commands.into_iter().map(|c| c.bytes).collect()),
+    };
+    match raft.client_write(request).await {
         Ok(written) => {
             let index = written.log_id.index;
+            let retried: std::collections::BTreeMap<usize, u64> =
+                written.data.retried.into_iter().collect();
             let mut results = written.data.results.into_iter();
-            for reply in replies {
+            for (n, reply) in replies.into_iter().enumerate() {
+                let index = retried.get(&n).copied().unwrap_or(index);
                 let result = results.next().unwrap_or_else(|| {
                     Err(CallError::Trap {
                         message: "internal: batch response is short".into(),

@@ -9,7 +9,7 @@ use super::{
     ScanParams, ScanResponse, SnapshotInfo, StateHash, Status,
 };
 use crate::proto;
-use crate::types::ModuleRecord;
+use crate::types::{ModuleRecord, SessionRef};
 
 /// `None` for the empty string: how proto3 says a string field is absent.
 fn non_empty(s: String) -> Option<String> {
@@ -208,6 +208,7 @@ impl From<proto::Status> for Status {
                 .collect(),
             snapshot_index: s.snapshot_index,
             purged_index: s.purged_index,
+            sessions: s.sessions,
             state_hash: s.state_hash.map(|h| StateHash {
                 applied_index: h.applied_index,
                 sha256: h.sha256,
@@ -253,10 +254,29 @@ impl From<Status> for proto::Status {
                 .collect(),
             snapshot_index: s.snapshot_index,
             purged_index: s.purged_index,
+            sessions: s.sessions,
             state_hash: s.state_hash.map(|h| proto::StateHash {
                 applied_index: h.applied_index,
                 sha256: h.sha256,
             }),
+        }
+    }
+}
+
+impl From<SessionRef> for proto::Session {
+    fn from(s: SessionRef) -> Self {
+        proto::Session {
+            client_id: s.client_id,
+            seq: s.seq,
+        }
+    }
+}
+
+impl From<proto::Session> for SessionRef {
+    fn from(s: proto::Session) -> Self {
+        SessionRef {
+            client_id: s.client_id,
+            seq: s.seq,
         }
     }
 }

@@ -56,6 +56,9 @@ pub enum ServiceError {
         #[serde(default)]
         timed_out: bool,
     },
+    /// A write of a client session that expired (or was never opened): not applied.
+    #[error("{message}")]
+    SessionExpired { message: String, client_id: u64 },
     /// No credentials where the request needs some, or credentials that do not check out.
     #[error("{message}")]
     Unauthenticated { message: String },
@@ -181,6 +184,7 @@ impl ServiceError {
                 _ => 422,
             },
             ServiceError::Conflict { .. } => 409,
+            ServiceError::SessionExpired { .. } => 410,
             ServiceError::Unauthenticated { .. } => 401,
             ServiceError::PermissionDenied { .. } => 403,
             ServiceError::MethodNotAllowed { .. } => 405,
@@ -203,6 +207,7 @@ impl ServiceError {
                 _ => tonic::Code::FailedPrecondition,
             },
             ServiceError::Conflict { .. } => tonic::Code::AlreadyExists,
+            ServiceError::SessionExpired { .. } => tonic::Code::FailedPrecondition,
             ServiceError::Unauthenticated { .. } => tonic::Code::Unauthenticated,
             ServiceError::PermissionDenied { .. } => tonic::Code::PermissionDenied,
             ServiceError::MethodNotAllowed { .. } => tonic::Code::Unimplemented,
@@ -254,7 +259,16 @@ impl From<AuthError> for ServiceError {
 
 impl From<CallError> for ServiceError {
     fn from(error: CallError) -> Self {
-        ServiceError::Guest { error }
+        match error {
+            CallError::SessionExpired { client_id } => ServiceError::SessionExpired {
+                message: error.to_string(),
+                client_id,
+            },
+            CallError::StaleSequence { .. } => ServiceError::Conflict {
+                message: error.to_string(),
+            },
+            error => ServiceError::Guest { error },
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::auth::Caller;
 use crate::config::MAX_GRPC_MESSAGE_BYTES;
 use crate::network::PeerPool;
 use crate::proto::{self, client_client::ClientClient};
-use crate::types::Member;
+use crate::types::{Member, SessionRef};
 use std::time::Duration;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -165,8 +165,15 @@ impl Leader {
         (self.leader.name.clone(), self.leader.addr.clone())
     }
 
-    pub(super) async fn apply(mut self, command: Vec<u8>) -> Result<Applied, ServiceError> {
-        let request = self.request(proto::ApplyRequest { command });
+    pub(super) async fn apply(
+        mut self,
+        command: Vec<u8>,
+        session: Option<SessionRef>,
+    ) -> Result<Applied, ServiceError> {
+        let request = self.request(proto::ApplyRequest {
+            command,
+            session: session.map(Into::into),
+        });
         let reply = self
             .client
             .apply(request)
@@ -197,10 +204,16 @@ impl Leader {
         Ok(reply.into_inner().value)
     }
 
-    pub(super) async fn put(mut self, key: &str, value: &str) -> Result<PutResult, ServiceError> {
+    pub(super) async fn put(
+        mut self,
+        key: &str,
+        value: &str,
+        session: Option<SessionRef>,
+    ) -> Result<PutResult, ServiceError> {
         let request = self.request(proto::PutRequest {
             key: key.to_string(),
             value: value.to_string(),
+            session: session.map(Into::into),
         });
         let reply = self
             .client
@@ -210,9 +223,14 @@ impl Leader {
         Ok(reply.into_inner().into())
     }
 
-    pub(super) async fn delete(mut self, key: &str) -> Result<DeleteResult, ServiceError> {
+    pub(super) async fn delete(
+        mut self,
+        key: &str,
+        session: Option<SessionRef>,
+    ) -> Result<DeleteResult, ServiceError> {
         let request = self.request(proto::DeleteRequest {
             key: key.to_string(),
+            session: session.map(Into::into),
         });
         let reply = self
             .client
@@ -226,6 +244,16 @@ impl Leader {
         let request = self.request(proto::ScanRequest::from(params));
         let reply = self.client.scan(request).await.map_err(|s| self.error(s))?;
         Ok(reply.into_inner().into())
+    }
+
+    pub(super) async fn open_session(mut self) -> Result<u64, ServiceError> {
+        let request = self.request(proto::OpenSessionRequest {});
+        let reply = self
+            .client
+            .open_session(request)
+            .await
+            .map_err(|s| self.write_error(s))?;
+        Ok(reply.into_inner().client_id)
     }
 
     pub(super) async fn add_node(

@@ -11,6 +11,7 @@
 
 use super::{Consistency, Route, Service, ServiceError};
 use crate::auth::{Caller, Permission, Scope};
+use crate::types::SessionRef;
 use guest_kv::schema::{
     self, Command, DeleteResponse, GetResponse, PutResponse, Query, ScanResponse,
 };
@@ -89,12 +90,13 @@ impl Service {
             .ok_or_else(|| ServiceError::not_found(format!("key {key:?} not found")))
     }
 
-    /// Sets `key` to `value`.
+    /// Sets `key` to `value` (once per `session` command: see [`Service::apply`]).
     pub async fn put(
         &self,
         caller: &Caller,
         key: &str,
         value: &str,
+        session: Option<SessionRef>,
     ) -> Result<PutResult, ServiceError> {
         self.check_key(key)?;
         caller.allow(Permission::Write, Scope::Key(key))?;
@@ -103,9 +105,9 @@ impl Service {
             key: key.to_string(),
             value: value.to_string(),
         };
-        let applied = match self.propose(caller, command.encode()).await? {
+        let applied = match self.propose(caller, command.encode(), session).await? {
             Route::Here(applied) => applied,
-            Route::Leader(leader) => return leader.put(key, value).await,
+            Route::Leader(leader) => return leader.put(key, value, session).await,
         };
         let put: PutResponse = parse(&applied.response)?;
         Ok(PutResult {
@@ -115,15 +117,20 @@ impl Service {
     }
 
     /// Removes `key`; `deleted` says whether it was there.
-    pub async fn delete(&self, caller: &Caller, key: &str) -> Result<DeleteResult, ServiceError> {
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        key: &str,
+        session: Option<SessionRef>,
+    ) -> Result<DeleteResult, ServiceError> {
         self.check_key(key)?;
         caller.allow(Permission::Write, Scope::Key(key))?;
         let command = Command::Delete {
             key: key.to_string(),
         };
-        let applied = match self.propose(caller, command.encode()).await? {
+        let applied = match self.propose(caller, command.encode(), session).await? {
             Route::Here(applied) => applied,
-            Route::Leader(leader) => return leader.delete(key).await,
+            Route::Leader(leader) => return leader.delete(key, session).await,
         };
         let d: DeleteResponse = parse(&applied.response)?;
         Ok(DeleteResult {

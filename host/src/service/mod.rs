@@ -40,7 +40,7 @@ use crate::auth::{Caller, Permission, Scope};
 use crate::config::Limits;
 use crate::network::PeerPool;
 use crate::store::{Raft, StateMachine};
-use crate::types::{node_id, Member, NodeId, RaftMetrics};
+use crate::types::{node_id, Command, Member, NodeId, RaftMetrics, Request, SessionRef};
 use forward::{Forwarder, Leader};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
@@ -169,11 +169,39 @@ impl Service {
 
     /// Proposes `command` to the log and returns the guest's response once it is applied.
     /// Needs `write` over every key (an opaque command may touch any).
-    pub async fn apply(&self, caller: &Caller, command: Vec<u8>) -> Result<Applied, ServiceError> {
+    /// With a `session`, a retry of the session's latest command is answered with its first
+    /// result and not applied again.
+    pub async fn apply(
+        &self,
+        caller: &Caller,
+        command: Vec<u8>,
+        session: Option<SessionRef>,
+    ) -> Result<Applied, ServiceError> {
         caller.allow(Permission::Write, Scope::AnyKey)?;
-        match self.propose(caller, command.clone()).await? {
+        match self.propose(caller, command.clone(), session).await? {
             Route::Here(applied) => Ok(applied),
-            Route::Leader(leader) => leader.apply(command).await,
+            Route::Leader(leader) => leader.apply(command, session).await,
+        }
+    }
+
+    /// Opens a client session through the log; returns its id (the index of the entry that
+    /// opened it). Needs `write`.
+    pub async fn open_session(&self, caller: &Caller) -> Result<u64, ServiceError> {
+        caller.allow(Permission::Write, Scope::AnyKey)?;
+        let write = self.inner.raft.client_write(Request::OpenSession);
+        let written = timeout(self.inner.limits.request_timeout, write)
+            .await
+            .map_err(|_| self.timed_out("opening a session was not committed"))?;
+        match written {
+            Ok(w) => Ok(w.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
+                self.inner
+                    .forward
+                    .to(fwd.leader_node, caller)?
+                    .open_session()
+                    .await
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -183,10 +211,19 @@ impl Service {
         &self,
         caller: &Caller,
         command: Vec<u8>,
+        session: Option<SessionRef>,
     ) -> Result<Route<Applied>, ServiceError> {
         let limit = self.inner.limits.max_command_bytes;
         Self::check_size("command", command.len(), limit)?;
-        let write = self.inner.batcher.propose(command);
+        if session.is_some_and(|s| s.seq == 0) {
+            return Err(ServiceError::invalid(
+                "a session's sequence numbers start at 1",
+            ));
+        }
+        let write = self.inner.batcher.propose(Command {
+            bytes: command,
+            session,
+        });
         let result = timeout(self.inner.limits.request_timeout, write)
             .await
             .map_err(|_| self.timed_out("write was not committed"))?

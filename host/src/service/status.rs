@@ -53,6 +53,9 @@ pub struct Status {
     pub state_hash: Option<StateHash>,
     /// Last log index purged from this node's log (0 when none).
     pub purged_index: u64,
+    /// Live client sessions in this node's state machine.
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 impl Status {
@@ -102,6 +105,7 @@ impl Status {
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             state_hash: None,
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            sessions: sm.sessions as u64,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! the snapshot's index, whatever `--fsm` it was started with. Layout: `RWSNAP02`, the active
 //! module's SHA-256 (32 bytes), the module's length (u64 LE) and bytes (empty for the native
 //! benchmark baseline), the module history as JSON with its length (u32 LE), the guest state
-//! with its length (u64 LE), and a CRC-32 of everything before it. The file adds the openraft
+//! with its length (u64 LE), the client session table with its length (u64 LE), and a CRC-32
+//! of everything before it. `RWSNAP02` envelopes (before sessions) have no session table and
+//! are still read. The file adds the openraft
 //! metadata in front: `RWMETA01`, its JSON length (u32 LE), the JSON, then the envelope.
 
 use crate::types::{ModuleRecord, SnapshotMeta};
@@ -15,7 +17,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP02";
+const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP03";
+/// The envelope before client sessions.
+const ENVELOPE_MAGIC_V2: &[u8; 8] = b"RWSNAP02";
 const FILE_MAGIC: &[u8; 8] = b"RWMETA01";
 /// File name of the current snapshot inside the data dir.
 pub const SNAPSHOT_FILE: &str = "snapshot.bin";
@@ -46,6 +50,8 @@ pub struct Contents<'a> {
     pub modules: Vec<ModuleRecord>,
     /// The guest's `snapshot()` bytes.
     pub state: &'a [u8],
+    /// The client session table (`Sessions::encode`; empty for none).
+    pub sessions: &'a [u8],
 }
 
 /// Wraps guest state with the module that produced it and the module history.
@@ -64,6 +70,8 @@ pub fn seal(contents: &Contents<'_>) -> Vec<u8> {
     out.extend_from_slice(&history);
     out.extend_from_slice(&(contents.state.len() as u64).to_le_bytes());
     out.extend_from_slice(contents.state);
+    out.extend_from_slice(&(contents.sessions.len() as u64).to_le_bytes());
+    out.extend_from_slice(contents.sessions);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -72,8 +80,10 @@ pub fn seal(contents: &Contents<'_>) -> Vec<u8> {
 /// Checks an envelope's framing and checksum and returns what it holds.
 pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
     let corrupt = |why: &str| SnapshotError::Corrupt(why.to_string());
-    if envelope.len() < 64 || &envelope[..8] != ENVELOPE_MAGIC {
-        return Err(corrupt("missing RWSNAP02 header"));
+    let magic = envelope.get(..8);
+    let with_sessions = magic == Some(ENVELOPE_MAGIC);
+    if envelope.len() < 64 || !(with_sessions || magic == Some(ENVELOPE_MAGIC_V2)) {
+        return Err(corrupt("missing RWSNAP03 header"));
     }
     let (body, crc) = envelope.split_at(envelope.len() - 4);
     let crc = u32::from_le_bytes(crc.try_into().map_err(|_| corrupt("no checksum"))?);
@@ -98,6 +108,14 @@ pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
         .map_err(|e| corrupt(&format!("bad module history: {e}")))?;
     let len = u64::from_le_bytes(take(8, "state length")?.try_into().unwrap_or_default());
     let state = take(usize::try_from(len).unwrap_or(usize::MAX), "state")?;
+    let sessions = match with_sessions {
+        true => {
+            let len =
+                u64::from_le_bytes(take(8, "sessions length")?.try_into().unwrap_or_default());
+            take(usize::try_from(len).unwrap_or(usize::MAX), "sessions")?
+        }
+        false => &[],
+    };
     if !rest.is_empty() {
         return Err(corrupt("trailing bytes"));
     }
@@ -106,6 +124,7 @@ pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
         module,
         modules,
         state,
+        sessions,
     })
 }
 
@@ -185,6 +204,7 @@ mod tests {
                 since_index: 3,
             }],
             state,
+            sessions: b"sessions",
         }
     }
 

@@ -17,6 +17,7 @@ impl StateMachine {
     fn seal(&self) -> Result<(Vec<u8>, SnapshotMeta), io::Error> {
         let mut applied = self.lock();
         let state = applied.fsm.snapshot().map_err(sm_err)?;
+        let sessions = applied.sessions.encode();
         let envelope = snapshot::seal(&Contents {
             module_hash: applied.spec.hash(),
             module: match &applied.spec {
@@ -25,6 +26,7 @@ impl StateMachine {
             },
             modules: applied.modules.clone(),
             state: &state,
+            sessions: &sessions,
         });
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,

@@ -31,6 +31,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod adapter;
+mod sessions;
+
+use sessions::{Check, Sessions};
 
 fn sm_err(e: impl ToString) -> io::Error {
     io::Error::other(format!("state machine: {}", e.to_string()))
@@ -52,6 +55,8 @@ struct Applied {
     modules: Vec<ModuleRecord>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// Client sessions: replicated state beside the guest's.
+    sessions: Sessions,
 }
 
 struct Shared {
@@ -70,6 +75,7 @@ struct Shared {
 #[derive(Clone)]
 struct Summary {
     last_applied: Option<LogId>,
+    sessions: usize,
     membership: StoredMembership,
     spec: MachineSpec,
     modules: Vec<ModuleRecord>,
@@ -83,6 +89,8 @@ pub struct StateMachineStatus {
     pub module_size: usize,
     /// Every module run so far, oldest first; the last is the active one.
     pub modules: Vec<ModuleRecord>,
+    /// Live client sessions.
+    pub sessions: usize,
 }
 
 /// The state machine handed to openraft; clones share one guest.
@@ -121,6 +129,7 @@ impl StateMachine {
             spec: module,
             last_applied: None,
             membership: StoredMembership::default(),
+            sessions: Sessions::default(),
         };
         let sm = StateMachine {
             shared: Arc::new(Shared {
@@ -166,7 +175,8 @@ impl StateMachine {
         Ok(offload(move || sm.lock().fsm.query(&request)).await??)
     }
 
-    /// SHA-256 (hex) of the guest's full state and the index it was taken at, read atomically.
+    /// SHA-256 (hex) of the guest's full state and the session table, and the index they were
+    /// taken at, read atomically.
     /// Costs one guest `snapshot()` call; the hashing runs after the guest is released, so
     /// applies go on meanwhile.
     pub async fn state_hash(&self) -> Result<(u64, String), GuestCallError> {
@@ -175,9 +185,21 @@ impl StateMachine {
             let (index, state) = {
                 let mut applied = sm.lock();
                 let state = applied.fsm.snapshot()?;
-                (applied.last_applied.map(|l| l.index).unwrap_or(0), state)
+                // No sessions hash as the guest state alone did before sessions existed.
+                let sessions = match applied.sessions.is_empty() {
+                    true => Vec::new(),
+                    false => applied.sessions.encode(),
+                };
+                (
+                    applied.last_applied.map(|l| l.index).unwrap_or(0),
+                    (state, sessions),
+                )
             };
-            Ok::<_, FsmError>((index, hex::encode(sha2::Sha256::digest(state.as_slice()))))
+            let (state, sessions) = state;
+            let mut hash = sha2::Sha256::new();
+            hash.update(state.as_slice());
+            hash.update(&sessions);
+            Ok::<_, FsmError>((index, hex::encode(hash.finalize())))
         });
         Ok(hashed.await??)
     }
@@ -197,6 +219,7 @@ impl StateMachine {
             module_hash: summary.spec.hash(),
             module_size: summary.spec.size(),
             modules: summary.modules.clone(),
+            sessions: summary.sessions,
         }
     }
 
@@ -299,6 +322,7 @@ impl StateMachine {
         let contents = snapshot::open(envelope).map_err(|e| snap_err(Some(meta), e))?;
         let spec = self.spec_for(applied, meta, &contents)?;
         let mut fsm = spec.start().map_err(sm_err)?;
+        let sessions = Sessions::decode(contents.sessions).map_err(|e| snap_err(Some(meta), e))?;
         let outcome = fsm
             .restore(Arc::new(contents.state.to_vec()))
             .map_err(sm_err)?;
@@ -311,6 +335,7 @@ impl StateMachine {
         applied.fsm = fsm;
         applied.spec = spec;
         applied.modules = contents.modules;
+        applied.sessions = sessions;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         self.publish(applied);
@@ -351,7 +376,9 @@ impl StateMachine {
     /// each entry it is given). Blocking: async callers go through [`offload`].
     pub fn apply_entry(&self, entry: Entry) -> Result<Response, io::Error> {
         let mut applied = self.lock();
+        let index = entry.log_id.index;
         applied.last_applied = Some(entry.log_id);
+        applied.sessions.expire(index);
         let mut response = Response::default();
         let mut changed_module = false;
         match entry.payload {
@@ -363,6 +390,19 @@ impl StateMachine {
                     let outcome = applied.fsm.apply(command).map_err(sm_err)?;
                     response.results.push(outcome.result);
                 }
+            }
+            EntryPayload::Normal(Request::Batch(commands)) => {
+                for (n, command) in commands.iter().enumerate() {
+                    let (result, first) = apply_command(&mut applied, command, index)?;
+                    if let Some(first) = first {
+                        response.retried.push((n, first));
+                    }
+                    response.results.push(result);
+                }
+            }
+            EntryPayload::Normal(Request::OpenSession) => {
+                let id = applied.sessions.open(index);
+                response.results.push(Ok(id.to_le_bytes().to_vec()));
             }
             EntryPayload::Normal(Request::Module { bytes, seed }) => {
                 let result = self.apply_module(&mut applied, &bytes, seed, entry.log_id.index)?;
@@ -377,7 +417,9 @@ impl StateMachine {
         if changed_module {
             self.publish(&applied);
         } else {
-            self.summary().last_applied = applied.last_applied;
+            let mut summary = self.summary();
+            summary.last_applied = applied.last_applied;
+            summary.sessions = applied.sessions.len();
         }
         Ok(response)
     }
@@ -387,11 +429,40 @@ impl Summary {
     fn of(applied: &Applied) -> Self {
         Summary {
             last_applied: applied.last_applied,
+            sessions: applied.sessions.len(),
             membership: applied.membership.clone(),
             spec: applied.spec.clone(),
             modules: applied.modules.clone(),
         }
     }
+}
+
+/// A command's result, and for a retried one the index that first applied it.
+type CommandResult = (Result<Vec<u8>, CallError>, Option<u64>);
+
+/// Applies one command of a batch at `index`, through its session if it has one: a retry gets
+/// the kept result and a refused command changes nothing, without calling the guest.
+fn apply_command(
+    applied: &mut Applied,
+    command: &crate::types::Command,
+    index: u64,
+) -> Result<CommandResult, io::Error> {
+    let Some(at) = command.session else {
+        return Ok((
+            applied.fsm.apply(&command.bytes).map_err(sm_err)?.result,
+            None,
+        ));
+    };
+    let (result, first) = match applied.sessions.check(at) {
+        Check::Refuse(refused) => return Ok((Err(refused), None)),
+        Check::Retry(kept, first) => (kept, Some(first)),
+        Check::Apply => (
+            applied.fsm.apply(&command.bytes).map_err(sm_err)?.result,
+            None,
+        ),
+    };
+    applied.sessions.record(at, index, &result);
+    Ok((result, first))
 }
 
 /// True once a module entry (seed or upgrade) is part of a state's history.
