@@ -520,6 +520,18 @@ async fn kvbench_loads_every_node_and_its_writes_land() {
     let get = kvbench(&[&base[..], &["--op", "get"]].concat());
     assert_eq!(get["errors"], 0, "{get}");
     assert!(get["ops_per_sec"].as_f64().unwrap() > 0.0, "{get}");
+    // In client sessions: one per client, each numbering its puts.
+    let before = nodes[0].status().await.unwrap().sessions;
+    let sessions = ["--op", "put", "--sessions", "--retries", "3"];
+    let put = kvbench(&[&base[..], &sessions[..]].concat());
+    assert_eq!(
+        (&put["errors"], &put["sessions"]),
+        (&0.into(), &true.into()),
+        "{put}"
+    );
+    assert!(put["ops_per_sec"].as_f64().unwrap() > 0.0, "{put}");
+    let after = nodes[0].status().await.unwrap().sessions;
+    assert_eq!(after - before, 8, "one session per client");
 
     // Preloaded keys are 8 digits; every node ends with the same state.
     common::wait_for_equal_state(&nodes.iter().collect::<Vec<_>>()).await;

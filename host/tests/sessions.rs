@@ -137,3 +137,39 @@ async fn sessions_survive_a_snapshot_and_a_restart() {
     assert_eq!(value(&node, "k").await, "once");
     assert_eq!(node.status().await.unwrap().sessions, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kvclient_retries_a_write_through_a_leader_change_in_its_session() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(root.path(), &["--request-timeout-ms", "1000"]).await;
+    let leader = wait_for_leader(&[&nodes[0], &nodes[1], &nodes[2]]).await;
+    let follower = nodes[(leader + 1) % 3].grpc.clone();
+    let pid = nodes[leader].pid().to_string();
+    let stop = |sig: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(sent.unwrap().success());
+    };
+    // The leader stops answering: the first attempts time out (an unknown outcome), and the
+    // retries, in the same session, land once the others have elected a new leader.
+    stop("-STOP");
+    let args = [
+        "--command",
+        "set",
+        "--key",
+        "k",
+        "--val",
+        "v",
+        "--timeout-ms",
+        "3000",
+    ];
+    let (ok, out, err) = tokio::task::spawn_blocking(move || kvclient(&follower, &args))
+        .await
+        .unwrap();
+    stop("-CONT");
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("retrying"), "{err}");
+    let survivor = &nodes[(leader + 1) % 3];
+    assert_eq!(value(survivor, "k").await, "v");
+}

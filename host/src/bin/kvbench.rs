@@ -8,6 +8,8 @@
 
 #[path = "common/connection.rs"]
 mod connection;
+#[path = "common/retry.rs"]
+mod retry;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -77,6 +79,14 @@ struct Args {
     /// linearizable reads.
     #[arg(long)]
     stale: bool,
+    /// Each client opens a client session and numbers its puts in it (raftwasm), so a retried
+    /// put applies once; compares the cost of sessions with plain puts.
+    #[arg(long)]
+    sessions: bool,
+    /// Retries of a put that failed without being applied or, with --sessions, with an
+    /// unknown outcome (at the leader the error names); 0 counts every failure as an error.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
     /// Free-form label echoed in the JSON line.
     #[arg(long, default_value = "")]
     label: String,
@@ -91,11 +101,16 @@ enum Conn {
 }
 
 impl Conn {
-    async fn put(&mut self, key: &str, value: &str) -> Result<(), tonic::Status> {
+    async fn put(
+        &mut self,
+        key: &str,
+        value: &str,
+        session: Option<proto::Session>,
+    ) -> Result<(), tonic::Status> {
         match self {
             Conn::Raftwasm(c) => c
                 .put(proto::PutRequest {
-                    session: None,
+                    session,
                     key: key.to_string(),
                     value: value.to_string(),
                 })
@@ -108,6 +123,18 @@ impl Conn {
                 })
                 .await
                 .map(drop),
+        }
+    }
+
+    /// Opens a client session (raftwasm only).
+    async fn open_session(&mut self) -> Result<u64, tonic::Status> {
+        match self {
+            Conn::Raftwasm(c) => Ok(c
+                .open_session(proto::OpenSessionRequest {})
+                .await?
+                .into_inner()
+                .client_id),
+            Conn::Etcd(_) => Err(tonic::Status::unimplemented("etcd has no client sessions")),
         }
     }
 
@@ -172,24 +199,28 @@ struct ClientResult {
     last_error: Option<String>,
 }
 
-async fn connect(args: &Args) -> Result<Vec<Conn>> {
-    let endpoints: Vec<&str> = args
-        .endpoints
-        .split(',')
-        .filter(|e| !e.is_empty())
-        .collect();
-    if endpoints.is_empty() {
-        bail!("--endpoints is empty");
+/// Makes connections to any node with the command line's TLS and credentials.
+#[derive(Clone)]
+struct Dialer {
+    target: Target,
+    credentials: WithCredentials,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Dialer {
+    fn new(args: &Args) -> Result<Self> {
+        let c = &args.connection;
+        Ok(Dialer {
+            target: args.target,
+            credentials: c.credentials()?,
+            tls: host::tls::cli_rustls(c.ca.as_deref(), c.cert.as_deref(), c.cert_key.as_deref())?,
+        })
     }
-    let c = &args.connection;
-    let credentials = c.credentials()?;
-    let tls = host::tls::cli_rustls(c.ca.as_deref(), c.cert.as_deref(), c.cert_key.as_deref())?;
-    let mut conns = Vec::new();
-    for i in 0..args.connections.max(1) {
-        let addr = endpoints[i % endpoints.len()];
+
+    async fn dial(&self, addr: &str) -> Result<Conn> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
         // TLS (when configured) runs inside the connector, under the coalescing layer.
-        let channel = match tls.clone() {
+        let channel = match self.tls.clone() {
             Some(tls) => {
                 let connect = move |uri| coalesce::connect_tls(uri, tls.clone());
                 endpoint
@@ -203,14 +234,93 @@ async fn connect(args: &Args) -> Result<Vec<Conn>> {
             }
         }
         .with_context(|| format!("connecting to {addr}"))?;
-        conns.push(match args.target {
-            Target::Raftwasm => {
-                Conn::Raftwasm(ClientClient::with_interceptor(channel, credentials.clone()))
-            }
+        Ok(match self.target {
+            Target::Raftwasm => Conn::Raftwasm(ClientClient::with_interceptor(
+                channel,
+                self.credentials.clone(),
+            )),
             Target::Etcd => Conn::Etcd(KvClient::new(channel)),
-        });
+        })
+    }
+}
+
+async fn connect(args: &Args, dialer: &Dialer) -> Result<Vec<Conn>> {
+    let endpoints: Vec<&str> = args
+        .endpoints
+        .split(',')
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        bail!("--endpoints is empty");
+    }
+    let mut conns = Vec::new();
+    for i in 0..args.connections.max(1) {
+        conns.push(dialer.dial(endpoints[i % endpoints.len()]).await?);
     }
     Ok(conns)
+}
+
+/// What one client writes with: its connection, and its session if it has one.
+struct Writer {
+    conn: Conn,
+    dialer: Dialer,
+    session: Option<proto::Session>,
+    retries: u32,
+    retried: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Runs `call` on the connection, retrying as [`retry::after`] says and following a leader
+    /// hint by dialling it.
+    async fn run<T, F, Fut>(&mut self, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let status = match call(self.conn.clone()).await {
+                Ok(done) => return Ok(done),
+                Err(status) => status,
+            };
+            let leader = match retry::after(&status, self.session.is_some()) {
+                retry::Retry::Again { leader } if attempt < self.retries => leader,
+                _ => return Err(status),
+            };
+            attempt += 1;
+            self.retried.fetch_add(1, Ordering::Relaxed);
+            if let Some(conn) = match leader {
+                Some(addr) => self.dialer.dial(&addr).await.ok(),
+                None => None,
+            } {
+                self.conn = conn;
+            }
+            tokio::time::sleep(retry::backoff(attempt)).await;
+        }
+    }
+
+    /// Opens this client's session (retried like a put).
+    async fn open_session(&mut self) -> Result<(), tonic::Status> {
+        self.session = Some(proto::Session {
+            client_id: 0,
+            seq: 0,
+        });
+        let client_id = self
+            .run(|mut c| async move { c.open_session().await })
+            .await?;
+        self.session = Some(proto::Session { client_id, seq: 0 });
+        Ok(())
+    }
+
+    /// One put, with the session's next sequence number.
+    async fn put(&mut self, key: &str, value: &str) -> Result<(), tonic::Status> {
+        if let Some(s) = &mut self.session {
+            s.seq += 1;
+        }
+        let session = self.session;
+        self.run(|mut c| async move { c.put(key, value, session).await })
+            .await
+    }
 }
 
 async fn preload(args: &Args, conns: &[Conn], value: &str) -> Result<()> {
@@ -230,7 +340,7 @@ async fn preload(args: &Args, conns: &[Conn], value: &str) -> Result<()> {
                 if i >= keyspace {
                     return Ok::<(), tonic::Status>(());
                 }
-                conn.put(&key(i, key_size), &value).await?;
+                conn.put(&key(i, key_size), &value, None).await?;
             }
         }));
     }
@@ -239,6 +349,74 @@ async fn preload(args: &Args, conns: &[Conn], value: &str) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("preload failed: {}", e.message()))?;
     }
     Ok(())
+}
+
+/// What every client does, and when.
+struct Load {
+    op: Op,
+    read_percent: u32,
+    keyspace: u64,
+    key_size: usize,
+    stale: bool,
+    sessions: bool,
+    value: String,
+    measure_from: Instant,
+    end: Instant,
+}
+
+/// Client `c`: requests one at a time until the end, latencies recorded after the warm-up.
+async fn client(
+    c: usize,
+    mut writer: Writer,
+    load: Load,
+    done: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) -> ClientResult {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+    let mut result = ClientResult {
+        latencies_us: Vec::new(),
+        errors: 0,
+        last_error: None,
+    };
+    if load.sessions {
+        if let Err(e) = writer.open_session().await {
+            result.errors += 1;
+            result.last_error = Some(format!("opening a session: {}", e.message()));
+            failed.fetch_add(1, Ordering::Relaxed);
+            return result;
+        }
+    }
+    loop {
+        let now = Instant::now();
+        if now >= load.end {
+            return result;
+        }
+        let k = key(rng.next() % load.keyspace, load.key_size);
+        let read = match load.op {
+            Op::Put => false,
+            Op::Get => true,
+            Op::Mixed => (rng.next() % 100) < load.read_percent as u64,
+        };
+        let outcome = if read {
+            writer.conn.get(&k, load.stale).await
+        } else {
+            writer.put(&k, &load.value).await
+        };
+        let elapsed = now.elapsed();
+        done.fetch_add(1, Ordering::Relaxed);
+        if now >= load.measure_from {
+            match outcome {
+                Ok(()) => result
+                    .latencies_us
+                    .push(elapsed.as_micros().min(u32::MAX as u128) as u32),
+                Err(e) => {
+                    result.errors += 1;
+                    result.last_error = Some(e.message().to_string());
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -253,7 +431,9 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let value = "v".repeat(args.value_size);
-    let conns = connect(&args).await?;
+    let dialer = Dialer::new(&args)?;
+    let conns = connect(&args, &dialer).await?;
+    let retried = Arc::new(AtomicU64::new(0));
     if args.preload {
         let start = Instant::now();
         preload(&args, &conns, &value).await?;
@@ -271,54 +451,26 @@ async fn main() -> Result<()> {
     let end = measure_from + Duration::from_secs_f64(args.duration);
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let mut conn = conns[c % conns.len()].clone();
-        let (done, failed, value) = (done.clone(), failed.clone(), value.clone());
-        let (op, read_percent, keyspace, key_size, stale) = (
-            args.op,
-            args.read_percent,
-            args.keyspace.max(1),
-            args.key_size,
-            args.stale,
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
-            let mut result = ClientResult {
-                latencies_us: Vec::new(),
-                errors: 0,
-                last_error: None,
-            };
-            loop {
-                let now = Instant::now();
-                if now >= end {
-                    return result;
-                }
-                let k = key(rng.next() % keyspace, key_size);
-                let read = match op {
-                    Op::Put => false,
-                    Op::Get => true,
-                    Op::Mixed => (rng.next() % 100) < read_percent as u64,
-                };
-                let outcome = if read {
-                    conn.get(&k, stale).await
-                } else {
-                    conn.put(&k, &value).await
-                };
-                let elapsed = now.elapsed();
-                done.fetch_add(1, Ordering::Relaxed);
-                if now >= measure_from {
-                    match outcome {
-                        Ok(()) => result
-                            .latencies_us
-                            .push(elapsed.as_micros().min(u32::MAX as u128) as u32),
-                        Err(e) => {
-                            result.errors += 1;
-                            result.last_error = Some(e.message().to_string());
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-        }));
+        let writer = Writer {
+            conn: conns[c % conns.len()].clone(),
+            dialer: dialer.clone(),
+            session: None,
+            retries: args.retries,
+            retried: retried.clone(),
+        };
+        let load = Load {
+            op: args.op,
+            read_percent: args.read_percent,
+            keyspace: args.keyspace.max(1),
+            key_size: args.key_size,
+            stale: args.stale,
+            sessions: args.sessions,
+            value: value.clone(),
+            measure_from,
+            end,
+        };
+        let (done, failed) = (done.clone(), failed.clone());
+        tasks.push(tokio::spawn(client(c, writer, load, done, failed)));
     }
 
     let progress = {
@@ -374,7 +526,13 @@ async fn main() -> Result<()> {
         args.keyspace,
         if args.stale { ", stale reads" } else { "" }
     );
-    println!("  {ops:.0} ops/s over {measured} s, {errors} errors");
+    let retried = retried.load(Ordering::Relaxed);
+    let sessions = if args.sessions {
+        ", in client sessions"
+    } else {
+        ""
+    };
+    println!("  {ops:.0} ops/s over {measured} s, {errors} errors, {retried} retries{sessions}");
     println!("  latency ms: p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  p99.9 {p999:.3}");
     if let Some(e) = &last_error {
         println!("  last error: {e}");
@@ -396,6 +554,8 @@ async fn main() -> Result<()> {
         "p99_ms": p99,
         "p999_ms": p999,
         "errors": errors,
+        "retries": retried,
+        "sessions": args.sessions,
     });
     println!("{json}");
     Ok(())

@@ -5,9 +5,15 @@
 //! set, get, delete, snapshot, upgrade (`--fsm new.wasm [--dry-run]`). Any node will do: writes,
 //! upgrades and membership changes are forwarded to the leader. `--ca` (and `--cert`,
 //! `--cert-key`) speak TLS; `--user`/`--password` or `--token` authenticate.
+//!
+//! `set` and `delete` run in a client session: a write that failed without being applied, or
+//! whose outcome is unknown, is retried (`--retries`) with the same session and sequence number
+//! (at the leader the error names), and the cluster applies it once.
 
 #[path = "common/connection.rs"]
 mod connection;
+#[path = "common/retry.rs"]
+mod retry;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -82,26 +88,91 @@ struct Args {
     /// Validate the module (compile, exports, restore of the current state) without logging it.
     #[arg(long)]
     dry_run: bool,
+    /// Retries of a set or delete that failed without being applied, or with an unknown
+    /// outcome (0: none).
+    #[arg(long, default_value_t = 10)]
+    retries: u32,
+    /// Time allowed for each attempt of a set or delete, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Send set and delete outside a client session (one write fewer; a write whose outcome is
+    /// unknown is then not retried, since a retry could apply it twice).
+    #[arg(long)]
+    no_session: bool,
     #[command(flatten)]
     connection: ConnectionArgs,
 }
 
-/// A client over plain TCP, or over TLS with --ca (and --cert/--cert-key).
-async fn connect(args: &Args) -> Result<Client> {
+/// A client of `server` over plain TCP, or over TLS with --ca (and --cert/--cert-key).
+async fn connect(args: &Args, server: &str) -> Result<Client> {
     let c = &args.connection;
     let tls = host::tls::cli_client(c.ca.as_deref(), c.cert.as_deref(), c.cert_key.as_deref())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut endpoint =
-        tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", args.server))
-            .with_context(|| format!("bad --server {}", args.server))?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{server}"))
+        .with_context(|| format!("bad server address {server}"))?;
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls)?;
     }
     let channel = endpoint
         .connect()
         .await
-        .with_context(|| format!("connecting to {}", args.server))?;
+        .with_context(|| format!("connecting to {server}"))?;
     Ok(ClientClient::with_interceptor(channel, c.credentials()?))
+}
+
+/// Runs write `call` (in a session or not), retrying as [`retry::after`] says, on a new
+/// connection each time, to the leader an error names.
+async fn write<T, F, Fut>(args: &Args, in_session: bool, mut call: F) -> Result<T>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut server = args.server.clone();
+    let mut attempt = 0;
+    loop {
+        let limit = std::time::Duration::from_millis(args.timeout_ms);
+        let failure = match connect(args, &server).await {
+            Ok(client) => {
+                let status = match tokio::time::timeout(limit, call(client)).await {
+                    Ok(Ok(done)) => return Ok(done),
+                    Ok(Err(status)) => status,
+                    Err(_) => tonic::Status::deadline_exceeded(format!("no answer in {limit:?}")),
+                };
+                match retry::after(&status, in_session) {
+                    // With a hint, at the leader; without one, back where we started.
+                    retry::Retry::Again { leader } if attempt < args.retries => {
+                        server = leader.unwrap_or_else(|| args.server.clone());
+                        ServiceError::from_status(&status).to_string()
+                    }
+                    _ => return Err(status.into()),
+                }
+            }
+            Err(e) if attempt < args.retries => format!("{e:#}"),
+            Err(e) => return Err(e),
+        };
+        attempt += 1;
+        eprintln!(
+            "retrying ({attempt}/{}) at {server}: {failure}",
+            args.retries
+        );
+        tokio::time::sleep(retry::backoff(attempt)).await;
+    }
+}
+
+/// A new session's first place, unless --no-session.
+async fn session(args: &Args) -> Result<Option<proto::Session>> {
+    if args.no_session {
+        return Ok(None);
+    }
+    // A retried open may leave an unused session behind; it expires.
+    let opened = write(args, true, |mut c| async move {
+        c.open_session(proto::OpenSessionRequest {}).await
+    })
+    .await?;
+    Ok(Some(proto::Session {
+        client_id: opened.into_inner().client_id,
+        seq: 1,
+    }))
 }
 
 fn need(v: Option<String>, flag: &str) -> Result<String> {
@@ -127,7 +198,7 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let mut client = connect(&args).await?;
+    let mut client = connect(&args, &args.server).await?;
     let consistency = if args.stale {
         Consistency::Stale
     } else {
@@ -168,12 +239,17 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Set => {
             let request = proto::PutRequest {
-                session: None,
-                key: need(args.key, "--key")?,
-                value: need(args.val, "--val")?,
+                session: session(&args).await?,
+                key: need(args.key.clone(), "--key")?,
+                value: need(args.val.clone(), "--val")?,
             };
-            let reply = client.put(request).await?.into_inner();
-            println!("ok (log index {})", reply.log_index);
+            let in_session = request.session.is_some();
+            let reply = write(&args, in_session, |mut c| {
+                let request = request.clone();
+                async move { c.put(request).await }
+            })
+            .await?;
+            println!("ok (log index {})", reply.into_inner().log_index);
         }
         Command::Get => {
             let request = proto::GetRequest {
@@ -184,10 +260,16 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Delete => {
             let request = proto::DeleteRequest {
-                session: None,
-                key: need(args.key, "--key")?,
+                session: session(&args).await?,
+                key: need(args.key.clone(), "--key")?,
             };
-            let reply = client.delete(request).await?.into_inner();
+            let in_session = request.session.is_some();
+            let reply = write(&args, in_session, |mut c| {
+                let request = request.clone();
+                async move { c.delete(request).await }
+            })
+            .await?
+            .into_inner();
             let what = if reply.deleted {
                 "deleted"
             } else {

@@ -128,7 +128,9 @@ impl Leader {
         request
     }
 
-    /// The leader's error as it sent it, for a read; a transport failure names the leader.
+    /// The leader's error as it sent it, for a read. A transport failure names the leader in
+    /// its message but gives no leader hint: the leader could not be reached, so the caller
+    /// should retry here, where the next leader will be known.
     fn error(&self, status: tonic::Status) -> ServiceError {
         match ServiceError::from_status(&status) {
             ServiceError::Unavailable {
@@ -137,7 +139,7 @@ impl Leader {
                 ..
             } => ServiceError::unavailable(
                 format!("forwarding to leader {} failed: {message}", self.leader),
-                Some(self.leader_pair()),
+                None,
             ),
             other => other,
         }
@@ -156,13 +158,9 @@ impl Leader {
                 self.leader,
                 status.message()
             ),
-            Some(self.leader_pair()),
+            None,
             status.code() == tonic::Code::DeadlineExceeded,
         )
-    }
-
-    fn leader_pair(&self) -> (String, String) {
-        (self.leader.name.clone(), self.leader.addr.clone())
     }
 
     pub(super) async fn apply(
