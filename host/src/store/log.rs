@@ -204,14 +204,7 @@ fn import_redb(path: &Path, dir: &Path) -> Result<(), ImportError> {
         if let Ok(logs) = txn.open_table(LOGS) {
             let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
             let mut flush = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), ImportError> {
-                let records: Vec<_> = chunk
-                    .iter()
-                    .map(|(index, bytes)| Record::Entry {
-                        index: *index,
-                        bytes,
-                    })
-                    .collect();
-                wal.write(&records).map_err(|x| e(x.into()))?;
+                wal.write_entries(chunk).map_err(|x| e(x.into()))?;
                 chunk.clear();
                 Ok(())
             };

@@ -225,6 +225,18 @@ impl Wal {
         self.append(records, true)
     }
 
+    /// Appends entries `(index, bytes)` in order and makes them durable (one `fdatasync`).
+    pub fn write_entries(&mut self, entries: &[(u64, Vec<u8>)]) -> io::Result<()> {
+        let records: Vec<_> = entries
+            .iter()
+            .map(|(index, bytes)| Record::Entry {
+                index: *index,
+                bytes,
+            })
+            .collect();
+        self.write(&records)
+    }
+
     /// Appends `records` without waiting for the disk: they become durable with the next
     /// [`Wal::write`], or are lost (as a torn or missing tail) if the process dies first. For
     /// records that are safe to lose; their metadata is visible at once.

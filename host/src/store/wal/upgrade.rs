@@ -55,14 +55,7 @@ pub(super) fn rewrite_v2(dir: &Path, segment_bytes: u64) -> io::Result<u64> {
     }
     wal.write(&head)?;
     for chunk in entries.chunks(CHUNK) {
-        let records: Vec<_> = chunk
-            .iter()
-            .map(|(index, bytes)| Record::Entry {
-                index: *index,
-                bytes,
-            })
-            .collect();
-        wal.write(&records)?;
+        wal.write_entries(chunk)?;
     }
     let salt = wal.salt;
     drop(wal);
