@@ -198,6 +198,10 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<()> {
+    // Writes make their own connections, one per attempt.
+    if matches!(args.command, Command::Set | Command::Delete) {
+        return write_command(&args).await;
+    }
     let mut client = connect(&args, &args.server).await?;
     let consistency = if args.stale {
         Consistency::Stale
@@ -237,20 +241,6 @@ async fn run(args: Args) -> Result<()> {
             };
             print_status(client.transfer_leader(request).await?.into_inner())?
         }
-        Command::Set => {
-            let request = proto::PutRequest {
-                session: session(&args).await?,
-                key: need(args.key.clone(), "--key")?,
-                value: need(args.val.clone(), "--val")?,
-            };
-            let in_session = request.session.is_some();
-            let reply = write(&args, in_session, |mut c| {
-                let request = request.clone();
-                async move { c.put(request).await }
-            })
-            .await?;
-            println!("ok (log index {})", reply.into_inner().log_index);
-        }
         Command::Get => {
             let request = proto::GetRequest {
                 key: need(args.key, "--key")?,
@@ -258,13 +248,36 @@ async fn run(args: Args) -> Result<()> {
             };
             println!("{}", client.get(request).await?.into_inner().value);
         }
+        // Handled above, before connecting.
+        Command::Set | Command::Delete => write_command(&args).await?,
+    }
+    Ok(())
+}
+
+/// `set` and `delete`, in a session unless --no-session, retried (see [`write`]).
+async fn write_command(args: &Args) -> Result<()> {
+    match args.command {
+        Command::Set => {
+            let request = proto::PutRequest {
+                session: session(args).await?,
+                key: need(args.key.clone(), "--key")?,
+                value: need(args.val.clone(), "--val")?,
+            };
+            let in_session = request.session.is_some();
+            let reply = write(args, in_session, |mut c| {
+                let request = request.clone();
+                async move { c.put(request).await }
+            })
+            .await?;
+            println!("ok (log index {})", reply.into_inner().log_index);
+        }
         Command::Delete => {
             let request = proto::DeleteRequest {
-                session: session(&args).await?,
+                session: session(args).await?,
                 key: need(args.key.clone(), "--key")?,
             };
             let in_session = request.session.is_some();
-            let reply = write(&args, in_session, |mut c| {
+            let reply = write(args, in_session, |mut c| {
                 let request = request.clone();
                 async move { c.delete(request).await }
             })
@@ -277,6 +290,7 @@ async fn run(args: Args) -> Result<()> {
             };
             println!("{what} (log index {})", reply.log_index);
         }
+        _ => unreachable!("only set and delete are writes"),
     }
     Ok(())
 }
