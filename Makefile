@@ -39,7 +39,7 @@ run: build
 test: setup
 	$(CARGO) test --release --workspace $(TEST_FEATURES)
 	CARGO_FEATURES="$(TEST_FEATURES)" chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \
-	  --upgrade-module target/wasm/guest_kv_v2.wasm --upgrade-at 25 --secure
+	  --upgrade-module target/wasm/guest_kv_v2.wasm --upgrade-at 25 --secure --retry session
 
 ## A long fault-injection run: make chaos CHAOS_DURATION=1800 CHAOS_SEED=42 CHAOS_ARGS="--faults kill,split"
 chaos: setup

@@ -9,6 +9,7 @@
 //! Layout:
 //! - [`history`]: the recorded operations and their JSON-lines form.
 //! - [`workload`]: key choice, transaction generation, and the client loop.
+//! - [`retry`]: clients that retry writes with an unknown outcome, in a session or without.
 //! - [`secure`]: certificates and a users file for a run with TLS and authentication on.
 //! - [`cluster`]: node processes and the gRPC calls the suite makes on them.
 //! - [`net`]: nftables partitions inside the namespaces.
@@ -20,5 +21,6 @@ pub mod cluster;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod retry;
 pub mod secure;
 pub mod workload;

@@ -10,13 +10,14 @@
 //! reached a log (no connection, no leader), is `fail`; any other error or a timeout on a write
 //! is `info` (it may still commit) and the client takes a new process id, as a Jepsen client
 //! does after an indeterminate operation. A failed read is `fail`: reads change nothing.
+//! (The clients of [`crate::retry`] retry such writes instead.)
 
 use crate::cluster::Client;
 use crate::history::{Mop, Outcome, Recorder};
 use guest_kv::schema::{
     self, Command, GetManyResponse, GetResponse, Query, TxnOp, TxnResponse, TxnResult,
 };
-use host::proto::{ApplyRequest, Consistency, QueryRequest};
+use host::proto::{ApplyRequest, Consistency, QueryRequest, Session};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -130,7 +131,7 @@ pub struct TxnOutcome {
 /// status details whether the write certainly did not take effect (`unavailable`, or a refusal)
 /// or may have (`unknown_outcome`); a status without details is this client's own transport
 /// failure, definite only when the connection was never made.
-fn classify_write_error(status: &tonic::Status) -> Outcome {
+pub fn classify_write_error(status: &tonic::Status) -> Outcome {
     use host::service::ServiceError;
     if status.details().is_empty() {
         return match host::service::never_sent(status) {
@@ -146,30 +147,57 @@ fn classify_write_error(status: &tonic::Status) -> Outcome {
     }
 }
 
+/// True when `txn` only reads (it goes out as a query, not through the log).
+pub fn read_only(txn: &[Mop]) -> bool {
+    txn.iter().all(|m| matches!(m, Mop::Read { .. }))
+}
+
 /// Sends `txn` to `client` and interprets the reply.
 pub async fn execute(client: &mut Client, txn: &[Mop], timeout: Duration) -> TxnOutcome {
-    let read_only = txn.iter().all(|m| matches!(m, Mop::Read { .. }));
-    if read_only {
-        let keys: Vec<String> = txn
-            .iter()
-            .map(|m| match m {
-                Mop::Read { key, .. } | Mop::Append { key, .. } => key_name(*key),
-            })
-            .collect();
-        let mut req = tonic::Request::new(QueryRequest {
-            request: Query::GetMany { keys }.encode(),
-            consistency: Consistency::Linearizable as i32,
-        });
-        req.set_timeout(timeout);
-        return match client.query(req).await {
-            Ok(reply) => fill_reads(txn, read_many(&reply.into_inner().response)),
-            Err(status) => TxnOutcome {
-                outcome: Outcome::Fail,
-                txn: txn.to_vec(),
-                error: Some(status.to_string()),
-            },
-        };
+    if read_only(txn) {
+        return read(client, txn, timeout).await;
     }
+    match write(client, txn, None, timeout).await {
+        Ok(done) => done,
+        Err(status) => TxnOutcome {
+            outcome: classify_write_error(&status),
+            txn: txn.to_vec(),
+            error: Some(status.to_string()),
+        },
+    }
+}
+
+/// A read-only transaction as one linearizable `get_many` query.
+async fn read(client: &mut Client, txn: &[Mop], timeout: Duration) -> TxnOutcome {
+    let keys: Vec<String> = txn
+        .iter()
+        .map(|m| match m {
+            Mop::Read { key, .. } | Mop::Append { key, .. } => key_name(*key),
+        })
+        .collect();
+    let mut req = tonic::Request::new(QueryRequest {
+        request: Query::GetMany { keys }.encode(),
+        consistency: Consistency::Linearizable as i32,
+    });
+    req.set_timeout(timeout);
+    match client.query(req).await {
+        Ok(reply) => fill_reads(txn, read_many(&reply.into_inner().response)),
+        Err(status) => TxnOutcome {
+            outcome: Outcome::Fail,
+            txn: txn.to_vec(),
+            error: Some(status.to_string()),
+        },
+    }
+}
+
+/// Sends a transaction with appends through the log as one guest-kv `txn` command, in
+/// `session` when given; the error, when there is one, is for the caller to classify.
+pub async fn write(
+    client: &mut Client,
+    txn: &[Mop],
+    session: Option<Session>,
+    timeout: Duration,
+) -> Result<TxnOutcome, tonic::Status> {
     let ops: Vec<TxnOp> = txn
         .iter()
         .map(|m| match m {
@@ -183,18 +211,12 @@ pub async fn execute(client: &mut Client, txn: &[Mop], timeout: Duration) -> Txn
         })
         .collect();
     let mut req = tonic::Request::new(ApplyRequest {
-        session: None,
+        session,
         command: Command::Txn { ops }.encode(),
     });
     req.set_timeout(timeout);
-    match client.apply(req).await {
-        Ok(reply) => fill_reads(txn, read_txn(&reply.into_inner().response)),
-        Err(status) => TxnOutcome {
-            outcome: classify_write_error(&status),
-            txn: txn.to_vec(),
-            error: Some(status.to_string()),
-        },
-    }
+    let reply = client.apply(req).await?;
+    Ok(fill_reads(txn, read_txn(&reply.into_inner().response)))
 }
 
 /// The values a `get_many` reply holds, one per key.
@@ -253,27 +275,43 @@ fn fill_reads(txn: &[Mop], values: Result<Vec<Option<String>>, String>) -> TxnOu
     }
 }
 
+/// What every client of a run shares.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub keys: Arc<Keys>,
+    pub recorder: Arc<Recorder>,
+    pub stop: Arc<AtomicBool>,
+    /// Deadline of one request.
+    pub timeout: Duration,
+}
+
+impl Shared {
+    /// True once the run's traffic should end.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Process ids a client uses: its first, then steps of `stride` (one per indeterminate write),
+/// so no two clients share one.
+#[derive(Clone, Copy, Debug)]
+pub struct Processes {
+    pub first: u64,
+    pub stride: u64,
+}
+
 /// One client: runs transactions against its node until `stop`, recording each.
-#[allow(clippy::too_many_arguments)]
-pub async fn client_loop(
-    mut client: Client,
-    first_process: u64,
-    process_stride: u64,
-    seed: u64,
-    keys: Arc<Keys>,
-    recorder: Arc<Recorder>,
-    stop: Arc<AtomicBool>,
-    timeout: Duration,
-) {
+pub async fn client_loop(mut client: Client, processes: Processes, seed: u64, run: Shared) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut process = first_process;
-    while !stop.load(Ordering::Relaxed) {
-        let txn = keys.generate(&mut rng);
-        recorder.invoke(process, &txn);
-        let result = execute(&mut client, &txn, timeout).await;
-        recorder.complete(process, result.outcome, &result.txn, result.error);
+    let mut process = processes.first;
+    while !run.stopping() {
+        let txn = run.keys.generate(&mut rng);
+        run.recorder.invoke(process, &txn);
+        let result = execute(&mut client, &txn, run.timeout).await;
+        run.recorder
+            .complete(process, result.outcome, &result.txn, result.error);
         match result.outcome {
-            Outcome::Info => process += process_stride,
+            Outcome::Info => process += processes.stride,
             // Back off a little after an error so a down node is not hammered.
             Outcome::Fail => tokio::time::sleep(Duration::from_millis(50)).await,
             Outcome::Ok => {}

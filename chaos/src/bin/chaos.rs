@@ -9,8 +9,9 @@ use chaos::cluster::{Cluster, NodeSpec};
 use chaos::history::{self, Mop, Outcome, Recorder};
 use chaos::nemesis::{self, Fault, FaultLog, Nemesis, Schedule};
 use chaos::net::Net;
+use chaos::retry::{self, Retrying};
 use chaos::secure::Secure;
-use chaos::workload::{self, Keys};
+use chaos::workload::{self, Keys, Processes, Shared};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -74,6 +75,15 @@ struct Args {
     /// certificates and a users file; the suite's clients authenticate.
     #[arg(long)]
     secure: bool,
+    /// Retry writes whose outcome is unknown instead of giving up on them: `session` (each
+    /// client in its own session, a retry repeats the sequence number: must never apply twice)
+    /// or `plain` (no session: a retry may apply twice, and the checker must find it).
+    #[arg(long, value_parser = parse_retry)]
+    retry: Option<retry::Mode>,
+}
+
+fn parse_retry(name: &str) -> Result<retry::Mode, String> {
+    retry::Mode::parse(name).ok_or_else(|| format!("{name:?}: give session or plain"))
 }
 
 fn range(v: &[u64], what: &str) -> anyhow::Result<(Duration, Duration)> {
@@ -323,13 +333,21 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
-    let keys = Arc::new(Keys::default());
-    let recorder = Arc::new(Recorder::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let run = Shared {
+        keys: Arc::new(Keys::default()),
+        recorder: Arc::new(Recorder::default()),
+        stop: stop.clone(),
+        timeout: Duration::from_millis(args.timeout_ms),
+    };
     let n = cluster.len();
-    let per_node = args.clients_per_node.max(1);
-    let timeout = Duration::from_millis(args.timeout_ms);
-    let clients = spawn_clients(&cluster, per_node, seed, &keys, &recorder, &stop, timeout);
+    let retry_stats = Arc::new(retry::Stats::default());
+    let plan = ClientPlan {
+        per_node: args.clients_per_node.max(1),
+        seed,
+        retry: args.retry.map(|mode| (mode, retry_stats.clone())),
+    };
+    let clients = spawn_clients(&cluster, &plan, &run);
     let timer = {
         let stop = stop.clone();
         let d = Duration::from_secs(args.duration);
@@ -361,36 +379,49 @@ async fn main() -> anyhow::Result<()> {
     restore_membership(&cluster, &mut nemesis.log, start).await?;
     let log = nemesis.log;
 
-    let findings = Findings::gather(&cluster, &keys, &recorder, &log, &args.work, upgrade).await?;
+    let mut findings = Findings::gather(&cluster, &run, &log, &args.work, upgrade).await?;
+    findings.retries = args.retry.map(|mode| retry_stats.to_json(mode));
     cluster.stop_all();
     findings.conclude(seed, args.duration, n, &args.work, log.injected.len())
+}
+
+/// How the clients are made: how many per node, their seeds, and whether they retry.
+struct ClientPlan {
+    per_node: usize,
+    seed: u64,
+    retry: Option<(retry::Mode, Arc<retry::Stats>)>,
 }
 
 /// Starts `per_node` list-append clients against each node.
 fn spawn_clients(
     cluster: &Cluster,
-    per_node: usize,
-    seed: u64,
-    keys: &Arc<Keys>,
-    recorder: &Arc<Recorder>,
-    stop: &Arc<AtomicBool>,
-    timeout: Duration,
+    plan: &ClientPlan,
+    run: &Shared,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let n = cluster.len();
     let mut clients = Vec::new();
     for i in 0..n {
-        for c in 0..per_node {
-            let idx = (i * per_node + c) as u64;
-            clients.push(tokio::spawn(workload::client_loop(
-                cluster.client(i),
-                idx,
-                (n * per_node) as u64,
-                seed.wrapping_add(idx + 1),
-                keys.clone(),
-                recorder.clone(),
-                stop.clone(),
-                timeout,
-            )));
+        for c in 0..plan.per_node {
+            let idx = (i * plan.per_node + c) as u64;
+            let processes = Processes {
+                first: idx,
+                stride: (n * plan.per_node) as u64,
+            };
+            let seed = plan.seed.wrapping_add(idx + 1);
+            let run = run.clone();
+            clients.push(match &plan.retry {
+                None => tokio::spawn(workload::client_loop(
+                    cluster.client(i),
+                    processes,
+                    seed,
+                    run,
+                )),
+                Some((mode, stats)) => {
+                    let all = (0..n).map(|j| cluster.client(j)).collect();
+                    let client = Retrying::new(all, i, *mode, stats.clone());
+                    tokio::spawn(client.run(processes, seed, run))
+                }
+            });
         }
     }
     clients
@@ -407,6 +438,8 @@ struct Findings {
     acknowledged: usize,
     keys: usize,
     faults: BTreeMap<&'static str, usize>,
+    /// What retrying clients did, when they ran.
+    retries: Option<serde_json::Value>,
     ok: usize,
     fail: usize,
     info: usize,
@@ -417,15 +450,14 @@ impl Findings {
     /// fault log into `work`.
     async fn gather(
         cluster: &Cluster,
-        keys: &Keys,
-        recorder: &Recorder,
+        run: &Shared,
         log: &FaultLog,
         work: &std::path::Path,
         upgrade: Option<UpgradeOutcome>,
     ) -> anyhow::Result<Self> {
-        let final_state = final_read(cluster, keys, recorder, u64::MAX / 2).await?;
+        let final_state = final_read(cluster, &run.keys, &run.recorder, u64::MAX / 2).await?;
         let agreed = check::replicas_agree(cluster, Duration::from_secs(60)).await;
-        let events = recorder.events();
+        let events = run.recorder.events();
         let jsonl = history::to_jsonl(&events);
         std::fs::write(work.join("history.jsonl"), &jsonl)?;
         std::fs::write(work.join("faults.log"), log.lines.join("\n") + "\n")?;
@@ -447,6 +479,7 @@ impl Findings {
             acknowledged: check::acknowledged_appends(&events),
             keys: final_state.len(),
             faults,
+            retries: None,
             ok,
             fail,
             info,
@@ -462,6 +495,7 @@ impl Findings {
             "acknowledged_appends": self.acknowledged,
             "keys": self.keys,
             "faults": self.faults,
+            "retries": self.retries,
             "adya": {"verdict": self.isolation.verdict, "anomalies": self.isolation.anomaly_types,
                 "check_s": self.check_s},
             "lost_acknowledged_appends": self.lost.len(),
@@ -494,6 +528,9 @@ impl Findings {
             serde_json::to_string_pretty(&report)?,
         )?;
         println!("{report}");
+        if let Some(retries) = &self.retries {
+            eprintln!("retries: {retries}");
+        }
         self.verdict(seed, work)?;
         let (ok, fail, info) = (self.ok, self.fail, self.info);
         eprintln!(
