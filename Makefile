@@ -51,10 +51,12 @@ fmt-check:
 lint: setup
 	$(CARGO) clippy --release --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
-## Guest apply (wasm vs native, ns/op); snapshot build/install and restart for 1M keys.
+## Guest apply (wasm vs native, ns/op); snapshot build/install and restart for 1M keys; memory
+## and time per client session.
 bench: setup
 	$(CARGO) bench --bench fsm
 	$(CARGO) bench --bench snapshot
+	$(CARGO) bench --bench sessions
 
 ## raftwasm vs etcd (and vs guest-kv compiled natively) on this machine; writes BENCHMARKS.md.
 bench-compare: setup

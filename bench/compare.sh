@@ -5,11 +5,18 @@
 #
 #   bench/compare.sh                 # DURATION=10 WARMUP=2 ROUNDS=3 BASE_PORT=31000 by default
 #   MODE=tls bench/compare.sh        # the cost of TLS: raftwasm with and without it, etcd with it
+#   MODE=sessions bench/compare.sh   # the cost of client sessions on writes (raftwasm only)
 #
 # MODE=tls runs raftwasm without TLS, raftwasm with TLS for clients and between nodes (client
 # certificates required), and etcd with the same (client and peer TLS, client-cert-auth), all
 # with throw-away certificates from examples/tls/make-certs.sh; it writes its table between
 # the TLS markers of BENCHMARKS.md and leaves the rest of the file alone.
+#
+# MODE=sessions runs one raftwasm cluster, alternating kvbench without and with client sessions
+# (`--sessions`: every write carries a session and sequence number and the cluster keeps its
+# result) on put x1 and put x64, and samples the three nodes' CPU time (/proc/<pid>/stat) over
+# each run's measured window; it writes its table between the sessions markers of
+# BENCHMARKS.md. It does not need etcd.
 #
 # Installs etcd from Debian's etcd-server package if it is missing (needs root). Stops
 # everything it started, even on failure.
@@ -23,9 +30,9 @@ BASE_PORT=${BASE_PORT:-31000}
 KEYSPACE=${KEYSPACE:-10000}
 OUT=${OUT:-BENCHMARKS.md}
 MODE=${MODE:-plain}
-case "$MODE" in plain|tls) ;; *) echo "MODE is plain or tls, not $MODE" >&2; exit 2 ;; esac
+case "$MODE" in plain|tls|sessions) ;; *) echo "MODE is plain, tls or sessions, not $MODE" >&2; exit 2 ;; esac
 
-if ! command -v etcd >/dev/null; then
+if [ "$MODE" != sessions ] && ! command -v etcd >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
 make build >/dev/null
@@ -65,6 +72,7 @@ start_raftwasm() {
   "${curl[@]}" "$web://127.0.0.1:$h1/AddVoter/127.0.0.1:$g2/n2" >/dev/null
   "${curl[@]}" "$web://127.0.0.1:$h1/AddVoter/127.0.0.1:$g3/n3" >/dev/null
   LEADER=$("${curl[@]}" "$web://127.0.0.1:$h1/v1/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader_address"])')
+  NODE_PIDS=("${PIDS[@]: -3}")
 }
 
 # start_etcd OFFSET [tls]: a 3-member cluster (client and peer TLS with client certificates
@@ -108,7 +116,46 @@ run() { # SYSTEM TARGET ENDPOINT OP CLIENTS [extra]
     | tail -n 1 >>"$RESULTS"
 }
 
-if [ "$MODE" = tls ]; then
+# cpu_ticks PID...: user + system CPU time of those processes so far, in clock ticks.
+cpu_ticks() {
+  local t=0 pid
+  for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo $t
+}
+
+# run_cpu SYSTEM TARGET ENDPOINT OP CLIENTS [extra]: like run, and adds the CPU seconds NODE_PIDS
+# spent over the measured window (sampled after WARMUP, again DURATION later) to the JSON line.
+run_cpu() {
+  local system=$1 target=$2 ep=$3 op=$4 clients=$5 out="$WORK/one.json"; shift 5
+  echo "== $system $op x$clients" >&2
+  $KVBENCH --target "$target" --endpoints "$ep" --op "$op" --clients "$clients" \
+    --connections $(( clients < 8 ? clients : 8 )) --key-size 8 --value-size 256 \
+    --keyspace "$KEYSPACE" --duration "$DURATION" --warmup "$WARMUP" --label "$system" "$@" \
+    >"$out" & local bench=$!
+  sleep "$WARMUP"; local c0; c0=$(cpu_ticks "${NODE_PIDS[@]}")
+  sleep "$DURATION"; local c1; c1=$(cpu_ticks "${NODE_PIDS[@]}")
+  wait $bench
+  tail -n 1 "$out" | python3 -c 'import json, sys; r = json.load(sys.stdin); r["node_cpu_s"] = int(sys.argv[1]) / int(sys.argv[2]); print(json.dumps(r))' \
+    "$((c1 - c0))" "$(getconf CLK_TCK)" >>"$RESULTS"
+}
+
+if [ "$MODE" = sessions ]; then
+  start_raftwasm plain 0
+  echo "leader $LEADER" >&2
+  # put x1 and put x64, without and with sessions back to back, the order flipped every round.
+  for round in $(seq "$ROUNDS"); do
+    echo "== round $round of $ROUNDS" >&2
+    for clients in 1 64; do
+      if [ $((round % 2)) = 1 ]; then
+        run_cpu raftwasm raftwasm "$LEADER" put $clients
+        run_cpu raftwasm-sessions raftwasm "$LEADER" put $clients --sessions
+      else
+        run_cpu raftwasm-sessions raftwasm "$LEADER" put $clients --sessions
+        run_cpu raftwasm raftwasm "$LEADER" put $clients
+      fi
+    done
+  done
+elif [ "$MODE" = tls ]; then
   start_raftwasm plain 0; PLAIN_LEADER=$LEADER
   start_raftwasm tls 100 "${RAFTWASM_TLS[@]}"; TLS_LEADER=$LEADER
   start_etcd 200 tls; ETCD_LEADER=$LEADER
@@ -179,27 +226,8 @@ for r in rows:
 machine = ["- machine: %s, %s cores, %s" % (cpu, sh("nproc"), platform.platform()),
            "- raftwasm: %s (git %s), %s" % (sh("./target/release/host --version"), sh("git rev-parse --short HEAD"), sh("rustc --version")),
            "- etcd: %s" % sh("etcd --version | head -1")]
-if mode == "tls":
-    # Ratios per round (the systems ran back to back within a round), then their range.
-    per = {}
-    for r in runs:
-        per.setdefault((r["op"], r["clients"]), {}).setdefault(r["label"], []).append(r["ops_per_sec"])
-    def ratios(op, clients, a, b):
-        xs = per.get((op, clients), {})
-        pairs = list(zip(xs.get(a, []), xs.get(b, [])))
-        return [x / y for x, y in pairs if y]
-    def span(v, fmt):
-        return (fmt % min(v)) + ("–" + fmt % max(v) if len(v) > 1 else "") if v else "?"
-    lines = ["- %s x%d: raftwasm-tls / raftwasm %s, raftwasm-tls / etcd-tls %s" % (
-        op, c, span(ratios(op, c, "raftwasm-tls", "raftwasm"), "%.2f"),
-        span(ratios(op, c, "raftwasm-tls", "etcd-tls"), "%.2f")) for op, c in [("put", 1), ("put", 64), ("get", 64)]]
-    begin, end = "<!-- tls: written by MODE=tls bench/compare.sh -->", "<!-- /tls -->"
-    section = [begin, "### With TLS (client and peer, client certificates required)", "",
-               "Written by `MODE=tls bench/compare.sh`: raftwasm without TLS, raftwasm with TLS on both",
-               "the client and the node-to-node traffic (`--tls-cert --peer-ca --tls-client-ca`), and etcd",
-               "with the same (`--client-cert-auth`, `--peer-client-cert-auth`), kvbench presenting a client",
-               "certificate; otherwise as above. %d rounds of %d s, systems alternating." % (rows[0]["rounds"], rows[0]["duration_s"]), ""]
-    section += machine + [""] + table + ["", "Ratios of ops/s within each round (range over rounds):", ""] + lines + [end]
+def splice(begin, end, section):
+    """Writes `section` between the markers of the output file, the rest left as it is."""
     try:
         previous = open(sys.argv[2]).read()
     except FileNotFoundError:
@@ -211,6 +239,56 @@ if mode == "tls":
         text = previous.rstrip("\n") + "\n\n" + "\n".join(section) + "\n"
     open(sys.argv[2], "w").write(text)
     print("\n".join(section))
+# Per round (the systems ran back to back within a round): metric by label, in round order.
+def per_round(metric):
+    per = {}
+    for r in runs:
+        per.setdefault((r["op"], r["clients"]), {}).setdefault(r["label"], []).append(metric(r))
+    return per
+def ratios(per, op, clients, a, b):
+    xs = per.get((op, clients), {})
+    return [x / y for x, y in zip(xs.get(a, []), xs.get(b, [])) if y]
+def span(v, fmt):
+    return (fmt % min(v)) + ("–" + fmt % max(v) if len(v) > 1 else "") if v else "?"
+if mode == "sessions":
+    def cpu_us(r):
+        ops = r["ops_per_sec"] * r["duration_s"]
+        return r["node_cpu_s"] * 1e6 / ops if ops else float("nan")
+    ops, cpu = per_round(lambda r: r["ops_per_sec"]), per_round(cpu_us)
+    table = ["| system | op | clients | ops/s | range | node CPU µs/op | range | p50 ms | p99 ms | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cpus = cpu[(r["op"], r["clients"])][r["label"]]
+        table.append("| %s | %s | %d | %d | %s | %.1f | %s | %.2f | %.2f | %d |" % (
+            r["label"], r["op"], r["clients"], r["ops_per_sec"], r["range"], cpu_us(r),
+            span(cpus, "%.1f"), r["p50_ms"], r["p99_ms"], r["errors"]))
+    lines = ["- %s x%d: ops/s %s, node CPU per op %s" % (
+        op, c, span(ratios(ops, op, c, "raftwasm-sessions", "raftwasm"), "%.2f"),
+        span(ratios(cpu, op, c, "raftwasm-sessions", "raftwasm"), "%.2f")) for op, c in [("put", 1), ("put", 64)]]
+    section = ["<!-- sessions: written by MODE=sessions bench/compare.sh -->",
+               "### With client sessions", "",
+               "Written by `MODE=sessions bench/compare.sh`: one 3-node raftwasm cluster, kvbench without",
+               "and with `--sessions` (each client opens a session; every put carries it and a sequence",
+               "number, and the cluster keeps its result for a retry), back to back, the order flipped",
+               "every round; %d rounds of %d s. Node CPU: user + system time of the three nodes over the" % (rows[0]["rounds"], rows[0]["duration_s"]),
+               "measured window, divided by the operations in it.", ""]
+    section += machine[:2] + [""] + table + ["", "Sessions over no sessions, within each round (range over rounds):", ""] + lines
+    section += ["<!-- /sessions -->"]
+    splice(section[0], section[-1], section)
+    sys.exit(0)
+if mode == "tls":
+    per = per_round(lambda r: r["ops_per_sec"])
+    lines = ["- %s x%d: raftwasm-tls / raftwasm %s, raftwasm-tls / etcd-tls %s" % (
+        op, c, span(ratios(per, op, c, "raftwasm-tls", "raftwasm"), "%.2f"),
+        span(ratios(per, op, c, "raftwasm-tls", "etcd-tls"), "%.2f")) for op, c in [("put", 1), ("put", 64), ("get", 64)]]
+    begin, end = "<!-- tls: written by MODE=tls bench/compare.sh -->", "<!-- /tls -->"
+    section = [begin, "### With TLS (client and peer, client certificates required)", "",
+               "Written by `MODE=tls bench/compare.sh`: raftwasm without TLS, raftwasm with TLS on both",
+               "the client and the node-to-node traffic (`--tls-cert --peer-ca --tls-client-ca`), and etcd",
+               "with the same (`--client-cert-auth`, `--peer-client-cert-auth`), kvbench presenting a client",
+               "certificate; otherwise as above. %d rounds of %d s, systems alternating." % (rows[0]["rounds"], rows[0]["duration_s"]), ""]
+    section += machine + [""] + table + ["", "Ratios of ops/s within each round (range over rounds):", ""] + lines + [end]
+    splice(begin, end, section)
     sys.exit(0)
 out = ["# Benchmarks", "",
        "Written by `bench/compare.sh` (rerun it to refresh). Same machine, same run, same client",

@@ -33,7 +33,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 mod adapter;
 mod sessions;
 
-use sessions::{Check, Sessions};
+pub use sessions::Sessions;
+
+use sessions::Check;
 
 fn sm_err(e: impl ToString) -> io::Error {
     io::Error::other(format!("state machine: {}", e.to_string()))
