@@ -61,3 +61,25 @@ pub fn should_fail(name: &str) -> bool {
 pub fn should_fail(_name: &str) -> bool {
     false
 }
+
+/// Armed as `wal_sync_hangs_when=PATH`: once the file PATH exists, the log's `fdatasync` never
+/// returns, as a disk that stopped answering; what the log was given after that stays queued in
+/// memory and is lost with the process.
+pub const WAL_SYNC_HANGS_WHEN: &str = "wal_sync_hangs_when";
+
+/// For a failpoint armed as `name=VALUE`: its value (never, without the `failpoints` feature).
+#[cfg(feature = "failpoints")]
+pub fn value(name: &str) -> Option<String> {
+    let armed = std::env::var(ENV).ok()?;
+    armed.split(',').find_map(|item| {
+        let (n, v) = item.trim().split_once('=')?;
+        (n == name).then(|| v.to_string())
+    })
+}
+
+/// For a failpoint armed as `name=VALUE`: its value (never, without the `failpoints` feature).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn value(_name: &str) -> Option<String> {
+    None
+}

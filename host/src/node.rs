@@ -294,18 +294,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
             .map_err(storage)?
     };
 
-    let timing = &config.raft;
-    let raft_config = openraft::Config {
-        cluster_name: "raftwasm".into(),
-        heartbeat_interval: timing.heartbeat_ms,
-        election_timeout_min: timing.election_timeout_ms,
-        election_timeout_max: timing.election_timeout_ms * 2,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
-        max_in_snapshot_log_to_keep: timing.snapshot_keep_logs,
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let raft_config = raft_config(config)?;
 
     let peers = PeerPool::default();
     peers.set_tls(dial);
@@ -335,6 +324,27 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         peers,
         auth,
     })
+}
+
+/// openraft's configuration from the node's Raft timing.
+fn raft_config(config: &NodeConfig) -> Result<openraft::Config, ConfigError> {
+    let timing = &config.raft;
+    openraft::Config {
+        cluster_name: "raftwasm".into(),
+        heartbeat_interval: timing.heartbeat_ms,
+        election_timeout_min: timing.election_timeout_ms,
+        election_timeout_max: timing.election_timeout_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+        max_in_snapshot_log_to_keep: timing.snapshot_keep_logs,
+        // A restarted leader must win an election in a new term, as in Raft. openraft's leader
+        // restore lets it lead again in its old term, but it replicated entries its own log had
+        // not made durable: after a crash it writes different entries at those indexes, which
+        // the followers already hold under the same term, and replicas part.
+        enable_leader_restore: Some(false),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 /// Initializes a one-node cluster of this node and logs its module as the seed entry.

@@ -3,7 +3,11 @@
 
 mod common;
 
-use common::{http, seg, three_nodes, wait_for, wait_for_leader, Node};
+use common::{
+    add_voter, get_value, http, put_many, seg, three_nodes, wait_for, wait_for_equal_state,
+    wait_for_leader, Node,
+};
+use host::failpoints::{ENV as FAILPOINTS, WAL_SYNC_HANGS_WHEN};
 use host::proto::{self, Consistency};
 use host::service::ServiceError;
 
@@ -537,5 +541,54 @@ async fn kvbench_loads_every_node_and_its_writes_land() {
     common::wait_for_equal_state(&nodes.iter().collect::<Vec<_>>()).await;
     for n in &nodes {
         assert_eq!(http_get(n, "00000039").await, (200, "v".repeat(32)));
+    }
+}
+
+/// A leader whose disk stops answering keeps replicating what it was given: the followers
+/// persist those entries and commit them, while the leader's copies wait in memory and die
+/// with it. Restarted, it must not lead again in the same term (openraft's leader restore):
+/// it would write different entries at the indexes the followers already hold, and replicas
+/// would part.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_lost_unsynced_entries_does_not_lead_again_in_its_term() {
+    let root = common::TestDir::new();
+    let hang = root.path().join("disk-stops");
+    let armed = format!("{}={}", WAL_SYNC_HANGS_WHEN, hang.display());
+    let n1 = Node::start_with_env(root.path(), "node1", true, &[], &[(FAILPOINTS, &armed)]);
+    let n2 = Node::start(root.path(), "node2", false, &[]);
+    let n3 = Node::start(root.path(), "node3", false, &[]);
+    wait_for_leader(&[&n1]).await;
+    add_voter(&n1, &n2).await;
+    add_voter(&n1, &n3).await;
+    let mut nodes = vec![n1, n2, n3];
+    assert_eq!(put_many(&nodes[0], 0..50, 8).await.len(), 50);
+    let term = nodes[0].status().await.unwrap().term;
+
+    // node1's fsync hangs from here on; the followers may still take and commit its entries.
+    // Killed and restarted at once, before the followers would miss it.
+    std::fs::write(&hang, b"").unwrap();
+    let burst = put_many(&nodes[0], 50..60, 10);
+    let mut acked = tokio::time::timeout(std::time::Duration::from_millis(300), burst)
+        .await
+        .unwrap_or_default();
+    std::fs::remove_file(&hang).unwrap();
+    nodes[0].kill();
+    nodes[0].restart(false);
+
+    acked.extend(put_many(&nodes[0], 100..150, 8).await);
+    acked.extend(0..50);
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_for_leader(&all).await;
+    let state = wait_for_equal_state(&all).await;
+    assert!(
+        state.term > term,
+        "term {} after the restart, {term} before",
+        state.term
+    );
+    for n in &nodes {
+        for i in &acked {
+            let (code, _) = get_value(n, &format!("key{i:06}"), "consistency=stale").await;
+            assert_eq!(code, 200, "{} lost acknowledged key{i:06}", n.name);
+        }
     }
 }

@@ -168,7 +168,7 @@ async fn crash_while_writing_a_snapshot_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_writes_and_snapshots_loses_no_acknowledged_write() {
-    let root = tempfile::tempdir().unwrap();
+    let root = common::TestDir::new();
     // Concurrent writes share entries (up to one per writer), so 1,800 writes may be only ~120
     // entries under load: snapshot every 20 so every round crosses a few.
     let opts = ["--snapshot-every", "20", "--snapshot-keep-logs", "10"];

@@ -15,6 +15,28 @@ use std::time::{Duration, Instant};
 /// How long any wait in these tests may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A temporary directory for a test's nodes, kept (and its path printed) when the test fails,
+/// so the node logs and data dirs of a failure can be read afterwards.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir(Some(tempfile::tempdir().expect("temp dir")))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("temp dir").path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if let (true, Some(dir)) = (std::thread::panicking(), self.0.take()) {
+            eprintln!("test data kept in {}", dir.keep().display());
+        }
+    }
+}
+
 /// One `host` process.
 pub struct Node {
     pub name: String,

@@ -35,13 +35,24 @@ impl StateMachine {
         Ok((envelope, meta))
     }
 
+    /// Writes the snapshot file, unless the one on disk is as new or newer: openraft builds
+    /// snapshots in a task of their own, so a build sealed before an install (or another build)
+    /// can finish after it, and writing it then would put an older snapshot on disk than the log
+    /// was purged for (a restart could not replay the gap).
     async fn persist(&self, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), io::Error> {
-        let _guard = self.shared.snapshot_file.lock().await;
+        let mut on_disk = self.shared.snapshot_file.lock().await;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        if on_disk.is_some_and(|disk| disk >= index) {
+            tracing::info!(index, on_disk = ?*on_disk, "snapshot not written: one as new is on disk");
+            return Ok(());
+        }
         let (dir, meta2, env) = (self.shared.dir.clone(), meta.clone(), envelope.to_vec());
         offload(move || snapshot::write(&dir, &meta2, &env))
             .await
             .map_err(|e| snap_err(Some(meta), e))?
-            .map_err(|e| snap_err(Some(meta), format!("cannot write it: {e}")))
+            .map_err(|e| snap_err(Some(meta), format!("cannot write it: {e}")))?;
+        *on_disk = Some(index);
+        Ok(())
     }
 
     /// Refuses a snapshot this node cannot run (bad envelope, a module that does not load)

@@ -70,8 +70,9 @@ struct Shared {
     /// What status reports and seeding reads, copied from `applied` as it changes, so async
     /// code never waits for a guest call to learn the applied index or the active module.
     summary: Mutex<Summary>,
-    /// Serializes snapshot file writes (builds and installs).
-    snapshot_file: tokio::sync::Mutex<()>,
+    /// Serializes snapshot file writes (builds and installs); holds the last log index of the
+    /// snapshot on disk (None: no snapshot), so an older one never replaces a newer one.
+    snapshot_file: tokio::sync::Mutex<Option<u64>>,
 }
 
 #[derive(Clone)]
@@ -133,18 +134,18 @@ impl StateMachine {
             membership: StoredMembership::default(),
             sessions: Sessions::default(),
         };
+        let on_disk = snapshot::read(&dir).map_err(|e| snap_err(None, e))?;
+        let disk_index = on_disk.as_ref().map(|(m, _)| m.last_log_id.map_or(0, |l| l.index));
         let sm = StateMachine {
             shared: Arc::new(Shared {
                 modules: Modules::new(dir.clone(), limits),
                 dir,
                 summary: Mutex::new(Summary::of(&applied)),
                 applied: Mutex::new(applied),
-                snapshot_file: tokio::sync::Mutex::new(()),
+                snapshot_file: tokio::sync::Mutex::new(disk_index),
             }),
         };
-        if let Some((meta, envelope)) =
-            snapshot::read(&sm.shared.dir).map_err(|e| snap_err(None, e))?
-        {
+        if let Some((meta, envelope)) = on_disk {
             let mut applied = sm.lock();
             sm.restore_into(&mut applied, &meta, &envelope)?;
         }

@@ -319,6 +319,11 @@ impl Wal {
         if crate::failpoints::should_fail(crate::failpoints::WAL_SYNC_FAILS) {
             return Err(io::Error::other("fdatasync failed (failpoint)"));
         }
+        if let Some(path) = crate::failpoints::value(crate::failpoints::WAL_SYNC_HANGS_WHEN) {
+            while Path::new(&path).exists() {
+                std::thread::park();
+            }
+        }
         self.active.sync_data()
     }
 
