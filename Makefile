@@ -37,6 +37,7 @@ run: build
 ## then a short fault-injection run (partitions, kills, pauses, membership, and a live guest
 ## upgrade to guest-kv v2 in the middle of it; checked by adya) with TLS and authentication on.
 test: setup
+	scripts/test-tools.sh
 	$(CARGO) test --release --workspace $(TEST_FEATURES)
 	CARGO_FEATURES="$(TEST_FEATURES)" chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \
 	  --upgrade-module target/wasm/guest_kv_v2.wasm --upgrade-at 25 --secure --retry session

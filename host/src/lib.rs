@@ -12,6 +12,7 @@
 //! - [`fsm`]: loads a guest component with wasmtime and runs it deterministically (fuel, memory
 //!   cap, no ambient capabilities, rollback of failed calls).
 //! - [`types`]: openraft's type configuration and node naming.
+//! - [`metrics`]: the node's Prometheus registry, one group of families per concern.
 //! - [`store`]: durable log and vote (a write-ahead log), the guest state machine, snapshots.
 //! - [`network`]: Raft RPC client and the shared pool of gRPC channels.
 //! - [`seed`]: logging a new cluster's first module entry.
@@ -32,6 +33,7 @@ pub mod fsm;
 pub mod grpc;
 pub mod guests;
 pub mod http;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proto;

@@ -11,8 +11,11 @@ use crate::config::{ConfigError, FsmSource, MAX_GRPC_MESSAGE_BYTES};
 use crate::fsm::{GuestModule, LoadError, MachineSpec};
 use crate::grpc::client_service::ClientService;
 use crate::grpc::coalesce::Coalescing;
+use crate::grpc::observe::ObserveLayer;
 use crate::grpc::raft_service::RaftService;
 use crate::http::ClientCertificate;
+use crate::metrics::raft::Seen;
+use crate::metrics::Metrics;
 use crate::network::{Network, PeerPool};
 use crate::proto::client_server::ClientServer;
 use crate::proto::raft_server::RaftServer;
@@ -66,6 +69,8 @@ pub enum NodeError {
     Auth(#[from] UsersFileError),
     #[error("server failed: {0}")]
     Serve(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A started node: its Raft handle and service layer, for the binary and for tests.
@@ -205,13 +210,71 @@ async fn raft_stopped(raft: &Raft) -> openraft::error::Fatal<crate::types::TypeC
     }
 }
 
-/// Both gRPC services: node-to-node `Raft` (admitting only `peers`' node certificates on a TLS
-/// node) and client-facing `Client`.
-fn grpc_routes(
-    config: &NodeConfig,
-    started: &Started,
-    peers: Option<PeerCerts>,
-) -> tonic::transport::server::Router {
+/// Keeps the gRPC health service's answer (overall and for `raftwasm.v1.Client`) at the node's
+/// readiness, looked at on each change of openraft's metrics and at least every second (a
+/// transfer's pause changes no metric).
+async fn watch_health(started: Started, health: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    let mut rx = started.raft.metrics();
+    let mut serving = None;
+    loop {
+        let ready = started.service.readiness().ready;
+        if serving != Some(ready) {
+            let status = match ready {
+                true => ServingStatus::Serving,
+                false => ServingStatus::NotServing,
+            };
+            health.set_service_status("", status).await;
+            health
+                .set_service_status(HEALTH_CLIENT_SERVICE, status)
+                .await;
+            serving = Some(ready);
+        }
+        let tick = tokio::time::sleep(HEALTH_TICK);
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = tick => {}
+        }
+    }
+}
+
+/// Passes every change of openraft's metrics to the election and leader-change counters, from
+/// before the node's first election on.
+fn count_elections(raft: &Raft, metrics: Metrics) {
+    let mut rx = raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            let seen = {
+                let m = rx.borrow_watched();
+                Seen {
+                    term: m.current_term,
+                    voted_for_self: m.vote.leader_id().node_id == m.id,
+                    leader: m.current_leader,
+                }
+            };
+            metrics.raft().saw(seen);
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The name the gRPC health service reports the client service under.
+const HEALTH_CLIENT_SERVICE: &str = "raftwasm.v1.Client";
+/// How often readiness is looked at when nothing in Raft changes.
+const HEALTH_TICK: Duration = Duration::from_secs(1);
+
+type Routes = tonic::transport::server::Router<
+    tower::layer::util::Stack<ObserveLayer, tower::layer::util::Identity>,
+>;
+
+/// Every gRPC service: node-to-node `Raft` (admitting only `peers`' node certificates on a TLS
+/// node), client-facing `Client`, and `grpc.health.v1.Health`; each call recorded in the
+/// node's metrics.
+fn grpc_routes(config: &NodeConfig, started: &Started, peers: Option<PeerCerts>) -> Routes {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(watch_health(started.clone(), reporter));
     let mut raft = RaftService::new(started.raft.clone())
         .checking_snapshots(verify_envelope)
         .limiting_snapshots(config.max_snapshot_bytes());
@@ -219,6 +282,10 @@ fn grpc_routes(
         raft = raft.admitting(peers);
     }
     tonic::transport::Server::builder()
+        .layer(ObserveLayer::new(
+            started.service.recorder().requests().clone(),
+        ))
+        .add_service(health)
         .add_service(
             RaftServer::new(raft)
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
@@ -285,10 +352,13 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         source,
     };
     std::fs::create_dir_all(&dir).map_err(storage)?;
-    let log = LogStore::open(&dir, config.storage.wal_segment_bytes).map_err(storage)?;
+    let metrics = Metrics::new()?;
+    let segment_bytes = config.storage.wal_segment_bytes;
+    let log =
+        LogStore::open(&dir, segment_bytes, Some(metrics.storage().clone())).map_err(storage)?;
     let sm = {
-        let (dir, spec) = (dir.clone(), configured.clone());
-        offload(move || StateMachine::open(dir, spec))
+        let (dir, spec, metrics) = (dir.clone(), configured.clone(), metrics.clone());
+        offload(move || StateMachine::open(dir, spec, Some(metrics)))
             .await
             .map_err(serve_error)?
             .map_err(storage)?
@@ -301,6 +371,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     let id = node_id(&config.name);
     let network = Network::new(peers.clone());
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm.clone()).await?;
+    count_elections(&raft, metrics.clone());
 
     if raft.is_initialized().await? {
         if config.bootstrap {
@@ -316,6 +387,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         sm,
         peers.clone(),
         config.limits,
+        metrics,
     );
     Ok(Started {
         raft,

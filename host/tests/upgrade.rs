@@ -358,7 +358,8 @@ mod in_process {
         }
         // Started with the bank guest: the seed entry decides what runs, not --fsm.
         let mut sm =
-            StateMachine::open(dir.path().join("a"), spec(env!("RAFTWASM_BANK_WASM"))).unwrap();
+            StateMachine::open(dir.path().join("a"), spec(env!("RAFTWASM_BANK_WASM")), None)
+                .unwrap();
         let out: Vec<_> = [
             entry(1, module(v1, true)),
             entry(2, put("k", "v")),
@@ -409,7 +410,8 @@ mod in_process {
             .await
             .unwrap();
         let mut other =
-            StateMachine::open(dir.path().join("b"), spec(env!("RAFTWASM_BANK_WASM"))).unwrap();
+            StateMachine::open(dir.path().join("b"), spec(env!("RAFTWASM_BANK_WASM")), None)
+                .unwrap();
         other
             .install_snapshot(&snap.meta, snap.snapshot)
             .await
@@ -427,7 +429,8 @@ mod in_process {
         // And so does a restart of that node, from its own snapshot file.
         drop(other);
         let reopened =
-            StateMachine::open(dir.path().join("b"), spec(env!("RAFTWASM_BANK_WASM"))).unwrap();
+            StateMachine::open(dir.path().join("b"), spec(env!("RAFTWASM_BANK_WASM")), None)
+                .unwrap();
         assert_eq!(reopened.status().module_hash, hash(v2));
     }
 }

@@ -25,6 +25,7 @@ impl GuestLimiter {
         GuestLimiter {
             memory_bytes,
             hit_memory_limit: false,
+            in_use: 0,
         }
     }
 }
@@ -35,12 +36,14 @@ impl GuestLimiter {
 pub(super) struct GuestLimiter {
     memory_bytes: usize,
     pub(super) hit_memory_limit: bool,
+    /// Linear memory granted so far, over every memory of the instance (for metrics).
+    pub(super) in_use: usize,
 }
 
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -48,6 +51,7 @@ impl ResourceLimiter for GuestLimiter {
             self.hit_memory_limit = true;
             wasmtime::bail!("guest memory limit exceeded");
         }
+        self.in_use += desired.saturating_sub(current);
         Ok(true)
     }
 

@@ -87,6 +87,11 @@ impl GuestFsm {
 
     /// Applies one committed command. `Ok` carries the deterministic outcome (response or
     /// [`CallError`]); `Err` means the state machine could not be restored after a failure.
+    /// Bytes of linear memory this instance was granted (its memories' sizes).
+    pub fn memory_bytes(&self) -> u64 {
+        self.store.data().limiter.in_use as u64
+    }
+
     pub fn apply(&mut self, command: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
         let budget = self.module.limits().fuel_per_apply;
         let (result, fuel_used) = call(&mut self.store, &self.fsm, budget, &|fsm, store| {

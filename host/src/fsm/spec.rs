@@ -70,6 +70,14 @@ fn native_error(e: KvError) -> CallError {
 }
 
 impl Machine {
+    /// Bytes of linear memory the guest holds (0 for the native baseline, which has none).
+    pub fn memory_bytes(&self) -> u64 {
+        match self {
+            Machine::Wasm(fsm) => fsm.memory_bytes(),
+            Machine::Native(_) => 0,
+        }
+    }
+
     pub fn apply(&mut self, command: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
         match self {
             Machine::Wasm(fsm) => fsm.apply(command),

@@ -12,7 +12,7 @@
 //! /v1/cluster/nodes`, `DELETE /v1/cluster/nodes/{id}`, `POST /v1/cluster/leader` (`{"id":
 //! ...}`), `GET /v1/status` (`?state_hash=true` adds a hash of the guest state), `POST
 //! /v1/snapshot`, `POST /v1/apply`, `POST /v1/query`, `POST /v1/fsm`. JSON bodies are read
-//! whatever their `Content-Type`.
+//! whatever their `Content-Type`. For operators (`ops`): `GET /metrics`, `/livez`, `/readyz`.
 //! Reads take `?consistency=stale`. Every error, 404 and 405 included, is one JSON shape (see
 //! [`crate::service::ErrorBody`]): `{"code": kind, "error": text, "message": cause, ...}`.
 //! With `--auth-file`, requests authenticate with HTTP Basic or Bearer credentials or a client
@@ -20,6 +20,7 @@
 
 mod caller;
 mod error;
+mod ops;
 mod session;
 
 pub use caller::ClientCertificate;
@@ -128,11 +129,18 @@ pub fn router(service: Service, auth: Authenticator, max_body_bytes: usize) -> R
         .route("/v1/apply", post(apply))
         .route("/v1/sessions", post(open_session))
         .route("/v1/query", post(query_raw))
+        .route("/metrics", get(ops::metrics))
+        .route("/livez", get(ops::livez))
+        .route("/readyz", get(ops::readyz))
         // A module may be larger than other bodies.
         .route(
             "/v1/fsm",
             post(upgrade_fsm).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::track,
+        ))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

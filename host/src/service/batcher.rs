@@ -8,6 +8,7 @@
 //! last batch answered (see [`super::pacing`]).
 use super::pacing::Pacing;
 use crate::fsm::CallError;
+use crate::metrics::requests::RequestMetrics;
 use crate::store::Raft;
 use crate::store::StateMachine;
 use crate::types::{Command, Request, TypeConfig};
@@ -41,10 +42,10 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batching task for `raft`.
-    pub fn start(raft: Raft, sm: StateMachine) -> Self {
+    /// Starts the batching task for `raft`, recording batch sizes in `metrics`.
+    pub fn start(raft: Raft, sm: StateMachine, metrics: RequestMetrics) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, sm, rx));
+        tokio::spawn(run(raft, sm, rx, metrics));
         Batcher { tx }
     }
 
@@ -57,7 +58,12 @@ impl Batcher {
     }
 }
 
-async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft,
+    sm: StateMachine,
+    mut rx: mpsc::Receiver<Pending>,
+    metrics: RequestMetrics,
+) {
     let mut pacing = Pacing::default();
     while let Some(first) = rx.recv().await {
         let mut bytes = first.command.bytes.len();
@@ -86,6 +92,7 @@ async fn run(raft: Raft, sm: StateMachine, mut rx: mpsc::Receiver<Pending>) {
         }
         let started = Instant::now();
         let proposed = batch.len();
+        metrics.write_batch(proposed);
         propose(&raft, &sm, batch).await;
         pacing.finished(started, proposed, rx.len());
     }

@@ -13,6 +13,7 @@ use super::{
 };
 use crate::auth::Caller;
 use crate::config::MAX_GRPC_MESSAGE_BYTES;
+use crate::metrics::requests::RequestMetrics;
 use crate::network::PeerPool;
 use crate::proto::{self, client_client::ClientClient};
 use crate::types::{Member, SessionRef};
@@ -43,14 +44,21 @@ pub(super) struct Forwarder {
     peers: PeerPool,
     /// Deadline of a forwarded call: the leader's own request timeout plus a margin for the hop.
     timeout: Duration,
+    metrics: RequestMetrics,
 }
 
 impl Forwarder {
-    pub(super) fn new(own_addr: String, peers: PeerPool, request_timeout: Duration) -> Self {
+    pub(super) fn new(
+        own_addr: String,
+        peers: PeerPool,
+        request_timeout: Duration,
+        metrics: RequestMetrics,
+    ) -> Self {
         Forwarder {
             own_addr,
             peers,
             timeout: request_timeout + Duration::from_secs(1),
+            metrics,
         }
     }
 
@@ -85,6 +93,7 @@ impl Forwarder {
             hops: hops + 1,
             caller: caller.clone(),
             timeout: self.timeout,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -115,10 +124,16 @@ pub(super) struct Leader {
     hops: u32,
     caller: Caller,
     timeout: Duration,
+    metrics: RequestMetrics,
 }
 
 impl Leader {
+    /// The call carrying `message`, counted as a forwarded request for its operation (the
+    /// message type's name without `Request`: `Put`, `Apply`, ...).
     fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let name = std::any::type_name::<T>().rsplit("::").next().unwrap_or("");
+        self.metrics
+            .forwarded(name.strip_suffix("Request").unwrap_or(name));
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
         self.caller.forwarding(request.metadata_mut());

@@ -21,6 +21,7 @@ mod batcher;
 mod convert;
 mod error;
 mod forward;
+mod health;
 mod kv;
 mod membership;
 mod pacing;
@@ -32,12 +33,14 @@ mod upgrade;
 pub use error::{ErrorBody, ServiceError};
 pub use forward::{hops, never_sent, HOPS_HEADER, MAX_HOPS};
 pub use guest_kv::schema::{KeyValue, ScanResponse};
+pub use health::{Readiness, READY_MAX_APPLY_LAG};
 pub use kv::{DeleteResult, PutResult, ScanParams};
 pub use status::{MemberStatus, StateHash, Status};
 pub use upgrade::ModuleUpgrade;
 
 use crate::auth::{Caller, Permission, Scope};
 use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::network::PeerPool;
 use crate::store::{Raft, StateMachine};
 use crate::types::{node_id, Command, Member, NodeId, RaftMetrics, Request, SessionRef};
@@ -93,6 +96,7 @@ struct Inner {
     sm: StateMachine,
     forward: Forwarder,
     limits: Limits,
+    metrics: Metrics,
 }
 
 /// The node's client-facing operations. Cheap to clone.
@@ -117,21 +121,43 @@ impl Service {
         sm: StateMachine,
         peers: PeerPool,
         limits: Limits,
+        metrics: Metrics,
     ) -> Self {
+        let requests = metrics.requests().clone();
         Service {
             inner: Arc::new(Inner {
                 id: node_id(&name),
                 name,
-                forward: Forwarder::new(addr.clone(), peers, limits.request_timeout),
+                forward: Forwarder::new(
+                    addr.clone(),
+                    peers,
+                    limits.request_timeout,
+                    requests.clone(),
+                ),
                 addr,
-                batcher: batcher::Batcher::start(raft.clone(), sm.clone()),
-                read_index: read_index::ReadIndex::start(raft.clone()),
+                batcher: batcher::Batcher::start(raft.clone(), sm.clone(), requests.clone()),
+                read_index: read_index::ReadIndex::start(raft.clone(), requests),
                 handover: transfer::HandOver::default(),
                 raft,
                 sm,
                 limits,
+                metrics,
             }),
         }
+    }
+
+    /// The node's metrics in the Prometheus text format, the Raft gauges brought up to date
+    /// from this node's view first.
+    pub fn scrape(&self, caller: &Caller) -> Result<String, ServiceError> {
+        caller.allow(Permission::Read, Scope::Cluster)?;
+        let committed = self.metrics().local_committed.map_or(0, |l| l.index);
+        status::observe(self.inner.metrics.raft(), &self.local_status(), committed);
+        Ok(self.inner.metrics.render())
+    }
+
+    /// The node's metrics, to record into.
+    pub fn recorder(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The service's limits.

@@ -8,6 +8,7 @@
 //! briefly for the readers the previous one answered (see [`super::pacing`]).
 
 use super::pacing::Pacing;
+use crate::metrics::requests::RequestMetrics;
 use crate::store::Raft;
 use crate::types::TypeConfig;
 use openraft::error::{LinearizableReadError, RaftError};
@@ -24,9 +25,9 @@ pub struct ReadIndex {
 }
 
 impl ReadIndex {
-    pub fn start(raft: Raft) -> Self {
+    pub fn start(raft: Raft, metrics: RequestMetrics) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, metrics));
         ReadIndex { tx }
     }
 
@@ -39,7 +40,9 @@ impl ReadIndex {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), CheckError>>>) {
+type Waiter = oneshot::Sender<Result<(), CheckError>>;
+
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Waiter>, metrics: RequestMetrics) {
     let mut pacing = Pacing::default();
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
@@ -56,6 +59,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<
                 Ok(None) | Err(_) => break,
             }
         }
+        metrics.read_batch(waiting.len());
         let started = Instant::now();
         let result = raft
             .ensure_linearizable(ReadPolicy::ReadIndex)

@@ -1,5 +1,6 @@
 //! A node's view of the cluster, as Monitor, `/Monitor` and `/v1/status` report it.
 
+use crate::metrics::raft::{Position, RaftMetricsSet};
 use crate::store::StateMachineStatus;
 use crate::types::{ModuleRecord, RaftMetrics};
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,24 @@ impl Status {
             state_hash: None,
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
             sessions: sm.sessions as u64,
+        }
+    }
+}
+
+/// Sets the Raft gauges from this node's view; `committed` is openraft's commit index.
+pub(super) fn observe(metrics: &RaftMetricsSet, status: &Status, committed: u64) {
+    metrics.position(Position {
+        term: status.term,
+        leader: status.leader_id.as_deref() == Some(status.id.as_str()),
+        last_log_index: status.last_log_index,
+        committed,
+        applied: status.applied_index,
+        snapshot: status.snapshot_index,
+        members: status.members.len(),
+    });
+    for m in &status.members {
+        if let (Some(matched), Some(lag)) = (m.matched_index, m.lag) {
+            metrics.member(&m.id, matched, lag);
         }
     }
 }

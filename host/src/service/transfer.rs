@@ -44,6 +44,11 @@ impl Default for HandOver {
 }
 
 impl HandOver {
+    /// True while a leadership transfer holds client traffic.
+    pub(super) fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
     /// Waits (at most `limit`) while a leadership transfer is under way.
     pub(super) async fn wait_unpaused(&self, limit: Duration) {
         let mut rx = self.paused.subscribe();

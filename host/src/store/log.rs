@@ -11,6 +11,7 @@
 //! copies it into a new write-ahead log and renames the database to `raft.redb.imported`.
 
 use super::wal::{Record, Wal, WalReader, DEFAULT_SEGMENT_BYTES};
+use crate::metrics::storage::StorageMetrics;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::RaftLogReader;
@@ -101,15 +102,22 @@ impl Debug for LogStore {
 
 impl LogStore {
     /// Opens (or creates) the log in `data_dir/wal`, with segments of `segment_bytes`, and
-    /// starts its writer thread.
-    pub fn open(data_dir: &Path, segment_bytes: u64) -> Result<Self, io::Error> {
+    /// starts its writer thread, which records its fsyncs, bytes and segments in `metrics`.
+    pub fn open(
+        data_dir: &Path,
+        segment_bytes: u64,
+        metrics: Option<StorageMetrics>,
+    ) -> Result<Self, io::Error> {
         let dir = data_dir.join("wal");
         let legacy = data_dir.join("raft.redb");
         if !dir.exists() && legacy.exists() {
             import_redb(&legacy, &dir).map_err(write_err)?;
         }
-        let wal = Wal::open(&dir, segment_bytes)
+        let mut wal = Wal::open(&dir, segment_bytes)
             .map_err(|e| write_err(format!("{}: {e}", dir.display())))?;
+        if let Some(metrics) = metrics {
+            wal.set_metrics(metrics);
+        }
         let shared = Arc::new(Shared {
             wal: wal.reader(),
             unflushed: Mutex::new(BTreeMap::new()),
@@ -483,7 +491,7 @@ mod tests {
     #[test]
     fn reads_racing_the_writer_see_every_appended_entry() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+        let store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES, None).unwrap();
         // A large first entry (a module, as an upgrade logs) makes every read slow to decode
         // what it found in the files, which is when the writer moves the next entry.
         let mut module = entry(1);
@@ -565,7 +573,7 @@ mod tests {
             .build()
             .unwrap();
         for _ in 0..2 {
-            let mut store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES).unwrap();
+            let mut store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES, None).unwrap();
             rt.block_on(async {
                 let state = store.get_log_state().await.unwrap();
                 assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));

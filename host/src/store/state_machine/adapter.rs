@@ -3,6 +3,7 @@
 
 use super::{sm_err, snap_err, StateMachine};
 use crate::fsm::MachineSpec;
+use crate::metrics::raft::SnapshotWork;
 use crate::store::offload::offload;
 use crate::store::snapshot::{self, Contents};
 use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
@@ -11,6 +12,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::RaftSnapshotBuilder;
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 impl StateMachine {
     /// The guest's state sealed with its module, and what it covers. Blocking.
@@ -75,9 +77,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = Instant::now();
         let sm = self.clone();
         let (envelope, meta) = joined(offload(move || sm.seal()).await)?;
         self.persist(&meta, &envelope).await?;
+        if let Some(m) = self.metrics() {
+            m.raft().snapshot(SnapshotWork::Build, started.elapsed());
+        }
         Ok(Snapshot {
             meta,
             snapshot: envelope,
@@ -121,12 +127,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Check it before it replaces the snapshot on disk, and persist it before the guest takes
         // it: after a crash in between, restart restores this snapshot, never an older one with a
         // log that no longer reaches it.
+        let started = Instant::now();
         let envelope = Arc::new(envelope);
         let (sm, m, e) = (self.clone(), meta.clone(), envelope.clone());
         joined(offload(move || sm.check_snapshot(&m, &e)).await)?;
         self.persist(meta, &envelope).await?;
         let (sm, m) = (self.clone(), meta.clone());
-        joined(offload(move || sm.restore_into(&mut sm.lock(), &m, &envelope)).await)
+        joined(offload(move || sm.restore_into(&mut sm.lock(), &m, &envelope)).await)?;
+        if let Some(m) = self.metrics() {
+            m.raft().snapshot(SnapshotWork::Install, started.elapsed());
+        }
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {

@@ -23,6 +23,8 @@ use super::modules::{migrate, ModuleRejected, Modules};
 use super::offload::{offload, GuestCallError};
 use super::snapshot::{self, Contents};
 use crate::fsm::{CallError, FsmError, Machine, MachineSpec, Outcome};
+use crate::metrics::guest::Call;
+use crate::metrics::Metrics;
 use crate::types::{Entry, LogId, ModuleRecord, Request, Response, SnapshotMeta, StoredMembership};
 use openraft::EntryPayload;
 use sha2::Digest;
@@ -31,11 +33,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod adapter;
+mod command;
+mod observe;
 mod sessions;
 
 pub use sessions::Sessions;
 
-use sessions::Check;
+use command::apply_command;
 
 fn sm_err(e: impl ToString) -> io::Error {
     io::Error::other(format!("state machine: {}", e.to_string()))
@@ -73,6 +77,8 @@ struct Shared {
     /// Serializes snapshot file writes (builds and installs); holds the last log index of the
     /// snapshot on disk (None: no snapshot), so an older one never replaces a newer one.
     snapshot_file: tokio::sync::Mutex<Option<u64>>,
+    /// Where guest calls, module changes and snapshots are recorded (none in some tests).
+    metrics: Option<Metrics>,
 }
 
 #[derive(Clone)]
@@ -120,8 +126,13 @@ fn record(spec: &MachineSpec, since_index: u64) -> ModuleRecord {
 
 impl StateMachine {
     /// Starts the guest: the module and state of the snapshot in `dir` if there is one,
-    /// otherwise `module` with an empty state. Blocking (it may restore a large snapshot).
-    pub fn open(dir: PathBuf, module: MachineSpec) -> Result<Self, io::Error> {
+    /// otherwise `module` with an empty state, recording into `metrics`. Blocking (it may
+    /// restore a large snapshot).
+    pub fn open(
+        dir: PathBuf,
+        module: MachineSpec,
+        metrics: Option<Metrics>,
+    ) -> Result<Self, io::Error> {
         let limits = match &module {
             MachineSpec::Wasm(m) => Some(m.limits()),
             MachineSpec::NativeGuestKv => None,
@@ -135,7 +146,9 @@ impl StateMachine {
             sessions: Sessions::default(),
         };
         let on_disk = snapshot::read(&dir).map_err(|e| snap_err(None, e))?;
-        let disk_index = on_disk.as_ref().map(|(m, _)| m.last_log_id.map_or(0, |l| l.index));
+        let disk_index = on_disk
+            .as_ref()
+            .map(|(m, _)| m.last_log_id.map_or(0, |l| l.index));
         let sm = StateMachine {
             shared: Arc::new(Shared {
                 modules: Modules::new(dir.clone(), limits),
@@ -143,11 +156,15 @@ impl StateMachine {
                 summary: Mutex::new(Summary::of(&applied)),
                 applied: Mutex::new(applied),
                 snapshot_file: tokio::sync::Mutex::new(disk_index),
+                metrics,
             }),
         };
         if let Some((meta, envelope)) = on_disk {
             let mut applied = sm.lock();
             sm.restore_into(&mut applied, &meta, &envelope)?;
+        }
+        if let Some(m) = sm.metrics() {
+            m.guest().module(&sm.status().module_hash);
         }
         Ok(sm)
     }
@@ -170,12 +187,20 @@ impl StateMachine {
     /// Copies what status and seeding read out of `applied`.
     fn publish(&self, applied: &Applied) {
         *self.summary() = Summary::of(applied);
+        if let Some(m) = self.metrics() {
+            m.guest().module(&applied.spec.hash());
+        }
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        self.shared.metrics.as_ref()
     }
 
     /// Runs a read-only query against the local state (no consistency check here).
     pub async fn query(&self, request: Vec<u8>) -> Result<Outcome<Vec<u8>>, GuestCallError> {
         let sm = self.clone();
-        Ok(offload(move || sm.lock().fsm.query(&request)).await??)
+        let query = move || observe::call(&mut sm.lock().fsm, sm.metrics(), Call::Query, &request);
+        Ok(offload(query).await??)
     }
 
     /// SHA-256 (hex) of the guest's full state and the session table, and the index they were
@@ -312,6 +337,9 @@ impl StateMachine {
             applied.modules.clear();
         }
         applied.modules.push(rec.clone());
+        if let (Some(m), false) = (self.metrics(), seed) {
+            m.guest().upgraded();
+        }
         Ok(Ok(serde_json::to_vec(&rec).unwrap_or_default()))
     }
 
@@ -390,13 +418,15 @@ impl StateMachine {
                 for command in &commands {
                     // An FsmError means the guest could not be put back after a failed call:
                     // stop applying rather than diverge.
-                    let outcome = applied.fsm.apply(command).map_err(sm_err)?;
-                    response.results.push(outcome.result);
+                    let outcome =
+                        observe::call(&mut applied.fsm, self.metrics(), Call::Apply, command);
+                    response.results.push(outcome.map_err(sm_err)?.result);
                 }
             }
             EntryPayload::Normal(Request::Batch(commands)) => {
                 for (n, command) in commands.iter().enumerate() {
-                    let (result, first) = apply_command(&mut applied, command, index)?;
+                    let metrics = self.metrics();
+                    let (result, first) = apply_command(&mut applied, metrics, command, index)?;
                     if let Some(first) = first {
                         response.retried.push((n, first));
                     }
@@ -438,34 +468,6 @@ impl Summary {
             modules: applied.modules.clone(),
         }
     }
-}
-
-/// A command's result, and for a retried one the index that first applied it.
-type CommandResult = (Result<Vec<u8>, CallError>, Option<u64>);
-
-/// Applies one command of a batch at `index`, through its session if it has one: a retry gets
-/// the kept result and a refused command changes nothing, without calling the guest.
-fn apply_command(
-    applied: &mut Applied,
-    command: &crate::types::Command,
-    index: u64,
-) -> Result<CommandResult, io::Error> {
-    let Some(at) = command.session else {
-        return Ok((
-            applied.fsm.apply(&command.bytes).map_err(sm_err)?.result,
-            None,
-        ));
-    };
-    let (result, first) = match applied.sessions.check(at) {
-        Check::Refuse(refused) => return Ok((Err(refused), None)),
-        Check::Retry(kept, first) => (kept, Some(first)),
-        Check::Apply => (
-            applied.fsm.apply(&command.bytes).map_err(sm_err)?.result,
-            None,
-        ),
-    };
-    applied.sessions.record(at, index, &result);
-    Ok((result, first))
 }
 
 /// True once a module entry (seed or upgrade) is part of a state's history.

@@ -1,7 +1,7 @@
 //! Unit tests of what replay accepts and refuses: torn tails, flipped bits, cut and missing
 //! segments, random damage, and the previous format.
 
-use super::files::FORMAT_FILE;
+use super::files::{segment_path, FORMAT_FILE};
 use super::record::HEADER;
 use super::tests::{append, entry, indexes};
 use super::*;

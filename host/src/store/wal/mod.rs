@@ -31,6 +31,7 @@
 //! rather than zero-filling a new one, which would double the bytes written; the segment id in
 //! every checksum makes records left from a file's earlier life invalid in its new one.
 
+use crate::metrics::storage::StorageMetrics;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -38,18 +39,20 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 mod files;
 mod reader;
 mod record;
 mod replay;
+mod segments;
 mod upgrade;
 
-use files::{check_format, list, prepare, segment_path, take_unread, Format, Prepared, SPARE};
+use files::{check_format, list, prepare, take_unread, Format, Prepared, SPARE};
 pub use record::Record;
 use record::{encode, seal, Seal};
 pub use replay::{damage_of, Damage, SegmentEnd, SegmentReport};
-use replay::{log_end, replay, Mode};
+use replay::{replay, Mode};
 
 /// Size a segment is preallocated to by default (configured in [`crate::config`]). A batch that
 /// does not fit starts a new segment; a single batch larger than the segment size makes its
@@ -119,6 +122,7 @@ pub struct Wal {
     /// Deleted segments' files, for reuse. A file is reused only once no reader holds it.
     recycled: Vec<(PathBuf, Arc<File>)>,
     buf: Vec<u8>,
+    metrics: Option<StorageMetrics>,
 }
 
 impl Drop for Wal {
@@ -178,6 +182,7 @@ impl Wal {
             next: None,
             recycled,
             buf: Vec::new(),
+            metrics: None,
         };
         wal.start_segment(id, file)?;
         wal.active.sync_data()?;
@@ -271,6 +276,9 @@ impl Wal {
         self.buf = buf;
         written?;
         self.pos += self.buf.len() as u64;
+        if let Some(m) = &self.metrics {
+            m.appended(self.buf.len());
+        }
         // Entries, truncations and purges take effect once written; metadata once durable.
         let is_meta = |r: &Record<'_>| matches!(r, Record::Meta { .. });
         self.apply_written(records, &bodies, base, |r| !is_meta(r));
@@ -302,6 +310,17 @@ impl Wal {
         }
     }
 
+    /// Records fsyncs, bytes and segments in `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: StorageMetrics) {
+        metrics.segments(self.segments.len(), self.disk_bytes());
+        self.metrics = Some(metrics);
+    }
+
+    /// Bytes the segment files take: each is preallocated to the segment size.
+    fn disk_bytes(&self) -> u64 {
+        self.segments.len() as u64 * self.segment_bytes
+    }
+
     /// Number of segment files (for tests and status).
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -324,118 +343,12 @@ impl Wal {
                 std::thread::park();
             }
         }
-        self.active.sync_data()
-    }
-
-    /// Starts the next segment and closes the one before, in that order (see [`replay`]).
-    fn rotate(&mut self) -> io::Result<()> {
-        let (old, old_end) = (self.active.clone(), self.pos);
-        let old_id = self.segments.last().expect("active segment").id;
-        let want = self.segments.last().map_or(1, |s| s.id + 1);
-        let (id, file) = match self.next.take() {
-            Some(handle) => handle
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("preparing a segment panicked")))?,
-            None => {
-                let reuse = take_unread(&mut self.recycled);
-                prepare(&self.dir, want, reuse, self.segment_bytes)?
-            }
-        };
-        if id != want {
-            return Err(io::Error::other(format!(
-                "prepared segment {id}, expected {want}"
-            )));
+        let started = Instant::now();
+        let synced = self.active.sync_data();
+        if let Some(m) = &self.metrics {
+            m.fsync(started.elapsed());
         }
-        self.start_segment(id, file)?;
-        self.sync()?;
-        close(&old, self.seal(old_id), old_end)
-    }
-
-    /// Makes the prepared `file` the active segment `id`, writes its head and starts preparing
-    /// the one after it.
-    fn start_segment(&mut self, id: u64, file: Arc<File>) -> io::Result<()> {
-        let mut head = Vec::new();
-        {
-            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            let follow = index.meta.len() + usize::from(self.purged.is_some());
-            let head_record = Record::Head {
-                size: file.metadata()?.len(),
-                end: log_end(&index, self.purged),
-                follow: follow as u32,
-            };
-            encode(&mut head, &head_record);
-            for (key, value) in &index.meta {
-                encode(&mut head, &Record::Meta { key: *key, value });
-            }
-        }
-        if let Some(upto) = self.purged {
-            encode(&mut head, &Record::Purge { upto });
-        }
-        seal(&mut head, self.seal(id));
-        file.write_all_at(&head, 0)?;
-        self.active = file.clone();
-        self.pos = head.len() as u64;
-        self.head_len = self.pos;
-        self.segments.push(Segment {
-            id,
-            max_index: None,
-            truncates: false,
-        });
-        self.index
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .files
-            .insert(id, file);
-        let reuse = take_unread(&mut self.recycled);
-        let (dir, bytes) = (self.dir.clone(), self.segment_bytes);
-        self.next = Some(
-            std::thread::Builder::new()
-                .name("raft-wal-next".into())
-                .spawn(move || prepare(&dir, id + 1, reuse, bytes))?,
-        );
-        Ok(())
-    }
-
-    /// Deletes segments nothing needs any more: those holding only metadata and purges (later
-    /// heads restate them), and the oldest ones whose entries are all purged. A segment with a
-    /// truncation stays while an older one does, since replay applies it to them.
-    fn delete_obsolete(&mut self) {
-        let active = self.segments.last().map(|s| s.id);
-        let purged = self.purged;
-        let mut prefix = true;
-        let mut gone = Vec::new();
-        self.segments.retain(|s| {
-            if Some(s.id) == active {
-                return true;
-            }
-            let only_meta = s.max_index.is_none() && !s.truncates;
-            let all_purged = prefix && s.max_index.is_none_or(|m| Some(m) <= purged);
-            if only_meta || all_purged {
-                gone.push(s.id);
-                false
-            } else {
-                prefix = false;
-                true
-            }
-        });
-        if gone.is_empty() {
-            return;
-        }
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        for id in gone {
-            let file = index.files.remove(&id);
-            let path = segment_path(&self.dir, id);
-            // Best effort: a segment that survives a crash is replayed and its entries dropped
-            // again by the purge point restated in every later head.
-            if let (Some(file), true) = (file, self.recycled.len() < RECYCLE) {
-                let keep = path.with_extension("recycle");
-                if std::fs::rename(&path, &keep).is_ok() {
-                    self.recycled.push((keep, file));
-                    continue;
-                }
-            }
-            let _ = std::fs::remove_file(&path);
-        }
+        synced
     }
 }
 

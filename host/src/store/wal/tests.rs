@@ -1,6 +1,6 @@
 //! Unit tests of the write-ahead log: replay, torn tails, corruption, formats, segment reuse.
 
-use super::files::FORMAT_FILE;
+use super::files::{segment_path, FORMAT_FILE};
 use super::*;
 
 /// Entry bytes; their length varies with the index, so reused segment files are not

@@ -1,0 +1,67 @@
+//! Routes for operators: `GET /metrics` (Prometheus text format; needs `read` when there is a
+//! users file), `GET /livez` and `GET /readyz` (no credentials needed: probes carry none), and
+//! the middleware that counts and times every request by its route.
+
+use super::error::ApiResult;
+use super::Gateway;
+use crate::auth::Caller;
+use crate::metrics::requests::Api;
+use crate::metrics::CONTENT_TYPE;
+use crate::service::Readiness;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
+use std::time::Instant;
+
+pub(super) async fn metrics(
+    State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    let text = g.service.scrape(&caller)?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct Live {
+    live: bool,
+    id: String,
+}
+
+/// The process is up and answering.
+pub(super) async fn livez(State(g): State<Gateway>) -> Response {
+    let id = g.service.local_status().id;
+    Json(Live { live: true, id }).into_response()
+}
+
+/// 200 when ready for client traffic, 503 with the reason when not.
+pub(super) async fn readyz(State(g): State<Gateway>) -> Response {
+    let readiness: Readiness = g.service.readiness();
+    let code = match readiness.ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, Json(readiness)).into_response()
+}
+
+/// Counts and times each routed request by its route pattern and answer's status.
+pub(super) async fn track(
+    State(g): State<Gateway>,
+    route: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = route.map(|r| r.as_str().to_string());
+    let response = next.run(request).await;
+    let operation = route.as_deref().unwrap_or("unmatched");
+    g.service.recorder().requests().answered(
+        Api::Http,
+        operation,
+        response.status().as_str(),
+        started.elapsed(),
+    );
+    response
+}

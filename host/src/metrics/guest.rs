@@ -1,0 +1,175 @@
+//! Guest metrics: how long calls into the state machine take, the fuel they burn, its memory,
+//! the ways calls fail, and which module is active.
+
+use super::{name, register, LATENCY_BUCKETS};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{Opts, Registry};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Fuel buckets: a guest-kv put burns about 15,000; the default budget is 100,000,000.
+const FUEL_BUCKETS: &[f64] = &[
+    1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7, 1e8, 3e8, 1e9,
+];
+
+/// Which guest call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// A committed command.
+    Apply,
+    /// A read.
+    Query,
+}
+
+impl Call {
+    fn label(self) -> &'static str {
+        match self {
+            Call::Apply => "apply",
+            Call::Query => "query",
+        }
+    }
+}
+
+/// How a guest call failed, when it did not return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Trap,
+    OutOfFuel,
+    MemoryCap,
+}
+
+impl Failure {
+    fn label(self) -> &'static str {
+        match self {
+            Failure::Trap => "trap",
+            Failure::OutOfFuel => "out_of_fuel",
+            Failure::MemoryCap => "memory_cap",
+        }
+    }
+}
+
+/// The guest's families.
+pub struct GuestMetrics {
+    duration: HistogramVec,
+    fuel: HistogramVec,
+    memory: IntGauge,
+    failures: IntCounterVec,
+    module: IntGaugeVec,
+    /// The hash labelled 1 in `module` now.
+    active: Mutex<Option<String>>,
+    upgrades: IntCounter,
+}
+
+impl std::fmt::Debug for GuestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestMetrics").finish_non_exhaustive()
+    }
+}
+
+impl GuestMetrics {
+    pub(super) fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let failures = register(
+            registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("guest_failures_total"),
+                    "Guest calls that did not return, by kind (trap, out_of_fuel, memory_cap); \
+                     each fails the same way on every node.",
+                ),
+                &["kind"],
+            ),
+        )?;
+        // Every kind from zero, so a first failure is a rise a rate() sees.
+        for failure in [Failure::Trap, Failure::OutOfFuel, Failure::MemoryCap] {
+            failures.with_label_values(&[failure.label()]);
+        }
+        Ok(GuestMetrics {
+            duration: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        name("guest_call_duration_seconds"),
+                        "Time one call into the guest took, by call (apply, query).",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["call"],
+                ),
+            )?,
+            fuel: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        name("guest_fuel_per_call"),
+                        "Fuel one call into the guest burned, by call (apply, query).",
+                    )
+                    .buckets(FUEL_BUCKETS.to_vec()),
+                    &["call"],
+                ),
+            )?,
+            memory: register(
+                registry,
+                IntGauge::with_opts(Opts::new(
+                    name("guest_memory_bytes"),
+                    "Linear memory the guest instance holds.",
+                )),
+            )?,
+            failures,
+            module: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        name("guest_module_info"),
+                        "1 for the guest module this node runs, labelled by its SHA-256.",
+                    ),
+                    &["hash"],
+                ),
+            )?,
+            active: Mutex::new(None),
+            upgrades: register(
+                registry,
+                IntCounter::with_opts(Opts::new(
+                    name("guest_upgrades_total"),
+                    "Module upgrades this node applied from the log.",
+                )),
+            )?,
+        })
+    }
+
+    /// A call returned (with the guest's answer or its own error) after `took`, burning `fuel`.
+    pub fn call(&self, call: Call, took: Duration, fuel: u64) {
+        self.duration
+            .with_label_values(&[call.label()])
+            .observe(took.as_secs_f64());
+        self.fuel
+            .with_label_values(&[call.label()])
+            .observe(fuel as f64);
+    }
+
+    /// A call did not return.
+    pub fn failed(&self, failure: Failure) {
+        self.failures.with_label_values(&[failure.label()]).inc();
+    }
+
+    /// The guest's linear memory is now `bytes`.
+    pub fn memory(&self, bytes: u64) {
+        self.memory.set(bytes as i64);
+    }
+
+    /// The node now runs the module with this hash (at start, after an upgrade or a snapshot).
+    pub fn module(&self, hash: &str) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if active.as_deref() == Some(hash) {
+            return;
+        }
+        if let Some(old) = active.take() {
+            let _ = self.module.remove_label_values(&[&old]);
+        }
+        self.module.with_label_values(&[hash]).set(1);
+        *active = Some(hash.to_string());
+    }
+
+    /// An upgrade was applied.
+    pub fn upgraded(&self) {
+        self.upgrades.inc();
+    }
+}
