@@ -6,7 +6,8 @@
 use super::{Service, ServiceError, Status};
 use crate::auth::{Caller, Permission, Scope};
 use crate::config::validate_node_name;
-use crate::types::{node_id, Member, NodeId};
+use crate::types::{node_id, Member, NodeId, RaftMetrics};
+use openraft::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -106,8 +107,22 @@ impl Service {
                 &format!("promote {name} to voter"),
                 changed.log_id.index,
             );
+            let last = self.metrics().last_log_index.unwrap_or(0);
+            self.wait_holds(node_id(name), last).await;
         }
         Ok(self.local_status())
+    }
+
+    /// Waits (at most the request timeout) until member `id` holds the log up to `index`, so
+    /// the answer to an add shows the promoted voter caught up, not an entry or two behind.
+    async fn wait_holds(&self, id: NodeId, index: u64) {
+        let mut rx = self.inner.raft.metrics();
+        let holds = rx.wait_until(|m: &RaftMetrics| {
+            let progress = m.replication.as_ref();
+            let matched = progress.and_then(|r| r.get(&id).cloned().flatten());
+            matched.map(|l| l.index) >= Some(index)
+        });
+        let _ = timeout(self.inner.limits.request_timeout, holds).await;
     }
 
     /// Adds a learner and waits (bounded) until it has caught up; on a timeout it is removed

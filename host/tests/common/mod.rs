@@ -341,18 +341,17 @@ pub fn seg(s: &str) -> String {
 }
 
 /// Adds `node` as a voter through `via`'s `/AddVoter` route, expecting success.
-pub async fn add_voter(via: &Node, node: &Node) {
+/// `/AddVoter` through `via`; the status it answers with.
+pub async fn add_voter(via: &Node, node: &Node) -> Status {
     let resp = http()
         .get(via.url(&format!("/AddVoter/{}/{}", node.grpc, node.name)))
         .send()
         .await
         .expect("AddVoter");
-    assert_eq!(
-        resp.status(),
-        200,
-        "{}",
-        resp.text().await.unwrap_or_default()
-    );
+    let code = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// Runs `kvclient --server <server> <args>`: (success, stdout, stderr), trimmed.
@@ -376,7 +375,15 @@ pub async fn three_nodes(root: &Path, extra: &[&str]) -> Vec<Node> {
     let n3 = Node::start(root, "node3", false, extra);
     wait_for_leader(&[&n1]).await;
     for n in [&n2, &n3] {
-        add_voter(&n1, n).await;
+        // With no writes going on, the answer shows the promoted node caught up.
+        let status = add_voter(&n1, n).await;
+        let added = status
+            .members
+            .iter()
+            .find(|m| m.id == n.name)
+            .expect("added");
+        assert!(added.voter, "{status:?}");
+        assert_eq!(added.lag, Some(0), "{status:?}");
     }
     let nodes = vec![n1, n2, n3];
     wait_for("three voters everywhere", || async {
