@@ -2,7 +2,8 @@
 //! the ways calls fail, and which module is active.
 
 use super::{name, register, LATENCY_BUCKETS};
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::IntGaugeVec;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use prometheus::{Opts, Registry};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -50,8 +51,10 @@ impl Failure {
 
 /// The guest's families.
 pub struct GuestMetrics {
-    duration: HistogramVec,
-    fuel: HistogramVec,
+    /// Duration and fuel histograms of apply and of query, their labels resolved once: every
+    /// applied command records into them.
+    apply: (Histogram, Histogram),
+    query: (Histogram, Histogram),
     memory: IntGauge,
     failures: IntCounterVec,
     module: IntGaugeVec,
@@ -83,29 +86,38 @@ impl GuestMetrics {
         for failure in [Failure::Trap, Failure::OutOfFuel, Failure::MemoryCap] {
             failures.with_label_values(&[failure.label()]);
         }
+        let duration = register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    name("guest_call_duration_seconds"),
+                    "Time one call into the guest took, by call (apply, query).",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["call"],
+            ),
+        )?;
+        let fuel: HistogramVec = register(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    name("guest_fuel_per_call"),
+                    "Fuel one call into the guest burned, by call (apply, query).",
+                )
+                .buckets(FUEL_BUCKETS.to_vec()),
+                &["call"],
+            ),
+        )?;
+        let handles = |call: Call| {
+            let label = [call.label()];
+            (
+                duration.with_label_values(&label),
+                fuel.with_label_values(&label),
+            )
+        };
         Ok(GuestMetrics {
-            duration: register(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        name("guest_call_duration_seconds"),
-                        "Time one call into the guest took, by call (apply, query).",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    &["call"],
-                ),
-            )?,
-            fuel: register(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        name("guest_fuel_per_call"),
-                        "Fuel one call into the guest burned, by call (apply, query).",
-                    )
-                    .buckets(FUEL_BUCKETS.to_vec()),
-                    &["call"],
-                ),
-            )?,
+            apply: handles(Call::Apply),
+            query: handles(Call::Query),
             memory: register(
                 registry,
                 IntGauge::with_opts(Opts::new(
@@ -137,12 +149,12 @@ impl GuestMetrics {
 
     /// A call returned (with the guest's answer or its own error) after `took`, burning `fuel`.
     pub fn call(&self, call: Call, took: Duration, fuel: u64) {
-        self.duration
-            .with_label_values(&[call.label()])
-            .observe(took.as_secs_f64());
-        self.fuel
-            .with_label_values(&[call.label()])
-            .observe(fuel as f64);
+        let (duration, fuel_used) = match call {
+            Call::Apply => &self.apply,
+            Call::Query => &self.query,
+        };
+        duration.observe(took.as_secs_f64());
+        fuel_used.observe(fuel as f64);
     }
 
     /// A call did not return.
