@@ -153,14 +153,8 @@ impl Retrying {
                 true => workload::execute(self.client(0), &txn, run.timeout).await,
                 false => self.write(&txn, &run).await,
             };
-            run.recorder
-                .complete(process, result.outcome, &result.txn, result.error);
-            match result.outcome {
-                // Unknown even after retrying: it may still commit, so this process is done.
-                Outcome::Info => process += processes.stride,
-                Outcome::Fail => tokio::time::sleep(Duration::from_millis(50)).await,
-                Outcome::Ok => {}
-            }
+            // Unknown even after retrying: it may still commit, so the process moves on.
+            process = processes.complete(process, result, &run).await;
         }
     }
 

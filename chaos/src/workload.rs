@@ -308,13 +308,22 @@ pub async fn client_loop(mut client: Client, processes: Processes, seed: u64, ru
         let txn = run.keys.generate(&mut rng);
         run.recorder.invoke(process, &txn);
         let result = execute(&mut client, &txn, run.timeout).await;
+        process = processes.complete(process, result, &run).await;
+    }
+}
+
+impl Processes {
+    /// Records how `process`'s transaction ended; returns the process id for the next one: a
+    /// new one after an unknown outcome (it may still commit), after a short pause on a failure
+    /// so a down node is not hammered.
+    pub async fn complete(&self, process: u64, result: TxnOutcome, run: &Shared) -> u64 {
         run.recorder
             .complete(process, result.outcome, &result.txn, result.error);
         match result.outcome {
-            Outcome::Info => process += processes.stride,
-            // Back off a little after an error so a down node is not hammered.
+            Outcome::Info => return process + self.stride,
             Outcome::Fail => tokio::time::sleep(Duration::from_millis(50)).await,
             Outcome::Ok => {}
         }
+        process
     }
 }
