@@ -16,6 +16,8 @@
 //! - [`store`]: durable log and vote (a write-ahead log), the guest state machine, snapshots.
 //! - [`network`]: Raft RPC client and the shared pool of gRPC channels.
 //! - [`seed`]: logging a new cluster's first module entry.
+//! - [`events`]: one log line (with the node's name and term) per election, leader change,
+//!   membership change, snapshot and module upgrade; the election counters.
 //! - [`tls`]: TLS for the listeners (reloaded when the certificate files change), the node
 //!   certificates the `Raft` service admits, and the client side.
 //! - [`service`]: every client operation, shared by gRPC and HTTP, split by audience (core,
@@ -23,11 +25,13 @@
 //! - [`grpc`]: the node-to-node `Raft` service and the client-facing `Client` service.
 //! - [`http`]: the axum gateway: curl routes and the JSON API.
 //! - [`node`]: wiring it all together and serving.
+//! - [`restore`]: seeding a new one-node cluster from a backup file.
 
 #![deny(unsafe_code)]
 
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod failpoints;
 pub mod fsm;
 pub mod grpc;
@@ -37,6 +41,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proto;
+pub mod restore;
 pub mod seed;
 pub mod service;
 pub mod store;

@@ -14,12 +14,11 @@ use crate::grpc::coalesce::Coalescing;
 use crate::grpc::observe::ObserveLayer;
 use crate::grpc::raft_service::RaftService;
 use crate::http::ClientCertificate;
-use crate::metrics::raft::Seen;
 use crate::metrics::Metrics;
-use crate::network::{Network, PeerPool};
+use crate::network::{Network, PeerPool, Removals};
 use crate::proto::client_server::ClientServer;
 use crate::proto::raft_server::RaftServer;
-use crate::service::Service;
+use crate::service::{Parts, Service};
 use crate::store::{offload, verify_envelope, LogStore, Raft, StateMachine};
 use crate::tls::{self, PeerCerts, ServerTls, TlsListener};
 use crate::types::{node_id, Member};
@@ -238,28 +237,6 @@ async fn watch_health(started: Started, health: tonic_health::server::HealthRepo
     }
 }
 
-/// Passes every change of openraft's metrics to the election and leader-change counters, from
-/// before the node's first election on.
-fn count_elections(raft: &Raft, metrics: Metrics) {
-    let mut rx = raft.metrics();
-    tokio::spawn(async move {
-        loop {
-            let seen = {
-                let m = rx.borrow_watched();
-                Seen {
-                    term: m.current_term,
-                    voted_for_self: m.vote.leader_id().node_id == m.id,
-                    leader: m.current_leader,
-                }
-            };
-            metrics.raft().saw(seen);
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-}
-
 /// The name the gRPC health service reports the client service under.
 const HEALTH_CLIENT_SERVICE: &str = "raftwasm.v1.Client";
 /// How often readiness is looked at when nothing in Raft changes.
@@ -369,9 +346,10 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     let peers = PeerPool::default();
     peers.set_tls(dial);
     let id = node_id(&config.name);
-    let network = Network::new(peers.clone());
+    let removals = Removals::default();
+    let network = Network::new(peers.clone()).reporting_removals(removals.clone());
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm.clone()).await?;
-    count_elections(&raft, metrics.clone());
+    crate::events::watch(&raft, config.name.clone(), sm.clone(), metrics.clone());
 
     if raft.is_initialized().await? {
         if config.bootstrap {
@@ -380,15 +358,17 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     } else if config.bootstrap {
         bootstrap(config, &advertise, &raft, &sm).await?;
     }
-    let service = Service::new(
-        config.name.clone(),
-        advertise,
-        raft.clone(),
+    let service = Service::new(Parts {
+        name: config.name.clone(),
+        addr: advertise,
+        raft: raft.clone(),
         sm,
-        peers.clone(),
-        config.limits,
+        peers: peers.clone(),
+        limits: config.limits,
         metrics,
-    );
+        removals,
+    });
+    service.watch_standing();
     Ok(Started {
         raft,
         service,

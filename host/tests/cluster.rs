@@ -359,9 +359,44 @@ async fn kvclient_watch_and_remove_node() {
     let (ok, out, _) = kvclient(&["--command", "get", "--key", "a_b c"]);
     assert!(ok);
     assert_eq!(out, "d/e f");
-    let (ok, _, err) = kvclient(&["--command", "get", "--key", "missing"]);
-    assert!(!ok);
+    // Exit status: 0 found, 1 not found, 2 any other error.
+    let exit = |args: &[&str]| common::kvclient_exit(&follower.grpc, args);
+    let (code, _, err) = exit(&["--command", "get", "--key", "missing"]);
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not found"), "{err}");
+    let (code, _, err) = exit(&["--command", "delete", "--key", "missing"]);
+    assert_eq!(code, Some(1), "{err}");
+    let (code, _, err) = exit(&["--command", "get", "--key", ""]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = common::kvclient_exit("127.0.0.1:1", &["--command", "status"]);
+    assert_eq!(code, Some(2), "{err}");
+
+    // scan, apply and query: the guest's own JSON, one line each.
+    for i in 0..3 {
+        let (ok, _, err) =
+            kvclient(&["--command", "set", "--key", &format!("p/{i}"), "--val", "x"]);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = kvclient(&["--command", "scan", "--prefix", "p/", "--limit", "2"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let scanned: host::service::ScanResponse = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = scanned.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!((keys, scanned.more), (vec!["p/0", "p/1"], true));
+    let command = r#"{"op":"append","key":"p/0","value":"yz"}"#;
+    let (ok, out, err) = kvclient(&["--command", "apply", "--data", command]);
+    assert!(ok, "{err}");
+    assert_eq!(out, r#"{"len":3}"#);
+    let (ok, out, err) = kvclient(&[
+        "--command",
+        "query",
+        "--data",
+        r#"{"op":"get","key":"p/0"}"#,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, r#"{"value":"xyz"}"#);
+    let (code, _, err) = exit(&["--command", "apply", "--data", "not json"]);
+    assert_eq!(code, Some(2), "{err}");
 
     // Watch the leader's view while a follower-routed RemoveNode takes the third node out.
     let mut watch = nodes[leader]
@@ -393,6 +428,8 @@ async fn kvclient_watch_and_remove_node() {
     assert!(seen.members.iter().all(|m| m.id != victim.name));
     let (ok, out, _) = kvclient(&["--command", "status"]);
     assert!(ok);
+    // Not a terminal: one line of JSON.
+    assert_eq!(out.lines().count(), 1, "{out}");
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["members"].as_array().unwrap().len(), 2, "{status}");
     // Removing a non-member is a clear error.

@@ -1,10 +1,11 @@
 //! Operations: `/metrics` scraped from a 3-node cluster under traffic (counters move, every
 //! family passes `promtool check metrics`, leader changes are counted), and the health probes
-//! (`/livez`, `/readyz`, gRPC `grpc.health.v1`) of a node outside any cluster and of a leader.
+//! (`/livez`, `/readyz`, gRPC `grpc.health.v1`) of a node outside any cluster and of a leader;
+//! a removed node that learns it was removed; the JSON log lines of cluster events.
 
 mod common;
 
-use common::{http, put_many, three_nodes, wait_for, wait_for_leader, Node};
+use common::{add_voter, http, put_many, three_nodes, wait_for, wait_for_leader, Node, TestDir};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -214,8 +215,15 @@ async fn health_probes_follow_readiness() {
     let (code, body) = readyz(&alone).await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["ready"], false);
+    let reason = body["reason"].as_str().unwrap();
     assert!(
-        body["reason"].as_str().unwrap().contains("no leader"),
+        reason.contains("not a member of any cluster yet") && reason.contains("--bs"),
+        "{body}"
+    );
+    // A write there says the same, with how to join, instead of waiting for an election.
+    let body = put_refused_as_not_member(&alone).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("/AddVoter/"),
         "{body}"
     );
     let status = wait_for("the health service to answer", || grpc_health(&alone, "")).await;
@@ -241,4 +249,191 @@ async fn health_probes_follow_readiness() {
     }
     let (_, samples) = scrape(&leader).await;
     assert!(value(&samples, "raftwasm_raft_elections_started_total") >= 1.0);
+}
+
+/// A put on `node`, refused with 503 `not_member`: the error body.
+async fn put_refused_as_not_member(node: &Node) -> serde_json::Value {
+    let resp = http()
+        .put(node.url("/v1/kv/k"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "not_member", "{body}");
+    body
+}
+
+/// Lines of `log` from byte `from` on, each parsed as one JSON object.
+fn json_lines(log: &str, from: usize) -> Vec<serde_json::Value> {
+    log[from..]
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The first JSON log line whose message contains `text`.
+fn logged<'a>(lines: &'a [serde_json::Value], text: &str) -> Option<&'a serde_json::Value> {
+    lines.iter().find(|l| {
+        l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(text))
+    })
+}
+
+/// Vote and pre-vote requests `nodes` have received, summed.
+async fn vote_requests(nodes: &[&Node]) -> f64 {
+    let mut sum = 0.0;
+    for node in nodes {
+        let (_, samples) = scrape(node).await;
+        sum += series(&samples, "raftwasm_requests_total")
+            .iter()
+            .filter(|(k, _)| {
+                k.contains(r#"operation="raftwasm.v1.Raft/Vote""#)
+                    || k.contains(r#"operation="raftwasm.v1.Raft/PreVote""#)
+            })
+            .map(|(_, v)| v)
+            .sum::<f64>();
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_learns_it_was_removed_and_stops_campaigning() {
+    let dir = TestDir::new();
+    let mut nodes = three_nodes(dir.path(), &[]).await;
+    let l = wait_for_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let v = (l + 1) % 3;
+    // Down while it is removed: it never receives the entry that removes it, and comes back
+    // with a configuration in which it is still a voter.
+    nodes[v].kill();
+    let resp = http()
+        .delete(nodes[l].url(&format!("/v1/cluster/nodes/{}", nodes[v].name)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let text_log = nodes[v].log().len();
+    nodes[v].env.push(("RUST_LOG".into(), "info".into()));
+    nodes[v].set_extra(&["--log-format", "json"]);
+    nodes[v].restart(false);
+
+    // The members refuse its votes: it learns why, and says so.
+    let (code, body) = wait_for("the removed node to say so", || async {
+        let (code, body) = readyz(&nodes[v]).await;
+        let removed = body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("was removed from its cluster"));
+        removed.then_some((code, body))
+    })
+    .await;
+    assert_eq!(code, 503, "{body}");
+    put_refused_as_not_member(&nodes[v]).await;
+    let mut grpc = nodes[v].grpc_client().await;
+    let refused = grpc
+        .put(host::proto::PutRequest {
+            key: "k".into(),
+            value: "v".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+
+    // It stops campaigning: its term holds still and the members get no more vote or pre-vote
+    // requests for 20 election timeouts (while it campaigned they came several times a second).
+    let term = nodes[v].status().await.unwrap().term;
+    let members: Vec<&Node> = (0..3).filter(|i| *i != v).map(|i| &nodes[i]).collect();
+    let before = vote_requests(&members).await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let s = nodes[v].status().await.unwrap();
+        assert_eq!(s.term, term, "the removed node's term moved: {s:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        vote_requests(&members).await,
+        before,
+        "the removed node still campaigns"
+    );
+    let leader = nodes[l].status().await.unwrap();
+    assert_eq!(leader.members.len(), 2, "{leader:?}");
+    assert_eq!(leader.leader_id.as_deref(), Some(nodes[l].name.as_str()));
+
+    // Its log: plain text (no colour codes: stderr is a file) until the restart, then one JSON
+    // object per line; the line about the removal names the node and its term.
+    let log = nodes[v].log();
+    assert!(
+        !log[..text_log].contains('\x1b'),
+        "colour codes in a log file"
+    );
+    let lines = json_lines(&log, text_log);
+    let line = logged(&lines, "was removed from the cluster").expect("removal logged");
+    assert_eq!(line["fields"]["node"], nodes[v].name.as_str(), "{line}");
+    assert!(line["fields"]["term"].as_u64().is_some(), "{line}");
+    assert_eq!(line["level"], "WARN", "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_events_are_logged_as_json_with_the_node_name_and_term() {
+    let dir = TestDir::new();
+    let json = ["--log-format", "json"];
+    let info = [("RUST_LOG", "info")];
+    let n1 = Node::start_with_env(dir.path(), "first", true, &json, &info);
+    let n2 = Node::start(dir.path(), "second", false, &[]);
+    wait_for_leader(&[&n1]).await;
+    add_voter(&n1, &n2).await;
+    let resp = http().post(n1.url("/v1/snapshot")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v2 = std::fs::read(env!("RAFTWASM_GUEST_KV_V2_WASM")).unwrap();
+    let resp = http()
+        .post(n1.url("/v1/fsm"))
+        .body(v2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    let lines = wait_for("every event logged", || async {
+        let lines = json_lines(&n1.log(), 0);
+        let all = [
+            "leader elected",
+            "membership changed",
+            "snapshot in place",
+            "module replaced",
+        ]
+        .iter()
+        .all(|event| logged(&lines, event).is_some());
+        all.then_some(lines)
+    })
+    .await;
+    let events = [
+        "campaigning",
+        "leader elected",
+        "membership changed",
+        "snapshot in place",
+        "module replaced",
+    ];
+    for event in events {
+        let line = logged(&lines, event).unwrap_or_else(|| panic!("{event} not logged"));
+        assert_eq!(line["fields"]["node"], "first", "{line}");
+        assert!(line["fields"]["term"].as_u64() >= Some(1), "{line}");
+    }
+    let elected = logged(&lines, "leader elected").unwrap();
+    assert_eq!(elected["fields"]["leader"], "first", "{elected}");
+    let members = lines
+        .iter()
+        .rev()
+        .find(|l| l["fields"]["message"] == "membership changed")
+        .unwrap();
+    let voters = members["fields"]["voters"].as_str().unwrap();
+    assert!(
+        voters.contains("first") && voters.contains("second"),
+        "{members}"
+    );
 }

@@ -2,14 +2,21 @@
 //!
 //! `kvclient --server localhost:10001 --command set --key k --val v`, then
 //! `kvclient --command get --key k`. Commands: monitor, status, watch, addnode, remove, transfer,
-//! set, get, delete, snapshot, upgrade (`--fsm new.wasm [--dry-run]`). Any node will do: writes,
+//! set, get, delete, scan, apply and query (any guest: `--data` or `--data-file`), snapshot,
+//! backup (`--out FILE`), upgrade (`--fsm new.wasm [--dry-run]`). Any node will do: writes,
 //! upgrades and membership changes are forwarded to the leader. `--ca` (and `--cert`,
 //! `--cert-key`) speak TLS; `--user`/`--password` or `--token` authenticate.
+//!
+//! JSON answers (status, watch, scan) are one line each, pretty-printed only on a terminal.
+//! Exit status: 0 done (found), 1 not found (get or delete of a missing key, an unknown node),
+//! 2 any other error.
 //!
 //! `set` and `delete` run in a client session: a write that failed without being applied, or
 //! whose outcome is unknown, is retried (`--retries`) with the same session and sequence number
 //! (at the leader the error names), and the cluster applies it once.
 
+#[path = "common/backup.rs"]
+mod backup;
 #[path = "common/connection.rs"]
 mod connection;
 #[path = "common/retry.rs"]
@@ -21,6 +28,7 @@ use connection::ConnectionArgs;
 use host::auth::WithCredentials;
 use host::proto::{self, client_client::ClientClient, Consistency};
 use host::service::{ServiceError, Status};
+use std::io::IsTerminal;
 use tonic::service::interceptor::InterceptedService;
 
 const DEFAULT_SERVER: &str = "localhost:10001";
@@ -48,8 +56,18 @@ enum Command {
     Get,
     /// Delete --key.
     Delete,
+    /// List keys in order: with --prefix, or from --start (inclusive) to --end (exclusive);
+    /// at most --limit (JSON: items and whether there are more).
+    Scan,
+    /// Send the guest a command through the log (--data or --data-file); prints its response.
+    Apply,
+    /// Ask the guest a read-only question (--data or --data-file); prints its answer.
+    Query,
     /// Build a snapshot on the --server node now.
     Snapshot,
+    /// Save a consistent copy of the whole replicated state to --out (from the leader; restore
+    /// it with `host restore`).
+    Backup,
     /// Replace the guest module with --fsm, through the log (validated first; --dry-run only validates).
     Upgrade,
 }
@@ -76,7 +94,28 @@ struct Args {
     /// Add as a non-voting learner only (addnode).
     #[arg(long)]
     learner: bool,
-    /// Read this node's state without a linearizability check (get).
+    /// Key prefix, for scan.
+    #[arg(long)]
+    prefix: Option<String>,
+    /// First key, for scan.
+    #[arg(long)]
+    start: Option<String>,
+    /// End key (exclusive), for scan.
+    #[arg(long)]
+    end: Option<String>,
+    /// Most keys a scan lists (0: the node's default).
+    #[arg(long, default_value_t = 0)]
+    limit: u32,
+    /// The command (apply) or request (query) for the guest, as text.
+    #[arg(long, conflicts_with = "data_file")]
+    data: Option<String>,
+    /// A file holding the command or request, `-` for standard input.
+    #[arg(long)]
+    data_file: Option<std::path::PathBuf>,
+    /// Where backup writes the backup file.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Read this node's state without a linearizability check (get, scan, query).
     #[arg(long)]
     stale: bool,
     /// Include a SHA-256 of the guest's full state (monitor, status).
@@ -179,21 +218,42 @@ fn need(v: Option<String>, flag: &str) -> Result<String> {
     v.with_context(|| format!("this command needs {flag}"))
 }
 
-fn print_status(s: proto::Status) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(&Status::from(s))?);
+/// Prints `value` as JSON: pretty for a person at a terminal, one line for a program.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = match std::io::stdout().is_terminal() {
+        true => serde_json::to_string_pretty(value)?,
+        false => serde_json::to_string(value)?,
+    };
+    println!("{text}");
     Ok(())
 }
+
+fn print_status(s: proto::Status) -> Result<()> {
+    print_json(&Status::from(s))
+}
+
+/// A key or node that does not exist: exit status 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotFound(String);
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     if let Err(e) = run(args).await {
         // A gRPC error carries the node's ServiceError; print that, not the transport wrapper.
-        match e.downcast_ref::<tonic::Status>() {
-            Some(status) => eprintln!("error: {}", ServiceError::from_status(status)),
-            None => eprintln!("error: {e:#}"),
-        }
-        std::process::exit(1);
+        let not_found = match e.downcast_ref::<tonic::Status>() {
+            Some(status) => {
+                let error = ServiceError::from_status(status);
+                eprintln!("error: {error}");
+                matches!(error, ServiceError::NotFound { .. })
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                e.downcast_ref::<NotFound>().is_some()
+            }
+        };
+        std::process::exit(if not_found { 1 } else { 2 });
     }
 }
 
@@ -220,6 +280,37 @@ async fn run(args: Args) -> Result<()> {
             upgrade(&mut client, &path, args.dry_run).await?
         }
         Command::Snapshot => snapshot(&mut client).await?,
+        Command::Backup => {
+            let out = args.out.as_deref().context("this command needs --out")?;
+            let chunks = client.backup(proto::BackupRequest {}).await?.into_inner();
+            backup::save(chunks, out).await?
+        }
+        Command::Scan => {
+            let request = proto::ScanRequest {
+                prefix: args.prefix.unwrap_or_default(),
+                start: args.start.unwrap_or_default(),
+                end: args.end.unwrap_or_default(),
+                limit: args.limit,
+                consistency: consistency.into(),
+            };
+            let reply = client.scan(request).await?.into_inner();
+            print_json(&host::service::ScanResponse::from(reply))?
+        }
+        Command::Apply => {
+            let command = guest_input(&args)?;
+            let request = proto::ApplyRequest {
+                command,
+                session: None,
+            };
+            print_bytes(&client.apply(request).await?.into_inner().response)?
+        }
+        Command::Query => {
+            let request = proto::QueryRequest {
+                request: guest_input(&args)?,
+                consistency: consistency.into(),
+            };
+            print_bytes(&client.query(request).await?.into_inner().response)?
+        }
         Command::Watch => watch(&mut client).await?,
         Command::Addnode => {
             let request = proto::AddNodeRequest {
@@ -283,15 +374,46 @@ async fn write_command(args: &Args) -> Result<()> {
             })
             .await?
             .into_inner();
-            let what = if reply.deleted {
-                "deleted"
-            } else {
-                "not found"
-            };
-            println!("{what} (log index {})", reply.log_index);
+            if !reply.deleted {
+                let key = args.key.as_deref().unwrap_or_default();
+                return Err(NotFound(format!(
+                    "key {key:?} not found (log index {})",
+                    reply.log_index
+                ))
+                .into());
+            }
+            println!("deleted (log index {})", reply.log_index);
         }
         _ => unreachable!("only set and delete are writes"),
     }
+    Ok(())
+}
+
+/// The guest command or request: --data, or the contents of --data-file (`-`: stdin).
+fn guest_input(args: &Args) -> Result<Vec<u8>> {
+    use std::io::Read;
+    match (&args.data, &args.data_file) {
+        (Some(text), _) => Ok(text.clone().into_bytes()),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading standard input")?;
+            Ok(bytes)
+        }
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        }
+        (None, None) => anyhow::bail!("this command needs --data or --data-file"),
+    }
+}
+
+/// A guest's answer as it came, then a newline.
+fn print_bytes(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.write_all(b"\n")?;
     Ok(())
 }
 

@@ -199,6 +199,24 @@ impl Client for ClientService {
         reply(result, proto::UpgradeFsmReply::from)
     }
 
+    type BackupStream =
+        Pin<Box<dyn futures::Stream<Item = Result<proto::BackupChunk, Status>> + Send>>;
+
+    async fn backup(&self, req: Request<proto::BackupRequest>) -> Reply<Self::BackupStream> {
+        let caller = self.caller(&req).await?;
+        let stream = self
+            .service
+            .backup(&caller)
+            .await
+            .map_err(|e| e.to_status())?
+            .map(|chunk| {
+                chunk
+                    .map(|data| proto::BackupChunk { data })
+                    .map_err(|e| e.to_status())
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     type WatchStream = Pin<Box<dyn futures::Stream<Item = Result<proto::Status, Status>> + Send>>;
 
     async fn watch(&self, req: Request<proto::MonitorRequest>) -> Reply<Self::WatchStream> {

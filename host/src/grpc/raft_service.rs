@@ -9,7 +9,7 @@
 //! Requests and responses are openraft's own types, bincode-encoded in a `RaftMessage`.
 
 use crate::config::host_of;
-use crate::network::SnapshotHeader;
+use crate::network::{not_member_status, SnapshotHeader};
 use crate::proto::raft_server::Raft as RaftRpc;
 use crate::proto::RaftMessage;
 use crate::service::transfer::ElectionGate;
@@ -131,6 +131,25 @@ fn admit<SM: RaftStateMachine<TypeConfig>>(
         })
 }
 
+/// Refuses a vote from `candidate` when this node's committed configuration does not hold it:
+/// a removed node that never received its removal learns of it this way (see
+/// [`crate::network::Removals`]).
+fn refuse_non_member<SM: RaftStateMachine<TypeConfig>>(
+    raft: &openraft::Raft<TypeConfig, SM>,
+    candidate: NodeId,
+) -> Result<(), Status> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let committed = &metrics.committed_membership_config;
+    let Some(log_id) = committed.log_id() else {
+        return Ok(());
+    };
+    match committed.get_node(&candidate) {
+        Some(_) => Ok(()),
+        None => Err(not_member_status(candidate, log_id.index)),
+    }
+}
+
 /// The certificates a connection presented (leaf first), if it is a TLS one.
 type Certs = Option<Arc<Vec<CertificateDer<'static>>>>;
 
@@ -168,6 +187,9 @@ where
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let certs = req.peer_certs();
         let rpc: VoteRequest<TypeConfig> = decode(req)?;
+        // Before admission: on a TLS node a certificate naming no member is refused there,
+        // and the candidate would not learn why.
+        refuse_non_member(&self.raft, rpc.vote.leader_id().node_id)?;
         self.admit(&certs, voter(&rpc.vote))?;
         encode(&self.raft.vote(rpc).await)
     }
@@ -210,6 +232,9 @@ where
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let certs = req.peer_certs();
         let rpc: VoteRequest<TypeConfig> = decode(req)?;
+        // Before admission: on a TLS node a certificate naming no member is refused there,
+        // and the candidate would not learn why.
+        refuse_non_member(&self.raft, rpc.vote.leader_id().node_id)?;
         self.admit(&certs, voter(&rpc.vote))?;
         encode(&self.raft.pre_vote(rpc).await)
     }

@@ -121,6 +121,7 @@ pub fn router(service: Service, auth: Authenticator, max_body_bytes: usize) -> R
         .route("/Monitor", get(status))
         .route("/v1/status", get(status))
         .route("/v1/snapshot", post(snapshot))
+        .route("/v1/backup", get(ops::backup))
         .route("/v1/kv", get(scan))
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/cluster/nodes", post(add_node))

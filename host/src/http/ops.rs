@@ -1,6 +1,7 @@
 //! Routes for operators: `GET /metrics` (Prometheus text format; needs `read` when there is a
-//! users file), `GET /livez` and `GET /readyz` (no credentials needed: probes carry none), and
-//! the middleware that counts and times every request by its route.
+//! users file), `GET /livez` and `GET /readyz` (no credentials needed: probes carry none),
+//! `GET /v1/backup` (a backup file, streamed; needs `admin`), and the middleware that counts and
+//! times every request by its route.
 
 use super::error::ApiResult;
 use super::Gateway;
@@ -22,6 +23,28 @@ pub(super) async fn metrics(
 ) -> ApiResult<Response> {
     let text = g.service.scrape(&caller)?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
+}
+
+/// A backup file of the whole state, streamed as it is read (from the leader).
+pub(super) async fn backup(
+    State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    use futures::StreamExt;
+    let chunks = g.service.backup(&caller).await?;
+    // An error after the first bytes can only cut the body short; the file is then refused on
+    // restore as truncated.
+    let body = axum::body::Body::from_stream(
+        chunks.map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string()))),
+    );
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream"),
+        (
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"raftwasm.backup\"",
+        ),
+    ];
+    Ok((headers, body).into_response())
 }
 
 #[derive(Debug, Serialize)]

@@ -4,6 +4,10 @@
 //! One channel per peer address, created lazily and reused. Channels have connect and request
 //! deadlines and HTTP/2 keepalive, so a dead peer is noticed and a healed network reconnects.
 
+mod removal;
+
+pub use removal::{not_member_index, not_member_status, Removals, NOT_MEMBER_HEADER};
+
 use crate::config::MAX_GRPC_MESSAGE_BYTES;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::RaftMessage;
@@ -113,11 +117,21 @@ impl PeerPool {
 #[derive(Clone, Debug)]
 pub struct Network {
     peers: PeerPool,
+    removals: Removals,
 }
 
 impl Network {
     pub fn new(peers: PeerPool) -> Self {
-        Network { peers }
+        Network {
+            peers,
+            removals: Removals::default(),
+        }
+    }
+
+    /// Records in `removals` each member's word that this node is not in the cluster.
+    pub fn reporting_removals(mut self, removals: Removals) -> Self {
+        self.removals = removals;
+        self
     }
 }
 
@@ -134,6 +148,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             client,
+            removals: self.removals.clone(),
         }
     }
 }
@@ -144,6 +159,7 @@ pub struct Connection {
     target: NodeId,
     addr: String,
     client: Result<RaftClient<Channel>, BadAddress>,
+    removals: Removals,
 }
 
 #[derive(Clone, Copy)]
@@ -198,7 +214,12 @@ impl Connection {
             Method::Vote => client.vote(request).await,
             Method::PreVote => client.pre_vote(request).await,
         };
-        let reply = reply.map_err(|status| status_err(&self.addr, &status))?;
+        let reply = reply.map_err(|status| {
+            if let Some(index) = not_member_index(&status) {
+                self.removals.report(index);
+            }
+            status_err(&self.addr, &status)
+        })?;
         let result: Result<Resp, RaftError<TypeConfig>> =
             bincode::deserialize(&reply.into_inner().payload).map_err(net_err)?;
         // The only error a peer returns is fatal (its Raft stopped): unreachable, so replication

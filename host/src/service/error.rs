@@ -44,6 +44,10 @@ pub enum ServiceError {
         leader_id: Option<String>,
         leader_address: Option<String>,
     },
+    /// This node is not in a cluster (never joined, or removed): the request did not take
+    /// effect; send it to a member.
+    #[error("{message}")]
+    NotMember { message: String },
     /// A write that may or may not have taken effect: it was proposed (or sent on to the
     /// leader) and no answer came, because it timed out, the connection was lost, or
     /// leadership changed after it was proposed. Retrying it may apply it twice.
@@ -165,7 +169,10 @@ impl ServiceError {
     /// True when the request certainly did not take effect: a client may retry it anywhere.
     /// False for an unknown outcome and for errors a retry would not change.
     pub fn retry_is_safe(&self) -> bool {
-        matches!(self, ServiceError::Unavailable { .. })
+        matches!(
+            self,
+            ServiceError::Unavailable { .. } | ServiceError::NotMember { .. }
+        )
     }
 
     /// The HTTP status this error maps to.
@@ -188,7 +195,7 @@ impl ServiceError {
             ServiceError::Unauthenticated { .. } => 401,
             ServiceError::PermissionDenied { .. } => 403,
             ServiceError::MethodNotAllowed { .. } => 405,
-            ServiceError::Unavailable { .. } => 503,
+            ServiceError::Unavailable { .. } | ServiceError::NotMember { .. } => 503,
             ServiceError::UnknownOutcome { .. } => 504,
             ServiceError::Internal { .. } => 500,
         }
@@ -212,6 +219,7 @@ impl ServiceError {
             ServiceError::PermissionDenied { .. } => tonic::Code::PermissionDenied,
             ServiceError::MethodNotAllowed { .. } => tonic::Code::Unimplemented,
             ServiceError::Unavailable { .. } => tonic::Code::Unavailable,
+            ServiceError::NotMember { .. } => tonic::Code::FailedPrecondition,
             ServiceError::UnknownOutcome {
                 timed_out: true, ..
             } => tonic::Code::DeadlineExceeded,

@@ -24,6 +24,8 @@ use tonic::transport::Channel;
 /// How many times a request may be forwarded between nodes before giving up (a leader change
 /// in flight can take one extra hop).
 pub const MAX_HOPS: u32 = 3;
+/// Longest a forwarded backup may take.
+const BACKUP_DEADLINE: Duration = Duration::from_secs(600);
 /// gRPC metadata key carrying the hop count of a forwarded request.
 pub const HOPS_HEADER: &str = "x-raftwasm-hops";
 
@@ -310,6 +312,25 @@ impl Leader {
             .await
             .map_err(|s| self.write_error(s))?;
         Ok(reply.into_inner().into())
+    }
+
+    /// The leader's backup, passed on chunk by chunk (a large state takes longer to send than
+    /// a request may take, so the call has a longer deadline).
+    pub(super) async fn backup(mut self) -> Result<super::BackupStream, ServiceError> {
+        use futures::StreamExt;
+        let mut request = self.request(proto::BackupRequest {});
+        request.set_timeout(BACKUP_DEADLINE);
+        let stream = self
+            .client
+            .backup(request)
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        Ok(Box::pin(stream.map(|chunk| {
+            chunk
+                .map(|c| c.data)
+                .map_err(|s| ServiceError::from_status(&s))
+        })))
     }
 
     pub(super) async fn upgrade_fsm(

@@ -35,6 +35,8 @@ impl Service {
         let behind = commit_index.saturating_sub(applied_index);
         let reason = if let Err(fatal) = &m.running_state {
             Some(format!("raft stopped: {fatal}"))
+        } else if let Err(e) = self.check_member() {
+            Some(e.to_string())
         } else if leader_id.is_none() {
             Some("no leader is known: the cluster is electing one or has no quorum".into())
         } else if behind > READY_MAX_APPLY_LAG {

@@ -202,7 +202,7 @@ impl Service {
             // Removing the leader: leadership moves first, to the most caught-up other voter,
             // and the new leader removes this node.
             let successor = self.hand_over_to_successor(&metrics).await?;
-            let leader = self.inner.forward.to(Some(successor), caller)?;
+            let leader = self.forward_to(Some(successor), caller)?;
             return leader.remove_node(name).await;
         }
         let change = if voters.contains(&id) {

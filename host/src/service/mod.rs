@@ -17,6 +17,7 @@
 //! - `transfer`: the leadership hand-over protocol, both halves.
 //! - `upgrade`: replacing the guest module through the log.
 
+mod backup;
 mod batcher;
 mod convert;
 mod error;
@@ -26,22 +27,25 @@ mod kv;
 mod membership;
 mod pacing;
 mod read_index;
+mod standing;
 mod status;
 pub mod transfer;
 mod upgrade;
 
+pub use backup::{BackupStream, SnapshotInfo};
 pub use error::{ErrorBody, ServiceError};
 pub use forward::{hops, never_sent, HOPS_HEADER, MAX_HOPS};
 pub use guest_kv::schema::{KeyValue, ScanResponse};
 pub use health::{Readiness, READY_MAX_APPLY_LAG};
 pub use kv::{DeleteResult, PutResult, ScanParams};
+pub use standing::Standing;
 pub use status::{MemberStatus, StateHash, Status};
 pub use upgrade::ModuleUpgrade;
 
 use crate::auth::{Caller, Permission, Scope};
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::network::PeerPool;
+use crate::network::{PeerPool, Removals};
 use crate::store::{Raft, StateMachine};
 use crate::types::{node_id, Command, Member, NodeId, RaftMetrics, Request, SessionRef};
 use forward::{Forwarder, Leader};
@@ -75,16 +79,6 @@ enum Route<T> {
     Leader(Box<Leader>),
 }
 
-/// A snapshot built on demand.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotInfo {
-    /// Last log index the snapshot covers.
-    pub index: u64,
-    pub term: u64,
-    /// Snapshot file size in bytes.
-    pub size: u64,
-}
-
 struct Inner {
     name: String,
     id: NodeId,
@@ -97,6 +91,8 @@ struct Inner {
     forward: Forwarder,
     limits: Limits,
     metrics: Metrics,
+    /// Members' word that this node is not in the cluster.
+    removals: Removals,
 }
 
 /// The node's client-facing operations. Cheap to clone.
@@ -113,16 +109,40 @@ impl std::fmt::Debug for Service {
     }
 }
 
+/// What a [`Service`] is built from: the node's name and advertised address, and the parts
+/// [`crate::node::start`] made.
+pub struct Parts {
+    pub name: String,
+    pub addr: String,
+    pub raft: Raft,
+    pub sm: StateMachine,
+    pub peers: PeerPool,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// Members' word that this node is not in the cluster (the network records it).
+    pub removals: Removals,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Service {
-    pub fn new(
-        name: String,
-        addr: String,
-        raft: Raft,
-        sm: StateMachine,
-        peers: PeerPool,
-        limits: Limits,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            name,
+            addr,
+            raft,
+            sm,
+            peers,
+            limits,
+            metrics,
+            removals,
+        } = parts;
         let requests = metrics.requests().clone();
         Service {
             inner: Arc::new(Inner {
@@ -142,6 +162,7 @@ impl Service {
                 sm,
                 limits,
                 metrics,
+                removals,
             }),
         }
     }
@@ -190,7 +211,14 @@ impl Service {
         if metrics.current_leader == Some(self.inner.id) {
             return Ok(None);
         }
-        self.inner.forward.to(self.leader(), caller).map(Some)
+        self.forward_to(self.leader(), caller).map(Some)
+    }
+
+    /// A client for `leader`, to forward `caller`'s request; `not_member` instead when this
+    /// node is not in a cluster (whatever leader it last knew).
+    fn forward_to(&self, leader: Option<Member>, caller: &Caller) -> Result<Leader, ServiceError> {
+        self.check_member()?;
+        self.inner.forward.to(leader, caller)
     }
 
     /// Proposes `command` to the log and returns the guest's response once it is applied.
@@ -221,9 +249,7 @@ impl Service {
         match written {
             Ok(w) => Ok(w.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-                self.inner
-                    .forward
-                    .to(fwd.leader_node, caller)?
+                self.forward_to(fwd.leader_node, caller)?
                     .open_session()
                     .await
             }
@@ -266,7 +292,7 @@ impl Service {
                 log_index,
             })),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(fwd))) => {
-                let leader = self.inner.forward.to(fwd.leader_node, caller)?;
+                let leader = self.forward_to(fwd.leader_node, caller)?;
                 Ok(Route::Leader(Box::new(leader)))
             }
             Err(e) => Err(e.into()),
@@ -303,6 +329,8 @@ impl Service {
         caller: &Caller,
         consistency: Consistency,
     ) -> Result<Option<Leader>, ServiceError> {
+        // Not even a stale read: a node outside any cluster has no state worth reading.
+        self.check_member()?;
         if consistency == Consistency::Stale {
             return Ok(None);
         }
@@ -320,7 +348,7 @@ impl Service {
         match check {
             Ok(_) => Ok(None),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(fwd))) => {
-                Ok(Some(self.inner.forward.to(fwd.leader_node, caller)?))
+                Ok(Some(self.forward_to(fwd.leader_node, caller)?))
             }
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => Err(
                 ServiceError::unavailable(format!("no quorum for a linearizable read: {e}"), None),
@@ -386,40 +414,6 @@ impl Service {
             sha256,
         });
         Ok(status)
-    }
-
-    /// Builds a snapshot on this node now and waits until it is in place (openraft then purges
-    /// the log behind it, keeping the configured tail).
-    pub async fn snapshot(&self, caller: &Caller) -> Result<SnapshotInfo, ServiceError> {
-        caller.allow(Permission::Admin, Scope::Cluster)?;
-        let raft = &self.inner.raft;
-        let target = self.metrics().last_applied.map(|l| l.index);
-        raft.trigger()
-            .snapshot()
-            .await
-            .map_err(|e| ServiceError::internal(format!("cannot trigger a snapshot: {e}")))?;
-        let mut rx = raft.metrics();
-        let wait = async {
-            loop {
-                let snap = rx.borrow_watched().snapshot;
-                if snap.map(|l| l.index) >= target {
-                    return snap;
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        let snap = timeout(self.inner.limits.catch_up_timeout, wait)
-            .await
-            .map_err(|_| ServiceError::internal("snapshot did not complete in time"))?;
-        let index = snap.map(|l| l.index).unwrap_or(0);
-        self.audit(caller, "snapshot", index);
-        Ok(SnapshotInfo {
-            index,
-            term: snap.map(|l| l.leader_id.term).unwrap_or(0),
-            size: self.inner.sm.snapshot_file_size().unwrap_or(0),
-        })
     }
 
     /// This node's view of the cluster, for a caller with `read`.

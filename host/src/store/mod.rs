@@ -7,9 +7,10 @@
 //! - `state_machine`: applying entries, snapshots, the state hash; module switches.
 //! - `modules`: compiled modules by hash, kept on disk once activated; upgrade checks.
 //! - `offload`: the one helper that runs guest calls off the async workers.
-//! - `snapshot`: the snapshot file format.
+//! - `snapshot`: the snapshot file format; `backup`: the backup file around a snapshot.
 //! - `verify`: checking a stopped node's log and snapshot (`host wal verify`).
 
+pub mod backup;
 mod log;
 mod modules;
 mod offload;

@@ -356,16 +356,31 @@ pub async fn add_voter(via: &Node, node: &Node) -> Status {
 
 /// Runs `kvclient --server <server> <args>`: (success, stdout, stderr), trimmed.
 pub fn kvclient(server: &str, args: &[&str]) -> (bool, String, String) {
+    let (code, out, err) = kvclient_exit(server, args);
+    (code == Some(0), out, err)
+}
+
+/// [`kvclient`] with the exit status (`None`: killed by a signal).
+pub fn kvclient_exit(server: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kvclient"))
         .args(["--server", server])
         .args(args)
         .output()
         .expect("run kvclient");
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
         String::from_utf8_lossy(&out.stderr).trim().to_string(),
     )
+}
+
+/// A port free on 127.0.0.1 a moment ago, for a node that must know its address before it
+/// starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
 }
 
 /// Starts a three-node cluster: node1 bootstraps, node2 and node3 join via `/AddVoter`.

@@ -2,7 +2,7 @@
 //! mapped onto it whole. Defaults come from `host::config`'s constants; every flag can also be
 //! set through the environment variable `--help` names.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use host::config::{
     self, AuthConfig, FsmSource, GuestLimits, Limits, NetworkConfig, NodeConfig, RaftTiming,
     StorageConfig, TlsConfig,
@@ -20,6 +20,17 @@ use std::time::Duration;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Log lines on stderr: `text` for people (coloured only on a terminal) or `json`, one
+    /// object per line, for a log collector. RUST_LOG filters them (default
+    /// `info,openraft=warn`).
+    #[arg(
+        long,
+        env = "RAFTWASM_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
     /// This node's id (letters, digits, '-', '_', '.').
     #[arg(long, env = "RAFTWASM_ID", required = true)]
     pub id: Option<String>,
@@ -42,6 +53,13 @@ pub struct Cli {
     pub raft: RaftArgs,
     #[command(flatten)]
     pub storage: StorageArgs,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The state machine.
@@ -125,6 +143,42 @@ pub enum Command {
     /// The write-ahead log of a stopped node.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Seeds a new one-node cluster from a backup file (`kvclient --command backup`, or
+    /// `GET /v1/backup`): checks the file whole, then writes the state at the backup's index into
+    /// an empty data dir. Start the node on it afterwards (without --bs) and add nodes as usual.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The new node's id.
+    #[arg(long)]
+    pub id: String,
+    /// Its data directory (must be empty or absent); `./data/<id>` when absent.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The gRPC address the node will be started with (its address in the new cluster).
+    #[arg(long, default_value = config::DEFAULT_ADDRESS)]
+    pub address: String,
+    /// The address other nodes and clients will reach it at, if not --address.
+    #[arg(long)]
+    pub advertise_address: Option<String>,
+}
+
+impl RestoreArgs {
+    /// The configuration of the node the backup is restored into.
+    pub fn into_config(self) -> NodeConfig {
+        let mut config = NodeConfig::new(&self.id);
+        if let Some(dir) = self.data_dir {
+            config.storage.data_dir = dir;
+        }
+        config.network.address = self.address;
+        config.network.advertise_address = self.advertise_address;
+        config
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,18 +16,10 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in a log file or journal.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = args::Cli::parse();
+    init_logging(cli.log_format);
     if let Some(command) = cli.command {
-        return run_command(command);
+        return run_command(command).await;
     }
     let config = cli.into_config();
     // Refuse a bad configuration before binding anything.
@@ -67,8 +59,44 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// A helper subcommand: prints to stdout, nothing else.
-fn run_command(command: args::Command) -> Result<()> {
+/// Log lines to stderr, filtered by RUST_LOG.
+fn init_logging(format: args::LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let lines = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        args::LogFormat::Json => lines.json().init(),
+        // Colour codes only for a person at a terminal, not in a log file or journal.
+        args::LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// `host restore`: one line on stdout saying what was restored where.
+async fn run_restore(args: args::RestoreArgs) -> Result<()> {
+    let from = args.from.clone();
+    let config = args.into_config();
+    let header = host::restore::restore(&config, &from).await?;
+    println!(
+        "restored {} into {}: log index {} (term {}), module sha256:{}, made by {} ({} bytes of \
+         state); start it with: host --id {} --data-dir {} --address {}",
+        from.display(),
+        config.storage.data_dir.display(),
+        header.index,
+        header.term,
+        &header.module_hash[..12.min(header.module_hash.len())],
+        header.made_by,
+        header.envelope_bytes,
+        config.name,
+        config.storage.data_dir.display(),
+        config.network.address,
+    );
+    Ok(())
+}
+
+/// A subcommand instead of a node: prints to stdout, nothing else.
+async fn run_command(command: args::Command) -> Result<()> {
     match command {
         args::Command::Auth(args::AuthCommand::HashPassword) => {
             let mut line = String::new();
@@ -86,6 +114,7 @@ fn run_command(command: args::Command) -> Result<()> {
             println!("{token}");
             println!("{stored}");
         }
+        args::Command::Restore(restore) => run_restore(restore).await?,
         args::Command::Wal(args::WalCommand::Verify { data_dir }) => {
             let found = host::store::verify(&data_dir);
             print!("{}", found.report);

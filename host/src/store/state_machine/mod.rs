@@ -251,6 +251,11 @@ impl StateMachine {
         }
     }
 
+    /// The hash of the module the state machine runs now.
+    pub fn module_hash(&self) -> String {
+        self.summary().spec.hash()
+    }
+
     /// True when this state machine still needs a seed entry: it runs a wasm module and no
     /// module entry has been applied yet.
     pub fn needs_seed(&self) -> bool {
