@@ -256,7 +256,10 @@ impl Cluster {
 
     /// Node `i`'s status, with its state hash when asked.
     pub async fn status(&self, i: usize, state_hash: bool) -> Result<proto::Status, ClusterError> {
-        let mut req = tonic::Request::new(MonitorRequest { state_hash });
+        let mut req = tonic::Request::new(MonitorRequest {
+            state_hash,
+            ..Default::default()
+        });
         req.set_timeout(RPC_TIMEOUT);
         self.client(i)
             .monitor(req)

@@ -349,7 +349,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     let removals = Removals::default();
     let network = Network::new(peers.clone()).reporting_removals(removals.clone());
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm.clone()).await?;
-    crate::events::watch(&raft, config.name.clone(), sm.clone(), metrics.clone());
+    let events = crate::events::watch(&raft, config.name.clone(), sm.clone(), metrics.clone());
 
     if raft.is_initialized().await? {
         if config.bootstrap {
@@ -367,6 +367,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         limits: config.limits,
         metrics,
         removals,
+        events,
     });
     service.watch_standing();
     Ok(Started {

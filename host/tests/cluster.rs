@@ -402,7 +402,7 @@ async fn kvclient_watch_and_remove_node() {
     let mut watch = nodes[leader]
         .grpc_client()
         .await
-        .watch(proto::MonitorRequest { state_hash: false })
+        .watch(proto::MonitorRequest::default())
         .await
         .unwrap()
         .into_inner();

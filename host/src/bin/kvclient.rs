@@ -272,6 +272,7 @@ async fn run(args: Args) -> Result<()> {
         Command::Monitor | Command::Status => {
             let request = proto::MonitorRequest {
                 state_hash: args.state_hash,
+                ..Default::default()
             };
             print_status(client.monitor(request).await?.into_inner())?
         }
@@ -453,7 +454,7 @@ async fn snapshot(client: &mut Client) -> Result<()> {
 
 /// Prints the node's status each time it changes, until the stream ends.
 async fn watch(client: &mut Client) -> Result<()> {
-    let request = proto::MonitorRequest { state_hash: false };
+    let request = proto::MonitorRequest::default();
     let mut stream = client.watch(request).await?.into_inner();
     while let Some(status) = stream.message().await? {
         print_status(status)?;

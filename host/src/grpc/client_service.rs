@@ -176,11 +176,16 @@ impl Client for ClientService {
 
     async fn monitor(&self, req: Request<proto::MonitorRequest>) -> Reply<proto::Status> {
         let caller = self.caller(&req).await?;
-        if req.into_inner().state_hash {
-            let result = self.service.status_with_state_hash(&caller).await;
-            return reply(result, proto::Status::from);
-        }
-        reply(self.service.status(&caller), proto::Status::from)
+        let asked = req.into_inner();
+        let status = match asked.state_hash {
+            true => self.service.status_with_state_hash(&caller).await,
+            false => self.service.status(&caller),
+        };
+        let status = status.map(|s| match asked.counters {
+            true => self.service.with_counters(s),
+            false => s,
+        });
+        reply(status, proto::Status::from)
     }
 
     async fn snapshot(&self, req: Request<proto::SnapshotRequest>) -> Reply<proto::SnapshotReply> {

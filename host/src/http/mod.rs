@@ -12,13 +12,15 @@
 //! /v1/cluster/nodes`, `DELETE /v1/cluster/nodes/{id}`, `POST /v1/cluster/leader` (`{"id":
 //! ...}`), `GET /v1/status` (`?state_hash=true` adds a hash of the guest state), `POST
 //! /v1/snapshot`, `POST /v1/apply`, `POST /v1/query`, `POST /v1/fsm`. JSON bodies are read
-//! whatever their `Content-Type`. For operators (`ops`): `GET /metrics`, `/livez`, `/readyz`.
+//! whatever their `Content-Type`. For operators (`ops`): `GET /metrics`, `/livez`, `/readyz`,
+//! `/v1/backup`; the dashboard (`dashboard`): `GET /ui` and its data, `GET /v1/dashboard`.
 //! Reads take `?consistency=stale`. Every error, 404 and 405 included, is one JSON shape (see
 //! [`crate::service::ErrorBody`]): `{"code": kind, "error": text, "message": cause, ...}`.
 //! With `--auth-file`, requests authenticate with HTTP Basic or Bearer credentials or a client
 //! certificate (see `caller`); a refusal is 401 (with `WWW-Authenticate`) or 403.
 
 mod caller;
+mod dashboard;
 mod error;
 mod ops;
 mod session;
@@ -122,6 +124,8 @@ pub fn router(service: Service, auth: Authenticator, max_body_bytes: usize) -> R
         .route("/v1/status", get(status))
         .route("/v1/snapshot", post(snapshot))
         .route("/v1/backup", get(ops::backup))
+        .route("/ui", get(dashboard::page))
+        .route("/v1/dashboard", get(dashboard::view))
         .route("/v1/kv", get(scan))
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/cluster/nodes", post(add_node))

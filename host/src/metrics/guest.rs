@@ -157,6 +157,16 @@ impl GuestMetrics {
         fuel_used.observe(fuel as f64);
     }
 
+    /// Calls so far: commands applied, queries answered, and the time applies took.
+    pub fn totals(&self) -> (u64, u64, Duration) {
+        let applies = &self.apply.0;
+        (
+            applies.get_sample_count(),
+            self.query.0.get_sample_count(),
+            Duration::from_secs_f64(applies.get_sample_sum()),
+        )
+    }
+
     /// A call did not return.
     pub fn failed(&self, failure: Failure) {
         self.failures.with_label_values(&[failure.label()]).inc();

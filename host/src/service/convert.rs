@@ -5,7 +5,7 @@
 //! proto3 strings cannot be absent: an empty string stands for "none" (see [`non_empty`]).
 
 use super::{
-    Applied, Consistency, DeleteResult, KeyValue, MemberStatus, ModuleUpgrade, PutResult,
+    Applied, Consistency, Counters, DeleteResult, KeyValue, MemberStatus, ModuleUpgrade, PutResult,
     ScanParams, ScanResponse, SnapshotInfo, StateHash, Status,
 };
 use crate::proto;
@@ -213,6 +213,11 @@ impl From<proto::Status> for Status {
                 applied_index: h.applied_index,
                 sha256: h.sha256,
             }),
+            counters: s.counters.map(|c| Counters {
+                commands_applied: c.commands_applied,
+                queries_answered: c.queries_answered,
+                apply_micros: c.apply_micros,
+            }),
         }
     }
 }
@@ -258,6 +263,11 @@ impl From<Status> for proto::Status {
             state_hash: s.state_hash.map(|h| proto::StateHash {
                 applied_index: h.applied_index,
                 sha256: h.sha256,
+            }),
+            counters: s.counters.map(|c| proto::Counters {
+                commands_applied: c.commands_applied,
+                queries_answered: c.queries_answered,
+                apply_micros: c.apply_micros,
             }),
         }
     }

@@ -160,7 +160,7 @@ impl Service {
     /// credentials, which the new node checks too).
     async fn probe(&self, name: &str, addr: &str, caller: &Caller) -> Result<(), ServiceError> {
         let mut client = self.inner.forward.client(addr)?;
-        let mut request = tonic::Request::new(crate::proto::MonitorRequest { state_hash: false });
+        let mut request = tonic::Request::new(crate::proto::MonitorRequest::default());
         request.set_timeout(PROBE_TIMEOUT);
         caller.forwarding(request.metadata_mut());
         let status = timeout(PROBE_TIMEOUT, client.monitor(request))

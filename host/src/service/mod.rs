@@ -20,6 +20,7 @@
 mod backup;
 mod batcher;
 mod convert;
+mod dashboard;
 mod error;
 mod forward;
 mod health;
@@ -33,17 +34,19 @@ pub mod transfer;
 mod upgrade;
 
 pub use backup::{BackupStream, SnapshotInfo};
+pub use dashboard::{ClusterView, MemberView};
 pub use error::{ErrorBody, ServiceError};
 pub use forward::{hops, never_sent, HOPS_HEADER, MAX_HOPS};
 pub use guest_kv::schema::{KeyValue, ScanResponse};
 pub use health::{Readiness, READY_MAX_APPLY_LAG};
 pub use kv::{DeleteResult, PutResult, ScanParams};
 pub use standing::Standing;
-pub use status::{MemberStatus, StateHash, Status};
+pub use status::{Counters, MemberStatus, StateHash, Status};
 pub use upgrade::ModuleUpgrade;
 
 use crate::auth::{Caller, Permission, Scope};
 use crate::config::Limits;
+use crate::events::EventLog;
 use crate::metrics::Metrics;
 use crate::network::{PeerPool, Removals};
 use crate::store::{Raft, StateMachine};
@@ -93,6 +96,7 @@ struct Inner {
     metrics: Metrics,
     /// Members' word that this node is not in the cluster.
     removals: Removals,
+    events: EventLog,
 }
 
 /// The node's client-facing operations. Cheap to clone.
@@ -121,6 +125,8 @@ pub struct Parts {
     pub metrics: Metrics,
     /// Members' word that this node is not in the cluster (the network records it).
     pub removals: Removals,
+    /// The latest cluster events this node saw.
+    pub events: EventLog,
 }
 
 impl std::fmt::Debug for Parts {
@@ -142,6 +148,7 @@ impl Service {
             limits,
             metrics,
             removals,
+            events,
         } = parts;
         let requests = metrics.requests().clone();
         Service {
@@ -163,6 +170,7 @@ impl Service {
                 limits,
                 metrics,
                 removals,
+                events,
             }),
         }
     }

@@ -104,6 +104,9 @@ impl Service {
                     "this node was removed from the cluster: it stops campaigning and answers \
                      not_member"
                 );
+                self.inner
+                    .events
+                    .record(term, format!("{node} learned it was removed"));
             }
             Standing::Member if before == Some(Standing::Removed) => {
                 self.inner.raft.runtime_config().elect(true);

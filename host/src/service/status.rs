@@ -27,6 +27,17 @@ pub struct StateHash {
     pub sha256: String,
 }
 
+/// Guest calls on one node since it started: rates come from two readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Commands applied (every node applies every committed command).
+    pub commands_applied: u64,
+    /// Queries this node's guest answered.
+    pub queries_answered: u64,
+    /// Time spent applying commands, microseconds.
+    pub apply_micros: u64,
+}
+
 /// A node's view of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -57,6 +68,9 @@ pub struct Status {
     /// Live client sessions in this node's state machine.
     #[serde(default)]
     pub sessions: u64,
+    /// Present when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<Counters>,
 }
 
 impl Status {
@@ -107,6 +121,7 @@ impl Status {
             state_hash: None,
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
             sessions: sm.sessions as u64,
+            counters: None,
         }
     }
 }
