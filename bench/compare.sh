@@ -6,6 +6,7 @@
 #   bench/compare.sh                 # DURATION=10 WARMUP=2 ROUNDS=3 BASE_PORT=31000 by default
 #   MODE=tls bench/compare.sh        # the cost of TLS: raftwasm with and without it, etcd with it
 #   MODE=sessions bench/compare.sh   # the cost of client sessions on writes (raftwasm only)
+#   MODE=metrics BASELINE_HOST=path bench/compare.sh   # this build against an older host binary
 #
 # MODE=tls runs raftwasm without TLS, raftwasm with TLS for clients and between nodes (client
 # certificates required), and etcd with the same (client and peer TLS, client-cert-auth), all
@@ -17,6 +18,11 @@
 # result) on put x1 and put x64, and samples the three nodes' CPU time (/proc/<pid>/stat) over
 # each run's measured window; it writes its table between the sessions markers of
 # BENCHMARKS.md. It does not need etcd.
+#
+# MODE=metrics runs two raftwasm clusters, this build's host and BASELINE_HOST (a host binary
+# built from a commit before metrics, e.g. 457b0c5 in a git worktree), alternating put x1 and
+# put x64 with the node CPU sampled as in MODE=sessions; it writes its table between the metrics
+# markers of BENCHMARKS.md.
 #
 # Installs etcd from Debian's etcd-server package if it is missing (needs root). Stops
 # everything it started, even on failure.
@@ -30,9 +36,12 @@ BASE_PORT=${BASE_PORT:-31000}
 KEYSPACE=${KEYSPACE:-10000}
 OUT=${OUT:-BENCHMARKS.md}
 MODE=${MODE:-plain}
-case "$MODE" in plain|tls|sessions) ;; *) echo "MODE is plain, tls or sessions, not $MODE" >&2; exit 2 ;; esac
+case "$MODE" in plain|tls|sessions|metrics) ;; *) echo "MODE is plain, tls, sessions or metrics, not $MODE" >&2; exit 2 ;; esac
+if [ "$MODE" = metrics ] && [ ! -x "${BASELINE_HOST:-}" ]; then
+  echo "MODE=metrics needs BASELINE_HOST, the host binary to compare with" >&2; exit 2
+fi
 
-if [ "$MODE" != sessions ] && ! command -v etcd >/dev/null; then
+if [ "$MODE" != sessions ] && [ "$MODE" != metrics ] && ! command -v etcd >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
 make build >/dev/null
@@ -155,6 +164,24 @@ if [ "$MODE" = sessions ]; then
       fi
     done
   done
+elif [ "$MODE" = metrics ]; then
+  start_raftwasm now 0; NOW_LEADER=$LEADER; NOW_PIDS=("${NODE_PIDS[@]}")
+  CURRENT_HOST=$HOST; HOST=$BASELINE_HOST
+  start_raftwasm before 100; BEFORE_LEADER=$LEADER; BEFORE_PIDS=("${NODE_PIDS[@]}")
+  HOST=$CURRENT_HOST
+  echo "leaders: raftwasm $NOW_LEADER, raftwasm-before-metrics $BEFORE_LEADER" >&2
+  for round in $(seq "$ROUNDS"); do
+    echo "== round $round of $ROUNDS" >&2
+    for clients in 1 64; do
+      for system in $([ $((round % 2)) = 1 ] && echo "now before" || echo "before now"); do
+        if [ "$system" = now ]; then
+          NODE_PIDS=("${NOW_PIDS[@]}"); run_cpu raftwasm raftwasm "$NOW_LEADER" put $clients
+        else
+          NODE_PIDS=("${BEFORE_PIDS[@]}"); run_cpu raftwasm-before-metrics raftwasm "$BEFORE_LEADER" put $clients
+        fi
+      done
+    done
+  done
 elif [ "$MODE" = tls ]; then
   start_raftwasm plain 0; PLAIN_LEADER=$LEADER
   start_raftwasm tls 100 "${RAFTWASM_TLS[@]}"; TLS_LEADER=$LEADER
@@ -199,7 +226,7 @@ else
 fi
 
 python3 - "$RESULTS" "$OUT" "$MODE" <<'PY'
-import json, platform, subprocess, sys
+import json, os, platform, subprocess, sys
 mode = sys.argv[3]
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 # One row per workload: the median-throughput round, plus the range over rounds.
@@ -250,7 +277,9 @@ def ratios(per, op, clients, a, b):
     return [x / y for x, y in zip(xs.get(a, []), xs.get(b, [])) if y]
 def span(v, fmt):
     return (fmt % min(v)) + ("–" + fmt % max(v) if len(v) > 1 else "") if v else "?"
-if mode == "sessions":
+if mode in ("sessions", "metrics"):
+    new, old = {"sessions": ("raftwasm-sessions", "raftwasm"),
+                "metrics": ("raftwasm", "raftwasm-before-metrics")}[mode]
     def cpu_us(r):
         ops = r["ops_per_sec"] * r["duration_s"]
         return r["node_cpu_s"] * 1e6 / ops if ops else float("nan")
@@ -263,8 +292,18 @@ if mode == "sessions":
             r["label"], r["op"], r["clients"], r["ops_per_sec"], r["range"], cpu_us(r),
             span(cpus, "%.1f"), r["p50_ms"], r["p99_ms"], r["errors"]))
     lines = ["- %s x%d: ops/s %s, node CPU per op %s" % (
-        op, c, span(ratios(ops, op, c, "raftwasm-sessions", "raftwasm"), "%.2f"),
-        span(ratios(cpu, op, c, "raftwasm-sessions", "raftwasm"), "%.2f")) for op, c in [("put", 1), ("put", 64)]]
+        op, c, span(ratios(ops, op, c, new, old), "%.2f"),
+        span(ratios(cpu, op, c, new, old), "%.2f")) for op, c in [("put", 1), ("put", 64)]]
+    if mode == "metrics":
+        section = ["<!-- metrics: written by MODE=metrics bench/compare.sh -->",
+                   "### The cost of metrics", "",
+                   "Written by `MODE=metrics BASELINE_HOST=... bench/compare.sh`: two 3-node raftwasm clusters,",
+                   "this build and a host built from before metrics, events and dashboard (%s), kvbench" % os.environ.get("BASELINE_DESC", "BASELINE_HOST"),
+                   "on each back to back, the order flipped every round; %d rounds of %d s. Node CPU as above." % (rows[0]["rounds"], rows[0]["duration_s"]), ""]
+        section += machine[:2] + [""] + table + ["", "This build over the one before metrics, within each round (range over rounds):", ""] + lines
+        section += ["<!-- /metrics -->"]
+        splice(section[0], section[-1], section)
+        sys.exit(0)
     section = ["<!-- sessions: written by MODE=sessions bench/compare.sh -->",
                "### With client sessions", "",
                "Written by `MODE=sessions bench/compare.sh`: one 3-node raftwasm cluster, kvbench without",
