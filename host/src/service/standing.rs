@@ -44,11 +44,12 @@ impl Standing {
 impl Service {
     /// Where this node stands now.
     pub fn standing(&self) -> Standing {
-        Standing::of(
-            &self.metrics(),
-            self.inner.id,
-            self.inner.removals.reported(),
-        )
+        // Borrowed, not cloned: every forwarded request and linearizable read asks. Nothing
+        // else is locked while the borrow lasts.
+        let reported = self.inner.removals.reported();
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        Standing::of(&metrics, self.inner.id, reported)
     }
 
     /// `Ok` on a member; the `not_member` error that tells a client (and an operator) what to do
