@@ -7,14 +7,19 @@
 use crate::metrics::raft::Seen;
 use crate::metrics::Metrics;
 use crate::store::{Raft, StateMachine};
-use crate::types::{NodeId, RaftMetrics};
+use crate::types::{metrics_settled, NodeId, RaftMetrics};
 use openraft::async_runtime::WatchReceiver;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Events an [`EventLog`] keeps.
 const KEPT_EVENTS: usize = 100;
+/// How long a change of openraft's metrics waits for more before they are looked at: the events
+/// followed happen a few times a minute at most, the metrics change several times per write
+/// batch under load.
+const SETTLE: Duration = Duration::from_millis(20);
 
 /// One thing that happened to the node in its cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +112,7 @@ pub fn watch(raft: &Raft, name: String, sm: StateMachine, metrics: Metrics) -> E
                 log_changes(&name, before, &view, &log);
             }
             last = Some(view);
-            if rx.changed().await.is_err() {
+            if !metrics_settled(&mut rx, SETTLE).await {
                 return;
             }
         }

@@ -21,7 +21,7 @@ use crate::proto::raft_server::RaftServer;
 use crate::service::{Parts, Service};
 use crate::store::{offload, verify_envelope, LogStore, Raft, StateMachine};
 use crate::tls::{self, PeerCerts, ServerTls, TlsListener};
-use crate::types::{node_id, Member};
+use crate::types::{metrics_settled, node_id, Member};
 use futures::{Stream, StreamExt};
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
@@ -231,7 +231,7 @@ async fn watch_health(started: Started, health: tonic_health::server::HealthRepo
         }
         let tick = tokio::time::sleep(HEALTH_TICK);
         tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return },
+            running = metrics_settled(&mut rx, HEALTH_SETTLE) => if !running { return },
             _ = tick => {}
         }
     }
@@ -241,6 +241,9 @@ async fn watch_health(started: Started, health: tonic_health::server::HealthRepo
 const HEALTH_CLIENT_SERVICE: &str = "raftwasm.v1.Client";
 /// How often readiness is looked at when nothing in Raft changes.
 const HEALTH_TICK: Duration = Duration::from_secs(1);
+/// How long a change of Raft's metrics waits for more before readiness is looked at again: a
+/// probe's period is seconds, and under load the metrics change thousands of times a second.
+const HEALTH_SETTLE: Duration = Duration::from_millis(50);
 
 type Routes = tonic::transport::server::Router<
     tower::layer::util::Stack<ObserveLayer, tower::layer::util::Identity>,

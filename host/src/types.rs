@@ -124,6 +124,20 @@ pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type SnapshotData = Vec<u8>;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+/// A receiver of openraft's metrics, as `Raft::metrics` hands them out.
+pub type MetricsWatch = openraft::type_config::alias::WatchReceiverOf<TypeConfig, RaftMetrics>;
+
+/// Waits until openraft's metrics change, then `settle` longer, and says whether Raft still
+/// runs. Under load the metrics change several times per write batch; a watcher that loops on
+/// this looks at them at most once per `settle`, the changes in between seen as their latest.
+pub async fn metrics_settled(rx: &mut MetricsWatch, settle: std::time::Duration) -> bool {
+    use openraft::async_runtime::WatchReceiver;
+    if rx.changed().await.is_err() {
+        return false;
+    }
+    tokio::time::sleep(settle).await;
+    true
+}
 
 /// Maps a user-facing node name to openraft's id: the first 8 bytes of its SHA-256. Zero is
 /// avoided so an id is never mistaken for "no node".

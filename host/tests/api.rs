@@ -224,7 +224,7 @@ async fn nodes_listening_on_every_interface_advertise_reachable_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_state_hash_does_not_stall_writes() {
-    let root = tempfile::tempdir().unwrap();
+    let root = common::TestDir::new();
     // One async worker, as on a one-core machine: a guest call run on it would stop every
     // other task of the node for its whole duration.
     let one_worker = [("TOKIO_WORKER_THREADS", "1")];

@@ -3,6 +3,7 @@
 
 use super::{name, register, LATENCY_BUCKETS};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which API a request came in on.
@@ -26,9 +27,11 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
-/// The request families.
+/// The request families. A clone (one per request on the gRPC path) shares them.
 #[derive(Clone)]
-pub struct RequestMetrics {
+pub struct RequestMetrics(Arc<Families>);
+
+struct Families {
     requests: IntCounterVec,
     duration: HistogramVec,
     forwarded: IntCounterVec,
@@ -45,7 +48,7 @@ impl std::fmt::Debug for RequestMetrics {
 impl RequestMetrics {
     pub(super) fn new(registry: &Registry) -> prometheus::Result<Self> {
         let labels = &["api", "operation", "code"];
-        Ok(RequestMetrics {
+        Ok(RequestMetrics(Arc::new(Families {
             requests: register(
                 registry,
                 IntCounterVec::new(
@@ -99,30 +102,31 @@ impl RequestMetrics {
                     .buckets(BATCH_BUCKETS.to_vec()),
                 ),
             )?,
-        })
+        })))
     }
 
     /// A request for `operation` on `api` was answered with `code` after `took`.
     pub fn answered(&self, api: Api, operation: &str, code: &str, took: Duration) {
         let labels = [api.label(), operation, code];
-        self.requests.with_label_values(&labels).inc();
-        self.duration
+        self.0.requests.with_label_values(&labels).inc();
+        self.0
+            .duration
             .with_label_values(&labels)
             .observe(took.as_secs_f64());
     }
 
     /// This node forwarded a request for `operation` to the leader.
     pub fn forwarded(&self, operation: &str) {
-        self.forwarded.with_label_values(&[operation]).inc();
+        self.0.forwarded.with_label_values(&[operation]).inc();
     }
 
     /// The batcher proposed `commands` commands in one entry.
     pub fn write_batch(&self, commands: usize) {
-        self.write_batch.observe(commands as f64);
+        self.0.write_batch.observe(commands as f64);
     }
 
     /// `reads` reads shared one read-index confirmation.
     pub fn read_batch(&self, reads: usize) {
-        self.read_batch.observe(reads as f64);
+        self.0.read_batch.observe(reads as f64);
     }
 }

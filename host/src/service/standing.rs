@@ -7,9 +7,14 @@
 //! the members that refuse its votes ([`crate::network::Removals`]).
 
 use super::{Service, ServiceError};
-use crate::types::{NodeId, RaftMetrics};
+use crate::types::{metrics_settled, NodeId, RaftMetrics};
 use openraft::async_runtime::WatchReceiver;
 use serde::Serialize;
+use std::time::Duration;
+
+/// How long a change of openraft's metrics waits for more before the standing is looked at
+/// again: it changes with membership, the metrics several times per write batch under load.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// This node's membership, as far as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,7 +93,7 @@ impl Service {
                 }
                 last = Some(now);
                 tokio::select! {
-                    changed = metrics.changed() => if changed.is_err() { return },
+                    running = metrics_settled(&mut metrics, SETTLE) => if !running { return },
                     changed = reports.changed() => if changed.is_err() { return },
                 }
             }
