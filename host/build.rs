@@ -7,8 +7,16 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Guests linked as components with no imports (see `.cargo/config.toml`).
-const PURE_GUESTS: &[&str] = &["guest-kv", "bank", "hostile", "bigmem", "bad-restore"];
+/// Guests linked as components without WASI (see `.cargo/config.toml`): they import nothing,
+/// or only the `raftwasm:fsm@0.2.0` context.
+const PURE_GUESTS: &[&str] = &[
+    "guest-kv",
+    "bank",
+    "hostile",
+    "bigmem",
+    "bad-restore",
+    "context-probe",
+];
 /// Guests that use guest-kv as a library without its component export: built in a cargo run of
 /// their own, since cargo unifies features across the packages of one run.
 const LIBRARY_USING_GUESTS: &[&str] = &["guest-kv-v2"];

@@ -3,7 +3,7 @@
 //! Run: `cargo bench --bench fsm` (optionally `-- OPS KEYSPACE`). Prints ns/op for puts and gets.
 
 use guest_kv::Kv;
-use host::fsm::{GuestLimits, GuestModule};
+use host::fsm::{EntryContext, GuestLimits, GuestModule};
 use std::path::Path;
 use std::time::Instant;
 
@@ -40,14 +40,14 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut fuel = 0u64;
     for cmd in &puts {
-        let out = fsm.apply(cmd)?;
+        let out = fsm.apply(cmd, EntryContext::default())?;
         fuel += out.fuel_used;
         out.result?;
     }
     let wasm_put = start.elapsed();
     let start = Instant::now();
     for q in &gets {
-        fsm.query(q)?.result?;
+        fsm.query(q, EntryContext::default())?.result?;
     }
     let wasm_get = start.elapsed();
     let start = Instant::now();

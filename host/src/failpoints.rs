@@ -16,6 +16,10 @@ pub const SNAPSHOT_BEFORE_RENAME: &str = "snapshot_before_rename";
 /// as a failing disk would.
 pub const WAL_SYNC_FAILS: &str = "wal_sync_fails";
 
+/// Armed as `clock_ahead_ms=N`: this node, when it leads, stamps the entries it proposes N ms
+/// ahead of its clock, as a node whose clock runs fast.
+pub const CLOCK_AHEAD_MS: &str = "clock_ahead_ms";
+
 /// The environment variable a failpoints build reads the armed failpoints from.
 pub const ENV: &str = "RAFTWASM_FAILPOINTS";
 

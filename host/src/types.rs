@@ -62,6 +62,14 @@ pub enum Request {
     Batch(Vec<Command>),
     /// Opens a client session, whose id is this entry's log index.
     OpenSession,
+    /// A batch of commands with the time the leader proposed it at (ms since the Unix epoch):
+    /// what the batcher logs. The time a guest sees for it is this one, or the previous stamped
+    /// entry's if that is later, so the log's clock never goes back (see
+    /// `raftwasm:fsm/context@0.2.0`).
+    Stamped {
+        unix_ms: u64,
+        commands: Vec<Command>,
+    },
 }
 
 impl fmt::Display for Request {
@@ -70,6 +78,7 @@ impl fmt::Display for Request {
             Request::Commands(c) => write!(f, "commands({})", c.len()),
             Request::Batch(c) => write!(f, "batch({})", c.len()),
             Request::OpenSession => write!(f, "open-session"),
+            Request::Stamped { commands, .. } => write!(f, "stamped({})", commands.len()),
             Request::Module { bytes, seed } => {
                 write!(f, "module({} bytes, seed: {seed})", bytes.len())
             }

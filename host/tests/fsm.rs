@@ -4,7 +4,9 @@
 //! (each with its documented error, state unchanged, next command fine), and load errors.
 
 use guest_kv::schema::{self, Command, GetResponse, Query, ScanResponse};
-use host::fsm::{CallError, GuestError, GuestFsm, GuestLimits, GuestModule, LoadError};
+use host::fsm::{
+    CallError, EntryContext, GuestError, GuestFsm, GuestLimits, GuestModule, LoadError,
+};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +31,9 @@ fn load(path: &str) -> GuestModule {
 }
 
 fn apply(fsm: &mut GuestFsm, cmd: &Command) -> Result<Vec<u8>, CallError> {
-    fsm.apply(&cmd.encode()).expect("no host fault").result
+    fsm.apply(&cmd.encode(), EntryContext::default())
+        .expect("no host fault")
+        .result
 }
 
 fn put(key: &str, value: &str) -> Command {
@@ -40,7 +44,9 @@ fn put(key: &str, value: &str) -> Command {
 }
 
 fn query<T: serde::de::DeserializeOwned>(fsm: &mut GuestFsm, q: &Query) -> T {
-    let out = fsm.query(&q.encode()).expect("no host fault");
+    let out = fsm
+        .query(&q.encode(), EntryContext::default())
+        .expect("no host fault");
     schema::decode(&out.result.expect("query succeeds")).expect("guest-kv answers its schema")
 }
 
@@ -126,7 +132,10 @@ fn independent_instances_agree_on_state_and_fuel() {
     let mut fuel = (0u64, 0u64);
     for cmd in workload(3_000) {
         let bytes = cmd.encode();
-        let (oa, ob) = (a.apply(&bytes).unwrap(), b.apply(&bytes).unwrap());
+        let (oa, ob) = (
+            a.apply(&bytes, EntryContext::default()).unwrap(),
+            b.apply(&bytes, EntryContext::default()).unwrap(),
+        );
         assert_eq!(oa, ob, "{cmd:?}");
         assert!(oa.fuel_used > 0);
         fuel.0 += oa.fuel_used;
@@ -149,7 +158,7 @@ fn bad_commands_to_guest_kv_are_error_values() {
         String::from_utf8(put("", "v").encode()).unwrap(),
         String::new(),
     ] {
-        let out = fsm.apply(bad.as_bytes()).unwrap();
+        let out = fsm.apply(bad.as_bytes(), EntryContext::default()).unwrap();
         match out.result {
             Err(CallError::Guest {
                 error: GuestError::InvalidInput(msg),
@@ -157,7 +166,9 @@ fn bad_commands_to_guest_kv_are_error_values() {
             other => panic!("{bad:?} gave {other:?}"),
         }
     }
-    let out = fsm.query(b"{\"op\":\"get\"}").unwrap();
+    let out = fsm
+        .query(b"{\"op\":\"get\"}", EntryContext::default())
+        .unwrap();
     assert!(
         matches!(out.result, Err(CallError::Guest { error: GuestError::InvalidInput(m) }) if m.contains("missing field"))
     );
@@ -168,7 +179,11 @@ fn bad_commands_to_guest_kv_are_error_values() {
 #[test]
 fn bank_example_is_swappable_and_keeps_its_invariant() {
     let mut fsm = load(BANK).start().unwrap();
-    let mut apply = |cmd: &str| fsm.apply(cmd.as_bytes()).unwrap().result;
+    let mut apply = |cmd: &str| {
+        fsm.apply(cmd.as_bytes(), EntryContext::default())
+            .unwrap()
+            .result
+    };
     apply("open alice 100").unwrap();
     apply("open bob 50").unwrap();
     apply("transfer alice bob 30").unwrap();
@@ -178,8 +193,20 @@ fn bank_example_is_swappable_and_keeps_its_invariant() {
             error: GuestError::Rejected(_)
         })
     ));
-    assert_eq!(fsm.query(b"balance bob").unwrap().result.unwrap(), b"80");
-    assert_eq!(fsm.query(b"audit").unwrap().result.unwrap(), b"ok 150 2");
+    assert_eq!(
+        fsm.query(b"balance bob", EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
+        b"80"
+    );
+    assert_eq!(
+        fsm.query(b"audit", EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
+        b"ok 150 2"
+    );
 }
 
 /// Applies `cmd` to the hostile guest and checks it fails as `expected` says, leaves the state
@@ -187,13 +214,13 @@ fn bank_example_is_swappable_and_keeps_its_invariant() {
 fn assert_contained(fsm: &mut GuestFsm, cmd: &str, expected: impl Fn(&CallError) -> bool) {
     let before = fsm.snapshot().unwrap();
     let out = fsm
-        .apply(cmd.as_bytes())
+        .apply(cmd.as_bytes(), EntryContext::default())
         .expect("the host survives and rebuilds");
     let err = out.result.expect_err(cmd);
     assert!(expected(&err), "{cmd}: unexpected error {err:?}");
     assert_eq!(fsm.snapshot().unwrap(), before, "{cmd} changed state");
     let next = format!("set after-{} ok", cmd.replace(' ', "-"));
-    fsm.apply(next.as_bytes())
+    fsm.apply(next.as_bytes(), EntryContext::default())
         .unwrap()
         .result
         .expect("next command works");
@@ -202,7 +229,10 @@ fn assert_contained(fsm: &mut GuestFsm, cmd: &str, expected: impl Fn(&CallError)
 #[test]
 fn hostile_guests_are_contained() {
     let mut fsm = load(HOSTILE).start().unwrap();
-    fsm.apply(b"set base 1").unwrap().result.unwrap();
+    fsm.apply(b"set base 1", EntryContext::default())
+        .unwrap()
+        .result
+        .unwrap();
     assert_contained(&mut fsm, "loop", |e| {
         matches!(e, CallError::OutOfFuel { budget: 10_000_000 })
     });
@@ -221,12 +251,30 @@ fn hostile_guests_are_contained() {
     assert_contained(&mut fsm, "set-then-trap k lost", |e| {
         matches!(e, CallError::Trap { .. })
     });
-    assert_eq!(fsm.query(b"get k").unwrap().result.unwrap(), b"");
-    assert_eq!(fsm.query(b"get base").unwrap().result.unwrap(), b"1");
+    assert_eq!(
+        fsm.query(b"get k", EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
+        b""
+    );
+    assert_eq!(
+        fsm.query(b"get base", EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
+        b"1"
+    );
     // A runaway query is contained too, and leaves the state alone.
-    let out = fsm.query(b"loop now").unwrap();
+    let out = fsm.query(b"loop now", EntryContext::default()).unwrap();
     assert!(matches!(out.result, Err(CallError::OutOfFuel { .. })));
-    assert_eq!(fsm.query(b"get base").unwrap().result.unwrap(), b"1");
+    assert_eq!(
+        fsm.query(b"get base", EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
+        b"1"
+    );
 }
 
 #[test]
@@ -246,8 +294,8 @@ fn hostile_failures_are_identical_across_instances() {
         "nonsense",
     ] {
         let (oa, ob) = (
-            a.apply(cmd.as_bytes()).unwrap(),
-            b.apply(cmd.as_bytes()).unwrap(),
+            a.apply(cmd.as_bytes(), EntryContext::default()).unwrap(),
+            b.apply(cmd.as_bytes(), EntryContext::default()).unwrap(),
         );
         assert_eq!(oa, ob, "{cmd}");
     }
@@ -257,12 +305,23 @@ fn hostile_failures_are_identical_across_instances() {
 #[test]
 fn rollback_after_a_checkpoint_replays_the_journal() {
     let mut fsm = load(HOSTILE).start().unwrap();
-    fsm.apply(b"set a 1").unwrap().result.unwrap();
+    fsm.apply(b"set a 1", EntryContext::default())
+        .unwrap()
+        .result
+        .unwrap();
     // The snapshot becomes the checkpoint; the next two commands live only in the journal.
     fsm.snapshot().unwrap();
-    fsm.apply(b"set b 2").unwrap().result.unwrap();
-    fsm.apply(b"set c 3").unwrap().result.unwrap();
-    let out = fsm.apply(b"set-then-trap a lost").unwrap();
+    fsm.apply(b"set b 2", EntryContext::default())
+        .unwrap()
+        .result
+        .unwrap();
+    fsm.apply(b"set c 3", EntryContext::default())
+        .unwrap()
+        .result
+        .unwrap();
+    let out = fsm
+        .apply(b"set-then-trap a lost", EntryContext::default())
+        .unwrap();
     assert!(out.result.is_err());
     assert_eq!(*fsm.snapshot().unwrap(), b"a 1\nb 2\nc 3\n");
 }
@@ -281,16 +340,29 @@ fn restore_failure_keeps_the_current_state() {
 #[test]
 fn wasi_importing_guest_loads_and_its_imports_trap() {
     let mut fsm = load(WASI_USER).start().unwrap();
-    assert_eq!(fsm.apply(b"echo hi").unwrap().result.unwrap(), b"hi");
+    assert_eq!(
+        fsm.apply(b"echo hi", EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
+        b"hi"
+    );
     for cmd in ["time", "random", "print"] {
-        let err = fsm.apply(cmd.as_bytes()).unwrap().result.expect_err(cmd);
+        let err = fsm
+            .apply(cmd.as_bytes(), EntryContext::default())
+            .unwrap()
+            .result
+            .expect_err(cmd);
         assert!(
             matches!(&err, CallError::Trap { message } if message.contains("unknown import")),
             "{cmd}: {err:?}"
         );
     }
     assert_eq!(
-        fsm.apply(b"echo still alive").unwrap().result.unwrap(),
+        fsm.apply(b"echo still alive", EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
         b"still alive"
     );
 }

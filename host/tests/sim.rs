@@ -206,9 +206,9 @@ impl RaftStateMachine<TypeConfig> for SimStateMachine {
             let commands = match entry.payload {
                 EntryPayload::Normal(Request::Commands(commands)) => commands,
                 // The simulation's clients use no sessions.
-                EntryPayload::Normal(Request::Batch(commands)) => {
-                    commands.into_iter().map(|c| c.bytes).collect()
-                }
+                EntryPayload::Normal(
+                    Request::Batch(commands) | Request::Stamped { commands, .. },
+                ) => commands.into_iter().map(|c| c.bytes).collect(),
                 EntryPayload::Normal(Request::Module { .. } | Request::OpenSession) => Vec::new(),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);

@@ -21,7 +21,7 @@ mod export {
     use guest_kv::KvError;
     use std::cell::RefCell;
 
-    wit_bindgen::generate!({ path: "../../wit", world: "fsm" });
+    wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "fsm" });
 
     use exports::raftwasm::fsm::state_machine::{Error, Guest};
 

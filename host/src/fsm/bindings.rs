@@ -1,23 +1,220 @@
-//! The only place the WIT world is turned into Rust: the `bindgen!` call for `raftwasm:fsm`,
-//! plus conversions from generated types to the host's own ([`GuestError`]).
+//! The only place the WIT worlds are turned into Rust: one `bindgen!` call per version of
+//! `raftwasm:fsm` the host runs (0.1.0: exports only; 0.2.0: the same exports, plus the
+//! `context` import), an [`Fsm`] over either, and conversions from generated types to the
+//! host's own ([`GuestError`]).
 
+use super::context::Level;
 use super::error::{bounded, GuestError, MAX_GUEST_MESSAGE_BYTES};
+use super::limiter::StoreState;
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::Store;
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "fsm",
-});
+mod v1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.1.0",
+        world: "fsm",
+    });
+}
 
-pub(super) use exports::raftwasm::fsm::state_machine::Error as WitError;
+mod v2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.2.0",
+        world: "fsm",
+    });
+}
+
+use v2::raftwasm::fsm::context as wit_context;
+
+/// The world version a component targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorldVersion {
+    V0_1,
+    V0_2,
+}
+
+impl WorldVersion {
+    /// As WIT writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorldVersion::V0_1 => "raftwasm:fsm@0.1.0",
+            WorldVersion::V0_2 => "raftwasm:fsm@0.2.0",
+        }
+    }
+}
+
+/// A component ready to instantiate, in the world it exports.
+#[derive(Clone)]
+pub(super) enum FsmPre {
+    V1(v1::FsmPre<StoreState>),
+    V2(v2::FsmPre<StoreState>),
+}
+
+/// One instance's exports.
+pub(super) enum Fsm {
+    V1(v1::Fsm),
+    V2(v2::Fsm),
+}
+
+/// A guest's error, as either world's bindings type it.
+type Guest<T> = wasmtime::Result<Result<T, GuestError>>;
+
+impl FsmPre {
+    /// Links `component` (the 0.2.0 context when it exports 0.2.0's state machine; whatever
+    /// else it imports, WASI typically, stubbed with a function that traps with the same
+    /// message on every node) and checks its exports.
+    pub(super) fn link(
+        linker: &mut Linker<StoreState>,
+        component: &Component,
+    ) -> Result<FsmPre, String> {
+        let version = exported_version(component);
+        if version == Some(WorldVersion::V0_2) {
+            wit_context::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        linker
+            .define_unknown_imports_as_traps(component)
+            .map_err(|e| format!("{e:#}"))?;
+        let pre: InstancePre<StoreState> = linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("{e:#}"))?;
+        match version {
+            Some(WorldVersion::V0_2) => v2::FsmPre::new(pre)
+                .map(FsmPre::V2)
+                .map_err(|e| format!("{e:#}")),
+            _ => v1::FsmPre::new(pre)
+                .map(FsmPre::V1)
+                .map_err(|e| format!("{e:#}")),
+        }
+    }
+
+    pub(super) fn version(&self) -> WorldVersion {
+        match self {
+            FsmPre::V1(_) => WorldVersion::V0_1,
+            FsmPre::V2(_) => WorldVersion::V0_2,
+        }
+    }
+
+    pub(super) fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Fsm> {
+        Ok(match self {
+            FsmPre::V1(pre) => Fsm::V1(pre.instantiate(store)?),
+            FsmPre::V2(pre) => Fsm::V2(pre.instantiate(store)?),
+        })
+    }
+}
+
+/// The world whose state machine `component` exports, if either.
+fn exported_version(component: &Component) -> Option<WorldVersion> {
+    let engine = component.engine();
+    let ty = component.component_type();
+    let mut found = None;
+    for (name, _) in ty.exports(engine) {
+        match name {
+            "raftwasm:fsm/state-machine@0.2.0" => return Some(WorldVersion::V0_2),
+            "raftwasm:fsm/state-machine@0.1.0" => found = Some(WorldVersion::V0_1),
+            _ => {}
+        }
+    }
+    found
+}
+
+impl Fsm {
+    pub(super) fn apply(&self, store: &mut Store<StoreState>, command: &[u8]) -> Guest<Vec<u8>> {
+        Ok(match self {
+            Fsm::V1(f) => f
+                .raftwasm_fsm_state_machine()
+                .call_apply(store, command)?
+                .map_err(GuestError::from),
+            Fsm::V2(f) => f
+                .raftwasm_fsm_state_machine()
+                .call_apply(store, command)?
+                .map_err(GuestError::from),
+        })
+    }
+
+    pub(super) fn query(&self, store: &mut Store<StoreState>, request: &[u8]) -> Guest<Vec<u8>> {
+        Ok(match self {
+            Fsm::V1(f) => f
+                .raftwasm_fsm_state_machine()
+                .call_query(store, request)?
+                .map_err(GuestError::from),
+            Fsm::V2(f) => f
+                .raftwasm_fsm_state_machine()
+                .call_query(store, request)?
+                .map_err(GuestError::from),
+        })
+    }
+
+    pub(super) fn snapshot(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Fsm::V1(f) => f.raftwasm_fsm_state_machine().call_snapshot(store),
+            Fsm::V2(f) => f.raftwasm_fsm_state_machine().call_snapshot(store),
+        }
+    }
+
+    pub(super) fn restore(&self, store: &mut Store<StoreState>, state: &[u8]) -> Guest<()> {
+        Ok(match self {
+            Fsm::V1(f) => f
+                .raftwasm_fsm_state_machine()
+                .call_restore(store, state)?
+                .map_err(GuestError::from),
+            Fsm::V2(f) => f
+                .raftwasm_fsm_state_machine()
+                .call_restore(store, state)?
+                .map_err(GuestError::from),
+        })
+    }
+}
 
 /// A guest's error, its message cut to [`MAX_GUEST_MESSAGE_BYTES`].
-impl From<WitError> for GuestError {
-    fn from(e: WitError) -> Self {
-        let b = |m| bounded(m, MAX_GUEST_MESSAGE_BYTES);
+fn guest_error(kind: fn(String) -> GuestError, message: String) -> GuestError {
+    kind(bounded(message, MAX_GUEST_MESSAGE_BYTES))
+}
+
+impl From<v1::exports::raftwasm::fsm::state_machine::Error> for GuestError {
+    fn from(e: v1::exports::raftwasm::fsm::state_machine::Error) -> Self {
+        use v1::exports::raftwasm::fsm::state_machine::Error as E;
         match e {
-            WitError::InvalidInput(m) => GuestError::InvalidInput(b(m)),
-            WitError::Rejected(m) => GuestError::Rejected(b(m)),
-            WitError::Internal(m) => GuestError::Internal(b(m)),
+            E::InvalidInput(m) => guest_error(GuestError::InvalidInput, m),
+            E::Rejected(m) => guest_error(GuestError::Rejected, m),
+            E::Internal(m) => guest_error(GuestError::Internal, m),
         }
+    }
+}
+
+impl From<v2::exports::raftwasm::fsm::state_machine::Error> for GuestError {
+    fn from(e: v2::exports::raftwasm::fsm::state_machine::Error) -> Self {
+        use v2::exports::raftwasm::fsm::state_machine::Error as E;
+        match e {
+            E::InvalidInput(m) => guest_error(GuestError::InvalidInput, m),
+            E::Rejected(m) => guest_error(GuestError::Rejected, m),
+            E::Internal(m) => guest_error(GuestError::Internal, m),
+        }
+    }
+}
+
+/// The 0.2.0 context, answered from the call the store is in.
+impl wit_context::Host for StoreState {
+    fn current_entry(&mut self) -> wit_context::Entry {
+        let entry = self.context.entry();
+        wit_context::Entry {
+            index: entry.index,
+            term: entry.term,
+            unix_ms: entry.unix_ms,
+        }
+    }
+
+    fn random_bytes(&mut self, len: u32) -> Result<Vec<u8>, String> {
+        self.context.random_bytes(len)
+    }
+
+    fn log(&mut self, level: wit_context::Level, message: String) {
+        let level = match level {
+            wit_context::Level::Trace => Level::Trace,
+            wit_context::Level::Debug => Level::Debug,
+            wit_context::Level::Info => Level::Info,
+            wit_context::Level::Warn => Level::Warn,
+            wit_context::Level::Error => Level::Error,
+        };
+        self.context.log(level, message);
     }
 }

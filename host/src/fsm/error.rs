@@ -48,7 +48,9 @@ pub enum LoadError {
     #[error("guest module {name} failed to compile: {reason}")]
     Compile { name: String, reason: String },
     /// The component does not export the `raftwasm:fsm/state-machine` interface as the WIT says.
-    #[error("guest module {name} does not implement the raftwasm:fsm@0.1.0 world: {reason}")]
+    #[error(
+        "guest module {name} does not implement a raftwasm:fsm world (0.1.0 or 0.2.0): {reason}"
+    )]
     WrongExports { name: String, reason: String },
     /// The component compiled but cannot be instantiated under the configured limits.
     #[error("guest module {name} cannot be instantiated: {reason}")]

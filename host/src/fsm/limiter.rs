@@ -1,17 +1,21 @@
 //! The per-store data every guest instance carries: the limiter that enforces the memory cap (and
 //! the table and instance caps) and remembers that it did, so a failed call is reported as
-//! [`super::CallError::MemoryLimit`] rather than as a generic trap.
+//! [`super::CallError::MemoryLimit`] rather than as a generic trap; and the context of the call
+//! the store is in, which a 0.2.0 guest imports.
 
+use super::context::CallContext;
 use wasmtime::ResourceLimiter;
 
 /// Tables and instances are not what a hostile guest should exhaust the host with.
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 const MAX_INSTANCES: usize = 64;
 
-/// Per-store data: the limiter that enforces the memory cap and remembers that it did.
+/// Per-store data: the limiter that enforces the memory cap and remembers that it did, and the
+/// call's context.
 #[derive(Debug)]
 pub(super) struct StoreState {
     pub(super) limiter: GuestLimiter,
+    pub(super) context: CallContext,
 }
 
 impl StoreState {

@@ -8,6 +8,7 @@
 //! commands is bounded: past [`JOURNAL_MAX_BYTES`] a new checkpoint is taken.
 
 use super::bindings::Fsm;
+use super::context::{EntryContext, LogLine, Mode};
 use super::error::{bounded, CallError, FsmError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::module::GuestModule;
@@ -39,9 +40,10 @@ pub struct GuestFsm {
     checkpoint: Option<Arc<Vec<u8>>>,
     /// Commands applied since `checkpoint`, in order (successful or refused by the guest: both
     /// ran, and both must run again for the replay to reach the same state). Stored back to back
-    /// in one buffer, with their end offsets, so recording a command allocates nothing.
+    /// in one buffer, with their end offsets and their entries (a replay must see the same
+    /// context), so recording a command allocates nothing.
     journal: Vec<u8>,
-    journal_ends: Vec<usize>,
+    journal_ends: Vec<(usize, EntryContext)>,
     /// Journal size at which the next checkpoint is attempted. Moves on by
     /// [`JOURNAL_MAX_BYTES`] after a failed checkpoint, so a guest that cannot snapshot (say, at
     /// its memory cap) is not asked again on every command.
@@ -58,6 +60,20 @@ impl std::fmt::Debug for GuestFsm {
 }
 
 type Call<'a, R> = &'a dyn Fn(&Fsm, &mut Store<StoreState>) -> wasmtime::Result<R>;
+
+/// What a call is for: its mode and entry (see [`super::context`]).
+type For = (Mode, EntryContext);
+
+/// `snapshot` and `restore`: not tied to an entry.
+const IDLE: For = (
+    Mode::Idle,
+    EntryContext {
+        index: 0,
+        term: 0,
+        unix_ms: 0,
+        position: 0,
+    },
+);
 
 impl GuestModule {
     /// A running state machine with an empty state.
@@ -85,41 +101,70 @@ impl GuestFsm {
         &self.module
     }
 
-    /// Applies one committed command. `Ok` carries the deterministic outcome (response or
-    /// [`CallError`]); `Err` means the state machine could not be restored after a failure.
     /// Bytes of linear memory this instance was granted (its memories' sizes).
     pub fn memory_bytes(&self) -> u64 {
         self.store.data().limiter.in_use as u64
     }
 
-    pub fn apply(&mut self, command: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
+    /// The lines the guest logged since the last take (0.2.0 guests only).
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        self.store.data_mut().context.take_logs()
+    }
+
+    /// Applies one committed command of `entry`. `Ok` carries the deterministic outcome
+    /// (response or [`CallError`]); `Err` means the state machine could not be restored after a
+    /// failure.
+    pub fn apply(
+        &mut self,
+        command: &[u8],
+        entry: EntryContext,
+    ) -> Result<Outcome<Vec<u8>>, FsmError> {
         let budget = self.module.limits().fuel_per_apply;
-        let (result, fuel_used) = call(&mut self.store, &self.fsm, budget, &|fsm, store| {
-            fsm.raftwasm_fsm_state_machine().call_apply(store, command)
-        });
+        let (result, fuel_used) = call(
+            &mut self.store,
+            &self.fsm,
+            budget,
+            (Mode::Apply, entry),
+            &|fsm, store| fsm.apply(store, command),
+        );
         let result = match result {
             Ok(guest_result) => {
-                self.record(command);
-                guest_result.map_err(|e| CallError::Guest { error: e.into() })
+                self.record(command, entry);
+                guest_result.map_err(|error| CallError::Guest { error })
             }
             Err(failure) => {
+                // What the failed call logged stays: it is often why it failed.
+                let logs = self.take_logs();
                 self.rebuild()?;
+                self.store.data_mut().context.put_back(logs);
                 Err(failure)
             }
         };
         Ok(Outcome { result, fuel_used })
     }
 
-    /// Answers a read-only query against the current state.
-    pub fn query(&mut self, request: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
+    /// Answers a read-only query against the current state, at `read` (the applied entry, with
+    /// the read's time).
+    pub fn query(
+        &mut self,
+        request: &[u8],
+        read: EntryContext,
+    ) -> Result<Outcome<Vec<u8>>, FsmError> {
         let budget = self.module.limits().fuel_per_apply;
-        let (result, fuel_used) = call(&mut self.store, &self.fsm, budget, &|fsm, store| {
-            fsm.raftwasm_fsm_state_machine().call_query(store, request)
-        });
+        let (result, fuel_used) = call(
+            &mut self.store,
+            &self.fsm,
+            budget,
+            (Mode::Query, read),
+            &|fsm, store| fsm.query(store, request),
+        );
         let result = match result {
-            Ok(guest_result) => guest_result.map_err(|e| CallError::Guest { error: e.into() }),
+            Ok(guest_result) => guest_result.map_err(|error| CallError::Guest { error }),
             Err(failure) => {
+                // What the failed call logged stays: it is often why it failed.
+                let logs = self.take_logs();
                 self.rebuild()?;
+                self.store.data_mut().context.put_back(logs);
                 Err(failure)
             }
         };
@@ -129,8 +174,8 @@ impl GuestFsm {
     /// The guest's full state. Also becomes the rollback checkpoint.
     pub fn snapshot(&mut self) -> Result<Arc<Vec<u8>>, FsmError> {
         let budget = self.module.limits().fuel_per_snapshot;
-        let (result, _) = call(&mut self.store, &self.fsm, budget, &|fsm, store| {
-            fsm.raftwasm_fsm_state_machine().call_snapshot(store)
+        let (result, _) = call(&mut self.store, &self.fsm, budget, IDLE, &|fsm, store| {
+            fsm.snapshot(store)
         });
         match result {
             Ok(bytes) => {
@@ -150,8 +195,8 @@ impl GuestFsm {
     pub fn restore(&mut self, state: Arc<Vec<u8>>) -> Result<Outcome<()>, FsmError> {
         let (mut store, fsm) = self.module.new_instance()?;
         let budget = self.module.limits().fuel_per_snapshot;
-        let (result, fuel_used) = call(&mut store, &fsm, budget, &|fsm, store| {
-            fsm.raftwasm_fsm_state_machine().call_restore(store, &state)
+        let (result, fuel_used) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
+            fsm.restore(store, &state)
         });
         let result = match result {
             Ok(Ok(())) => {
@@ -160,15 +205,15 @@ impl GuestFsm {
                 self.set_checkpoint(Some(state));
                 Ok(())
             }
-            Ok(Err(e)) => Err(CallError::Guest { error: e.into() }),
+            Ok(Err(error)) => Err(CallError::Guest { error }),
             Err(failure) => Err(failure),
         };
         Ok(Outcome { result, fuel_used })
     }
 
-    fn record(&mut self, command: &[u8]) {
+    fn record(&mut self, command: &[u8], entry: EntryContext) {
         self.journal.extend_from_slice(command);
-        self.journal_ends.push(self.journal.len());
+        self.journal_ends.push((self.journal.len(), entry));
         if self.journal.len() > self.next_checkpoint_at {
             // A failed checkpoint leaves the journal in place; the state is unaffected.
             if let Err(e) = self.snapshot() {
@@ -191,26 +236,27 @@ impl GuestFsm {
         let (mut store, fsm) = self.module.new_instance()?;
         if let Some(state) = &self.checkpoint {
             let budget = self.module.limits().fuel_per_snapshot;
-            let (result, _) = call(&mut store, &fsm, budget, &|fsm, store| {
-                fsm.raftwasm_fsm_state_machine().call_restore(store, state)
+            let (result, _) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
+                fsm.restore(store, state)
             });
             match result {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => {
+                Ok(Err(error)) => {
                     return Err(FsmError::Rebuild(format!(
                         "restoring the checkpoint: {}",
-                        CallError::Guest { error: e.into() }
+                        CallError::Guest { error }
                     )))
                 }
                 Err(e) => return Err(FsmError::Rebuild(format!("restoring the checkpoint: {e}"))),
             }
         }
         let mut start = 0;
-        for (i, &end) in self.journal_ends.iter().enumerate() {
+        for (i, &(end, entry)) in self.journal_ends.iter().enumerate() {
             let command = &self.journal[start..end];
             start = end;
-            let (result, _) = call(&mut store, &fsm, REPLAY_FUEL, &|fsm, store| {
-                fsm.raftwasm_fsm_state_machine().call_apply(store, command)
+            let replay = (Mode::Replay, entry);
+            let (result, _) = call(&mut store, &fsm, REPLAY_FUEL, replay, &|fsm, store| {
+                fsm.apply(store, command)
             });
             if let Err(e) = result {
                 return Err(FsmError::Rebuild(format!(
@@ -224,14 +270,16 @@ impl GuestFsm {
     }
 }
 
-/// Runs one guest call with `budget` fuel and classifies a failure.
+/// Runs one guest call for `what` with `budget` fuel and classifies a failure.
 fn call<R>(
     store: &mut Store<StoreState>,
     fsm: &Fsm,
     budget: u64,
+    what: For,
     f: Call<'_, R>,
 ) -> (Result<R, CallError>, u64) {
     store.data_mut().limiter.hit_memory_limit = false;
+    store.data_mut().context.begin(what.0, what.1);
     if let Err(e) = store.set_fuel(budget) {
         // Only possible if fuel metering were off, which the engine configuration rules out.
         return (

@@ -8,15 +8,19 @@
 //! - one memory cap, enforced by the store's limiter, fails the call with
 //!   [`CallError::MemoryLimit`];
 //! - NaN canonicalization on, deterministic relaxed SIMD, no threads, a fixed wasm stack size;
-//! - the guest gets no clock, randomness, filesystem or network: the host provides no imports.
-//!   A guest that imports WASI anyway (built for `wasm32-wasip2`) still loads, and every call
-//!   into such an import traps with the same message on every node;
+//! - the guest gets no clock, randomness, filesystem or network of its own. A 0.2.0 guest may
+//!   import the `context`: the entry being applied, its time and random bytes, all derived
+//!   from the log, so the same on every node ([`context`]). A guest that imports anything else
+//!   (WASI, built for `wasm32-wasip2`) still loads, and every call into such an import traps
+//!   with the same message on every node;
 //! - a call that traps, runs out of fuel or hits the memory cap leaves the state exactly as it
 //!   was before that call: the poisoned instance is rebuilt from the last checkpoint (a guest
 //!   snapshot) plus a replay of the commands applied since.
 //!
 //! Layout:
-//! - `bindings`: the one `bindgen!` call, and conversions out of the generated types.
+//! - `bindings`: the `bindgen!` calls (one per world version), and conversions out of the
+//!   generated types.
+//! - `context`: what a 0.2.0 guest imports: entry, time, random bytes, log.
 //! - `module`: engine configuration, loading and validating a component ([`GuestModule`]).
 //! - `limiter`: the per-instance store data that enforces the memory cap.
 //! - `machine`: one running guest with rollback ([`GuestFsm`]).
@@ -24,6 +28,7 @@
 //! - `error`: what callers match on.
 
 mod bindings;
+pub mod context;
 mod error;
 mod limiter;
 mod machine;
@@ -31,6 +36,8 @@ pub mod module;
 mod spec;
 
 pub use crate::config::GuestLimits;
+pub use bindings::WorldVersion;
+pub use context::{EntryContext, Level, LogLine};
 pub use error::{bounded, CallError, FsmError, GuestError, LoadError, MAX_GUEST_MESSAGE_BYTES};
 pub use machine::{GuestFsm, Outcome};
 pub use module::GuestModule;

@@ -4,7 +4,7 @@
 //! A module is compiled once ([`GuestModule::from_bytes`]); every [`super::GuestFsm`] made from
 //! it (`GuestModule::start`, in `machine`) gets its own store and instance.
 
-use super::bindings::{Fsm, FsmPre};
+use super::bindings::{Fsm, FsmPre, WorldVersion};
 use super::error::{FsmError, LoadError};
 use super::limiter::{GuestLimiter, StoreState};
 use crate::config::GuestLimits;
@@ -40,7 +40,7 @@ struct Inner {
     bytes: Arc<[u8]>,
     limits: GuestLimits,
     engine: Engine,
-    pre: FsmPre<StoreState>,
+    pre: FsmPre,
 }
 
 /// A compiled, validated guest component. Cheap to clone.
@@ -98,20 +98,10 @@ impl GuestModule {
             reason: format!("{e:#}"),
         })?;
         let mut linker = Linker::<StoreState>::new(&engine);
-        // The host provides nothing. Whatever the guest imports (WASI, typically) is stubbed
-        // with a function that traps with the same message on every node.
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .and_then(|()| linker.instantiate_pre(&component))
-            .map_err(|e| LoadError::Instantiate {
+        FsmPre::link(&mut linker, &component)
+            .map_err(|reason| LoadError::WrongExports {
                 name: name.clone(),
-                reason: format!("{e:#}"),
-            })
-            .and_then(|pre| {
-                FsmPre::new(pre).map_err(|e| LoadError::WrongExports {
-                    name: name.clone(),
-                    reason: format!("{e:#}"),
-                })
+                reason,
             })
             .and_then(|pre| {
                 let module = GuestModule {
@@ -155,6 +145,11 @@ impl GuestModule {
         &self.inner.bytes
     }
 
+    /// The version of the `raftwasm:fsm` world the component exports.
+    pub fn world(&self) -> WorldVersion {
+        self.inner.pre.version()
+    }
+
     /// The limits instances of this module run under.
     pub fn limits(&self) -> GuestLimits {
         self.inner.limits
@@ -167,6 +162,7 @@ impl GuestModule {
             &inner.engine,
             StoreState {
                 limiter: GuestLimiter::new(inner.limits.memory_bytes()),
+                context: Default::default(),
             },
         );
         store.limiter(|state| &mut state.limiter);

@@ -2,6 +2,7 @@
 //! only, guest-kv's code compiled natively into the host (no fuel, no memory cap, no isolation),
 //! so a benchmark can show what the wasm sandbox costs inside the cluster.
 
+use super::context::{EntryContext, LogLine};
 use super::{CallError, FsmError, GuestError, GuestFsm, GuestModule, Outcome};
 use guest_kv::{Kv, KvError};
 use sha2::{Digest, Sha256};
@@ -78,9 +79,13 @@ impl Machine {
         }
     }
 
-    pub fn apply(&mut self, command: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
+    pub fn apply(
+        &mut self,
+        command: &[u8],
+        entry: EntryContext,
+    ) -> Result<Outcome<Vec<u8>>, FsmError> {
         match self {
-            Machine::Wasm(fsm) => fsm.apply(command),
+            Machine::Wasm(fsm) => fsm.apply(command, entry),
             Machine::Native(kv) => Ok(Outcome {
                 result: kv.apply_bytes(command).map_err(native_error),
                 fuel_used: 0,
@@ -88,13 +93,25 @@ impl Machine {
         }
     }
 
-    pub fn query(&mut self, request: &[u8]) -> Result<Outcome<Vec<u8>>, FsmError> {
+    pub fn query(
+        &mut self,
+        request: &[u8],
+        read: EntryContext,
+    ) -> Result<Outcome<Vec<u8>>, FsmError> {
         match self {
-            Machine::Wasm(fsm) => fsm.query(request),
+            Machine::Wasm(fsm) => fsm.query(request, read),
             Machine::Native(kv) => Ok(Outcome {
                 result: kv.query_bytes(request).map_err(native_error),
                 fuel_used: 0,
             }),
+        }
+    }
+
+    /// The lines the guest logged since the last take (none from the native baseline).
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        match self {
+            Machine::Wasm(fsm) => fsm.take_logs(),
+            Machine::Native(_) => Vec::new(),
         }
     }
 

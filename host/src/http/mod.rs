@@ -124,6 +124,7 @@ pub fn router(service: Service, auth: Authenticator, max_body_bytes: usize) -> R
         .route("/v1/status", get(status))
         .route("/v1/snapshot", post(snapshot))
         .route("/v1/backup", get(ops::backup))
+        .route("/v1/guest/log", get(ops::guest_log))
         .route("/ui", get(dashboard::page))
         .route("/v1/dashboard", get(dashboard::view))
         .route("/v1/kv", get(scan))

@@ -1,20 +1,22 @@
 //! Routes for operators: `GET /metrics` (Prometheus text format; needs `read` when there is a
 //! users file), `GET /livez` and `GET /readyz` (no credentials needed: probes carry none),
-//! `GET /v1/backup` (a backup file, streamed; needs `admin`), and the middleware that counts and
-//! times every request by its route.
+//! `GET /v1/backup` (a backup file, streamed; needs `admin`), `GET /v1/guest/log` (what guests
+//! logged on this node; needs `read`), and the middleware that counts and times every request by
+//! its route.
 
 use super::error::ApiResult;
 use super::Gateway;
 use crate::auth::Caller;
 use crate::metrics::requests::Api;
 use crate::metrics::CONTENT_TYPE;
-use crate::service::Readiness;
-use axum::extract::{MatchedPath, Request, State};
+use crate::service::{GuestLogPage, Readiness};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 pub(super) async fn metrics(
@@ -45,6 +47,24 @@ pub(super) async fn backup(
         ),
     ];
     Ok((headers, body).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GuestLogParams {
+    /// Lines numbered after this one (0: every kept line).
+    #[serde(default)]
+    after: u64,
+}
+
+/// The lines guests logged on this node after `?after=N`.
+pub(super) async fn guest_log(
+    State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    params: Result<Query<GuestLogParams>, QueryRejection>,
+) -> ApiResult<Json<GuestLogPage>> {
+    let after = super::error::query(params)?.after;
+    Ok(Json(g.service.guest_log(&caller, after)?))
 }
 
 #[derive(Debug, Serialize)]

@@ -113,10 +113,9 @@ async fn propose(raft: &Raft, sm: &StateMachine, batch: Vec<Pending>) {
     }
     let (commands, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-    // Without sessions, the entry earlier versions log and read.
-    let request = match commands.iter().any(|c| c.session.is_some()) {
-        true => Request::Batch(commands),
-        false => Request::Commands(commands.into_iter().map(|c| c.bytes).collect()),
+    let request = Request::Stamped {
+        unix_ms: stamp(),
+        commands,
     };
     match raft.client_write(request).await {
         Ok(written) => {
@@ -140,4 +139,16 @@ async fn propose(raft: &Raft, sm: &StateMachine, batch: Vec<Pending>) {
             }
         }
     }
+}
+
+/// The time a batch is stamped with, once, here on the leader: every node's guest sees it (or
+/// the log's clock, if that is later) for the batch's commands.
+fn stamp() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let ahead = crate::failpoints::value(crate::failpoints::CLOCK_AHEAD_MS)
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(0);
+    now + ahead
 }

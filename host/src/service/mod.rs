@@ -16,6 +16,7 @@
 //! - `membership`: add (as learner, catch up, promote), probe, remove.
 //! - `transfer`: the leadership hand-over protocol, both halves.
 //! - `upgrade`: replacing the guest module through the log.
+//! - `guest_log`: the lines guests logged on this node.
 
 mod backup;
 mod batcher;
@@ -23,6 +24,7 @@ mod convert;
 mod dashboard;
 mod error;
 mod forward;
+mod guest_log;
 mod health;
 mod kv;
 mod membership;
@@ -38,6 +40,7 @@ pub use dashboard::{ClusterView, MemberView};
 pub use error::{ErrorBody, ServiceError};
 pub use forward::{hops, never_sent, HOPS_HEADER, MAX_HOPS};
 pub use guest_kv::schema::{KeyValue, ScanResponse};
+pub use guest_log::GuestLogPage;
 pub use health::{Readiness, READY_MAX_APPLY_LAG};
 pub use kv::{DeleteResult, PutResult, ScanParams};
 pub use standing::Standing;

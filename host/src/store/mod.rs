@@ -23,7 +23,9 @@ pub use log::LogStore;
 pub use modules::{ModuleRejected, MODULES_DIR};
 pub use offload::{offload, GuestCallError};
 pub use snapshot::{verify_envelope, SnapshotError};
-pub use state_machine::{Sessions, StateMachine, StateMachineStatus};
+pub use state_machine::{
+    GuestLog, NumberedLine, Sessions, StateMachine, StateMachineStatus, KEPT_GUEST_LINES,
+};
 pub use verify::{verify, Verified};
 
 /// The openraft instance of a node, over this state machine.

@@ -17,7 +17,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP03";
+const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP04";
+/// The envelope before the log's clock.
+const ENVELOPE_MAGIC_V3: &[u8; 8] = b"RWSNAP03";
 /// The envelope before client sessions.
 const ENVELOPE_MAGIC_V2: &[u8; 8] = b"RWSNAP02";
 const FILE_MAGIC: &[u8; 8] = b"RWMETA01";
@@ -52,6 +54,8 @@ pub struct Contents<'a> {
     pub state: &'a [u8],
     /// The client session table (`Sessions::encode`; empty for none).
     pub sessions: &'a [u8],
+    /// The time of the last applied entry that carried one, ms since the Unix epoch (0: none).
+    pub clock_ms: u64,
 }
 
 /// Wraps guest state with the module that produced it and the module history.
@@ -72,6 +76,7 @@ pub fn seal(contents: &Contents<'_>) -> Vec<u8> {
     out.extend_from_slice(contents.state);
     out.extend_from_slice(&(contents.sessions.len() as u64).to_le_bytes());
     out.extend_from_slice(contents.sessions);
+    out.extend_from_slice(&contents.clock_ms.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -81,9 +86,10 @@ pub fn seal(contents: &Contents<'_>) -> Vec<u8> {
 pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
     let corrupt = |why: &str| SnapshotError::Corrupt(why.to_string());
     let magic = envelope.get(..8);
-    let with_sessions = magic == Some(ENVELOPE_MAGIC);
+    let with_clock = magic == Some(ENVELOPE_MAGIC);
+    let with_sessions = with_clock || magic == Some(ENVELOPE_MAGIC_V3);
     if envelope.len() < 64 || !(with_sessions || magic == Some(ENVELOPE_MAGIC_V2)) {
-        return Err(corrupt("missing RWSNAP03 header"));
+        return Err(corrupt("missing RWSNAP04 header"));
     }
     let (body, crc) = envelope.split_at(envelope.len() - 4);
     let crc = u32::from_le_bytes(crc.try_into().map_err(|_| corrupt("no checksum"))?);
@@ -116,6 +122,10 @@ pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
         }
         false => &[],
     };
+    let clock_ms = match with_clock {
+        true => u64::from_le_bytes(take(8, "clock")?.try_into().unwrap_or_default()),
+        false => 0,
+    };
     if !rest.is_empty() {
         return Err(corrupt("trailing bytes"));
     }
@@ -125,6 +135,7 @@ pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
         modules,
         state,
         sessions,
+        clock_ms,
     })
 }
 
@@ -205,6 +216,7 @@ mod tests {
             }],
             state,
             sessions: b"sessions",
+            clock_ms: 1_764_000_000_000,
         }
     }
 

@@ -29,6 +29,7 @@ impl StateMachine {
             modules: applied.modules.clone(),
             state: &state,
             sessions: &sessions,
+            clock_ms: applied.clock_ms,
         });
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,

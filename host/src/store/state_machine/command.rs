@@ -1,27 +1,27 @@
 //! One command of a batch, applied through its client session when it has one: a retry gets
 //! the kept result and a refused command changes nothing, neither calling the guest.
 
-use super::observe;
+use super::observe::{self, Observers};
 use super::sessions::Check;
 use super::{sm_err, Applied};
-use crate::fsm::{CallError, Machine};
+use crate::fsm::{CallError, EntryContext, Machine};
 use crate::metrics::guest::Call;
-use crate::metrics::Metrics;
 use std::io;
 
 /// A command's result, and for a retried one the index that first applied it.
 pub(super) type CommandResult = (Result<Vec<u8>, CallError>, Option<u64>);
 
-/// Applies one command of a batch at `index`, through its session if it has one: a retry gets
-/// the kept result and a refused command changes nothing, without calling the guest.
+/// Applies one command of a batch for `entry`, through its session if it has one: a retry
+/// gets the kept result and a refused command changes nothing, without calling the guest.
 pub(super) fn apply_command(
     applied: &mut Applied,
-    metrics: Option<&Metrics>,
+    to: Observers<'_>,
     command: &crate::types::Command,
-    index: u64,
+    entry: EntryContext,
 ) -> Result<CommandResult, io::Error> {
+    let index = entry.index;
     let apply = |fsm: &mut Machine| {
-        observe::call(fsm, metrics, Call::Apply, &command.bytes).map_err(sm_err)
+        observe::call(fsm, to, Call::Apply, &command.bytes, entry).map_err(sm_err)
     };
     let Some(at) = command.session else {
         return Ok((apply(&mut applied.fsm)?.result, None));

@@ -17,29 +17,33 @@
 //! Two locks: the guest (`applied`), held for a whole guest call and only off the async workers
 //! (every async caller goes through [`offload`]), and a summary of it (`summary`: applied index,
 //! membership, modules) that status and seeding read without waiting for a guest call.
-//! `adapter` holds openraft's side: streamed applies and snapshot build, install and read.
+//! `adapter` holds openraft's side: streamed applies and snapshot build, install and read;
+//! `apply` one committed entry; `command` one command through its session; `observe` a guest
+//! call's metrics and log lines; `guest_log` the lines guests logged.
 
 use super::modules::{migrate, ModuleRejected, Modules};
 use super::offload::{offload, GuestCallError};
 use super::snapshot::{self, Contents};
-use crate::fsm::{CallError, FsmError, Machine, MachineSpec, Outcome};
+use crate::fsm::{EntryContext, FsmError, Machine, MachineSpec, Outcome};
 use crate::metrics::guest::Call;
 use crate::metrics::Metrics;
-use crate::types::{Entry, LogId, ModuleRecord, Request, Response, SnapshotMeta, StoredMembership};
-use openraft::EntryPayload;
+use crate::types::{LogId, ModuleRecord, SnapshotMeta, StoredMembership};
 use sha2::Digest;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod adapter;
+mod apply;
 mod command;
+mod guest_log;
 mod observe;
 mod sessions;
 
+pub use guest_log::{GuestLog, NumberedLine, KEPT_GUEST_LINES};
 pub use sessions::Sessions;
 
-use command::apply_command;
+use observe::Observers;
 
 fn sm_err(e: impl ToString) -> io::Error {
     io::Error::other(format!("state machine: {}", e.to_string()))
@@ -63,6 +67,9 @@ struct Applied {
     membership: StoredMembership,
     /// Client sessions: replicated state beside the guest's.
     sessions: Sessions,
+    /// The log's clock: the time of the latest stamped entry (ms since the Unix epoch; 0
+    /// before any), never going back. Replicated state, carried by snapshots.
+    clock_ms: u64,
 }
 
 struct Shared {
@@ -79,6 +86,8 @@ struct Shared {
     snapshot_file: tokio::sync::Mutex<Option<u64>>,
     /// Where guest calls, module changes and snapshots are recorded (none in some tests).
     metrics: Option<Metrics>,
+    /// What guests logged on this node.
+    guest_log: GuestLog,
 }
 
 #[derive(Clone)]
@@ -144,6 +153,7 @@ impl StateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             sessions: Sessions::default(),
+            clock_ms: 0,
         };
         let on_disk = snapshot::read(&dir).map_err(|e| snap_err(None, e))?;
         let disk_index = on_disk
@@ -157,6 +167,7 @@ impl StateMachine {
                 applied: Mutex::new(applied),
                 snapshot_file: tokio::sync::Mutex::new(disk_index),
                 metrics,
+                guest_log: GuestLog::default(),
             }),
         };
         if let Some((meta, envelope)) = on_disk {
@@ -196,10 +207,38 @@ impl StateMachine {
         self.shared.metrics.as_ref()
     }
 
-    /// Runs a read-only query against the local state (no consistency check here).
+    fn observers(&self) -> Observers<'_> {
+        Observers {
+            metrics: self.metrics(),
+            log: &self.shared.guest_log,
+        }
+    }
+
+    /// What guests logged on this node.
+    pub fn guest_log(&self) -> &GuestLog {
+        &self.shared.guest_log
+    }
+
+    /// Runs a read-only query against the local state (no consistency check here). The guest
+    /// sees the last applied entry, and this node's clock (never earlier than the log's).
     pub async fn query(&self, request: Vec<u8>) -> Result<Outcome<Vec<u8>>, GuestCallError> {
         let sm = self.clone();
-        let query = move || observe::call(&mut sm.lock().fsm, sm.metrics(), Call::Query, &request);
+        let query = move || {
+            let mut applied = sm.lock();
+            let read = EntryContext {
+                index: applied.last_applied.map_or(0, |l| l.index),
+                term: applied.last_applied.map_or(0, |l| l.leader_id.term),
+                unix_ms: unix_ms_now().max(applied.clock_ms),
+                position: 0,
+            };
+            observe::call(
+                &mut applied.fsm,
+                sm.observers(),
+                Call::Query,
+                &request,
+                read,
+            )
+        };
         Ok(offload(query).await??)
     }
 
@@ -292,62 +331,6 @@ impl StateMachine {
         .await?)
     }
 
-    /// Applies a module entry at `index`. The inner error is the deterministic rejection; the
-    /// outer one a local storage failure (the module file could not be written).
-    fn apply_module(
-        &self,
-        applied: &mut Applied,
-        bytes: &[u8],
-        seed: bool,
-        index: u64,
-    ) -> Result<Result<Vec<u8>, CallError>, io::Error> {
-        if seed && (module_logged(&applied.modules) || !self.shared.modules.can_switch()) {
-            // A cluster is seeded once; a later seed (a bootstrap retried) changes nothing.
-            let active = applied.modules.last().cloned().unwrap_or_default();
-            return Ok(Ok(serde_json::to_vec(&serde_json::json!({
-                "hash": active.hash, "size": active.size, "since_index": active.since_index,
-                "ignored": true,
-            }))
-            .unwrap_or_default()));
-        }
-        let switched = self.shared.modules.compile(bytes).and_then(|module| {
-            let fsm = if seed {
-                // Nothing was applied before a seed: the new module starts empty.
-                Machine::Wasm(module.start().map_err(ModuleRejected::Start)?)
-            } else {
-                let state = applied.fsm.snapshot().map_err(ModuleRejected::Snapshot)?;
-                migrate(&module, state)?
-            };
-            Ok((module, fsm))
-        });
-        let (module, fsm) = match switched {
-            Ok(s) => s,
-            Err(rejected) => {
-                return Ok(Err(CallError::ModuleRejected {
-                    reason: rejected.to_string(),
-                }))
-            }
-        };
-        self.shared.modules.keep(&module).map_err(sm_err)?;
-        let rec = ModuleRecord {
-            hash: module.hash().to_string(),
-            size: module.size() as u64,
-            since_index: index,
-        };
-        applied.fsm = fsm;
-        applied.spec = MachineSpec::Wasm(module);
-        if seed {
-            // The module a node was started with is not replicated state (nodes may differ in
-            // `--fsm`): from the seed on, every node's history is the same.
-            applied.modules.clear();
-        }
-        applied.modules.push(rec.clone());
-        if let (Some(m), false) = (self.metrics(), seed) {
-            m.guest().upgraded();
-        }
-        Ok(Ok(serde_json::to_vec(&rec).unwrap_or_default()))
-    }
-
     /// Replaces `applied` with a snapshot's module and state.
     fn restore_into(
         &self,
@@ -372,6 +355,7 @@ impl StateMachine {
         applied.spec = spec;
         applied.modules = contents.modules;
         applied.sessions = sessions;
+        applied.clock_ms = contents.clock_ms;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         self.publish(applied);
@@ -407,60 +391,13 @@ impl StateMachine {
             )
         })
     }
+}
 
-    /// Applies one committed entry and returns its response (what openraft's `apply` does for
-    /// each entry it is given). Blocking: async callers go through [`offload`].
-    pub fn apply_entry(&self, entry: Entry) -> Result<Response, io::Error> {
-        let mut applied = self.lock();
-        let index = entry.log_id.index;
-        applied.last_applied = Some(entry.log_id);
-        applied.sessions.expire(index);
-        let mut response = Response::default();
-        let mut changed_module = false;
-        match entry.payload {
-            EntryPayload::Blank => {}
-            EntryPayload::Normal(Request::Commands(commands)) => {
-                for command in &commands {
-                    // An FsmError means the guest could not be put back after a failed call:
-                    // stop applying rather than diverge.
-                    let outcome =
-                        observe::call(&mut applied.fsm, self.metrics(), Call::Apply, command);
-                    response.results.push(outcome.map_err(sm_err)?.result);
-                }
-            }
-            EntryPayload::Normal(Request::Batch(commands)) => {
-                for (n, command) in commands.iter().enumerate() {
-                    let metrics = self.metrics();
-                    let (result, first) = apply_command(&mut applied, metrics, command, index)?;
-                    if let Some(first) = first {
-                        response.retried.push((n, first));
-                    }
-                    response.results.push(result);
-                }
-            }
-            EntryPayload::Normal(Request::OpenSession) => {
-                let id = applied.sessions.open(index);
-                response.results.push(Ok(id.to_le_bytes().to_vec()));
-            }
-            EntryPayload::Normal(Request::Module { bytes, seed }) => {
-                let result = self.apply_module(&mut applied, &bytes, seed, entry.log_id.index)?;
-                response.results.push(result);
-                changed_module = true;
-            }
-            EntryPayload::Membership(membership) => {
-                applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-                changed_module = true;
-            }
-        }
-        if changed_module {
-            self.publish(&applied);
-        } else {
-            let mut summary = self.summary();
-            summary.last_applied = applied.last_applied;
-            summary.sessions = applied.sessions.len();
-        }
-        Ok(response)
-    }
+/// This node's clock, ms since the Unix epoch.
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Summary {

@@ -1,23 +1,35 @@
 //! Guest calls as the node's metrics see them: each apply and query timed, its fuel and the
-//! guest's memory recorded, and a call that did not return counted by how it failed.
+//! guest's memory recorded, and a call that did not return counted by how it failed; and the
+//! lines the guest logged, passed to the node's guest log.
 
-use crate::fsm::{CallError, FsmError, Machine, Outcome};
+use super::guest_log::GuestLog;
+use crate::fsm::{CallError, EntryContext, FsmError, Machine, Outcome};
 use crate::metrics::guest::{Call, Failure};
 use crate::metrics::Metrics;
 use std::time::Instant;
 
-/// Runs `call` on `fsm` (`apply` or `query` with `input`) and records it in `metrics`.
+/// Where a call's observations go.
+#[derive(Clone, Copy)]
+pub(super) struct Observers<'a> {
+    pub metrics: Option<&'a Metrics>,
+    pub log: &'a GuestLog,
+}
+
+/// Runs `call` on `fsm` (`apply` or `query` with `input`, for `entry`) and records it.
 pub(super) fn call(
     fsm: &mut Machine,
-    metrics: Option<&Metrics>,
+    to: Observers<'_>,
     call: Call,
     input: &[u8],
+    entry: EntryContext,
 ) -> Result<Outcome<Vec<u8>>, FsmError> {
     let started = Instant::now();
     let outcome = match call {
-        Call::Apply => fsm.apply(input),
-        Call::Query => fsm.query(input),
+        Call::Apply => fsm.apply(input, entry),
+        Call::Query => fsm.query(input, entry),
     };
+    to.log.record(fsm.take_logs());
+    let metrics = to.metrics;
     if let (Some(m), Ok(outcome)) = (metrics, &outcome) {
         let guest = m.guest();
         guest.call(call, started.elapsed(), outcome.fuel_used);

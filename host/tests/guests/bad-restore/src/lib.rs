@@ -3,7 +3,7 @@
 //! panic (a trap), `RESTORE-LOOP` make it loop until it runs out of fuel, `RESTORE-ERR` make it
 //! return an error; any other state is accepted. Built by host/build.rs.
 
-wit_bindgen::generate!({ path: "../../../../wit", world: "fsm" });
+wit_bindgen::generate!({ path: "../../../../wit/0.1.0", world: "fsm" });
 
 use exports::raftwasm::fsm::state_machine::{Error, Guest};
 

@@ -1,7 +1,7 @@
 //! Test fixture: a guest whose initial linear memory (1.5 GiB, set by its build.rs through the
 //! linker) is over the host's memory cap, so it must be refused at load. Built by host/build.rs.
 
-wit_bindgen::generate!({ path: "../../../../wit", world: "fsm" });
+wit_bindgen::generate!({ path: "../../../../wit/0.1.0", world: "fsm" });
 
 use exports::raftwasm::fsm::state_machine::{Error, Guest};
 

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-wit_bindgen::generate!({ path: "../../../../wit", world: "fsm" });
+wit_bindgen::generate!({ path: "../../../../wit/0.1.0", world: "fsm" });
 
 use exports::raftwasm::fsm::state_machine::{Error, Guest};
 

@@ -2,7 +2,7 @@
 //! for the clock (`time`), randomness (`random`) or stdout (`print`) must trap, the same way on
 //! every node. `echo X` works without any import. Built by host/build.rs.
 
-wit_bindgen::generate!({ path: "../../../../wit", world: "fsm" });
+wit_bindgen::generate!({ path: "../../../../wit/0.1.0", world: "fsm" });
 
 use exports::raftwasm::fsm::state_machine::{Error, Guest};
 
