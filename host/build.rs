@@ -16,6 +16,9 @@ const PURE_GUESTS: &[&str] = &[
     "bigmem",
     "bad-restore",
     "context-probe",
+    "counter",
+    "counter-v2",
+    "lease",
 ];
 /// Guests that use guest-kv as a library without its component export: built in a cargo run of
 /// their own, since cargo unifies features across the packages of one run.
@@ -31,6 +34,7 @@ fn main() -> Result<()> {
         .to_path_buf();
     for watched in [
         "wit",
+        "guest-sdk",
         "guest-kv",
         "examples",
         "host/tests/guests",

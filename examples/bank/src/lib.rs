@@ -1,11 +1,12 @@
-//! bank: an example raftwasm state machine, a ledger of accounts whose money is only ever moved,
-//! never created or destroyed by a transfer.
+//! bank: an example raftwasm state machine on the SDK, a ledger of accounts whose money is only
+//! ever moved, never created or destroyed by a transfer.
 //!
 //! Build and run it on a node (the host build does the first step for you):
 //! `cargo build --release --target wasm32-unknown-unknown -p bank`, then
 //! `host --fsm target/wasm/bank.wasm --id node1 --bs`.
 //!
-//! It shows that commands are the guest's own bytes: here plain text, not JSON.
+//! It shows that commands are the guest's own bytes: here plain text, not the SDK's default
+//! JSON (`decode_command`, `decode_query` and `encode_response` are overridden).
 //! - `open NAME AMOUNT`: a new account holding AMOUNT (the only way money enters the ledger);
 //! - `transfer FROM TO AMOUNT`: moves money; rejected if FROM lacks funds or an account is unknown;
 //! - `close NAME`: removes an empty account.
@@ -13,154 +14,140 @@
 //! Queries: `balance NAME`, `audit` (checks that the balances add up to the money opened and
 //! answers `ok TOTAL ACCOUNTS`).
 
-use std::cell::RefCell;
+use raftwasm_guest::{Context, Error, StateMachine};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "fsm" });
-
-use exports::raftwasm::fsm::state_machine::{Error, Guest};
-
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Ledger {
     accounts: BTreeMap<String, u64>,
     /// Sum of every `open`: the invariant is that the balances always add up to it.
     opened: u64,
 }
 
-thread_local! {
-    static LEDGER: RefCell<Ledger> = RefCell::new(Ledger::default());
+#[derive(Deserialize)]
+enum Command {
+    Open(String, u64),
+    Transfer(String, String, u64),
+    Close(String),
+}
+
+#[derive(Deserialize)]
+enum Query {
+    Balance(String),
+    Audit,
 }
 
 fn amount(s: &str) -> Result<u64, Error> {
     s.parse()
-        .map_err(|_| Error::InvalidInput(format!("{s:?} is not an amount")))
+        .map_err(|_| Error::invalid_input(format!("{s:?} is not an amount")))
 }
 
-impl Ledger {
-    fn apply(&mut self, text: &str) -> Result<String, Error> {
-        let words: Vec<&str> = text.split_whitespace().collect();
-        match words.as_slice() {
-            ["open", name, value] => {
-                let value = amount(value)?;
-                if self.accounts.contains_key(*name) {
-                    return Err(Error::Rejected(format!("account {name} exists")));
+fn words(bytes: &[u8]) -> Result<Vec<String>, Error> {
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::invalid_input("not UTF-8 text"))?;
+    Ok(text.split_whitespace().map(str::to_string).collect())
+}
+
+impl StateMachine for Ledger {
+    type Command = Command;
+    type Query = Query;
+    type Response = String;
+
+    fn decode_command(bytes: &[u8]) -> Result<Command, Error> {
+        let w = words(bytes)?;
+        match w.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["open", name, value] => Ok(Command::Open(name.to_string(), amount(value)?)),
+            ["transfer", from, to, value] => Ok(Command::Transfer(
+                from.to_string(),
+                to.to_string(),
+                amount(value)?,
+            )),
+            ["close", name] => Ok(Command::Close(name.to_string())),
+            _ => Err(Error::invalid_input(format!(
+                "unknown command {:?}",
+                w.join(" ")
+            ))),
+        }
+    }
+
+    fn decode_query(bytes: &[u8]) -> Result<Query, Error> {
+        let w = words(bytes)?;
+        match w.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["balance", name] => Ok(Query::Balance(name.to_string())),
+            ["audit"] => Ok(Query::Audit),
+            _ => Err(Error::invalid_input(format!(
+                "unknown query {:?}",
+                w.join(" ")
+            ))),
+        }
+    }
+
+    fn encode_response(response: &String) -> Vec<u8> {
+        response.as_bytes().to_vec()
+    }
+
+    fn apply(&mut self, _: &Context, command: Command) -> Result<String, Error> {
+        match command {
+            Command::Open(name, value) => {
+                if self.accounts.contains_key(&name) {
+                    return Err(Error::rejected(format!("account {name} exists")));
                 }
                 let opened = self
                     .opened
                     .checked_add(value)
-                    .ok_or_else(|| Error::Rejected("ledger total would overflow".into()))?;
-                self.accounts.insert(name.to_string(), value);
+                    .ok_or_else(|| Error::rejected("ledger total would overflow"))?;
+                self.accounts.insert(name.clone(), value);
                 self.opened = opened;
                 Ok(format!("opened {name} {value}"))
             }
-            ["transfer", from, to, value] => {
-                let value = amount(value)?;
+            Command::Transfer(from, to, value) => {
                 let have = *self
                     .accounts
-                    .get(*from)
-                    .ok_or_else(|| Error::Rejected(format!("no account {from}")))?;
-                if !self.accounts.contains_key(*to) {
-                    return Err(Error::Rejected(format!("no account {to}")));
+                    .get(&from)
+                    .ok_or_else(|| Error::rejected(format!("no account {from}")))?;
+                if !self.accounts.contains_key(&to) {
+                    return Err(Error::rejected(format!("no account {to}")));
                 }
                 if have < value {
-                    return Err(Error::Rejected(format!(
+                    return Err(Error::rejected(format!(
                         "{from} has {have}, cannot send {value}"
                     )));
                 }
-                *self.accounts.entry(from.to_string()).or_default() -= value;
-                *self.accounts.entry(to.to_string()).or_default() += value;
+                *self.accounts.entry(from.clone()).or_default() -= value;
+                *self.accounts.entry(to.clone()).or_default() += value;
                 Ok(format!("moved {value} from {from} to {to}"))
             }
-            ["close", name] => match self.accounts.get(*name) {
-                None => Err(Error::Rejected(format!("no account {name}"))),
+            Command::Close(name) => match self.accounts.get(&name) {
+                None => Err(Error::rejected(format!("no account {name}"))),
                 Some(0) => {
-                    self.accounts.remove(*name);
+                    self.accounts.remove(&name);
                     Ok(format!("closed {name}"))
                 }
-                Some(b) => Err(Error::Rejected(format!("{name} still holds {b}"))),
+                Some(b) => Err(Error::rejected(format!("{name} still holds {b}"))),
             },
-            _ => Err(Error::InvalidInput(format!("unknown command {text:?}"))),
         }
     }
 
-    fn query(&self, text: &str) -> Result<String, Error> {
-        let words: Vec<&str> = text.split_whitespace().collect();
-        match words.as_slice() {
-            ["balance", name] => self
+    fn query(&self, _: &Context, query: Query) -> Result<String, Error> {
+        match query {
+            Query::Balance(name) => self
                 .accounts
-                .get(*name)
+                .get(&name)
                 .map(|b| b.to_string())
-                .ok_or_else(|| Error::Rejected(format!("no account {name}"))),
-            ["audit"] => {
+                .ok_or_else(|| Error::rejected(format!("no account {name}"))),
+            Query::Audit => {
                 let sum: u64 = self.accounts.values().sum();
                 if sum == self.opened {
                     Ok(format!("ok {sum} {}", self.accounts.len()))
                 } else {
-                    Err(Error::Internal(format!(
+                    Err(Error::internal(format!(
                         "balances add up to {sum}, but {} was opened",
                         self.opened
                     )))
                 }
             }
-            _ => Err(Error::InvalidInput(format!("unknown query {text:?}"))),
         }
     }
 }
 
-fn text(bytes: Vec<u8>) -> Result<String, Error> {
-    String::from_utf8(bytes).map_err(|_| Error::InvalidInput("not UTF-8 text".into()))
-}
-
-struct Bank;
-
-impl Guest for Bank {
-    fn apply(command: Vec<u8>) -> Result<Vec<u8>, Error> {
-        let command = text(command)?;
-        LEDGER
-            .with_borrow_mut(|l| l.apply(&command))
-            .map(String::into_bytes)
-    }
-
-    fn query(request: Vec<u8>) -> Result<Vec<u8>, Error> {
-        let request = text(request)?;
-        LEDGER
-            .with_borrow(|l| l.query(&request))
-            .map(String::into_bytes)
-    }
-
-    /// One `NAME BALANCE` line per account, names ascending.
-    fn snapshot() -> Vec<u8> {
-        LEDGER.with_borrow(|l| {
-            l.accounts
-                .iter()
-                .map(|(name, balance)| format!("{name} {balance}\n"))
-                .collect::<String>()
-                .into_bytes()
-        })
-    }
-
-    fn restore(state: Vec<u8>) -> Result<(), Error> {
-        let mut ledger = Ledger::default();
-        for (n, line) in text(state)?.lines().enumerate() {
-            // The line is account data: say where, never what.
-            let (name, balance) = line.split_once(' ').ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "bad snapshot: line {} is not `name balance`",
-                    n + 1
-                ))
-            })?;
-            let balance = amount(balance).map_err(|_| {
-                Error::InvalidInput(format!("bad snapshot: line {} has no amount", n + 1))
-            })?;
-            ledger.accounts.insert(name.to_string(), balance);
-            ledger.opened = ledger
-                .opened
-                .checked_add(balance)
-                .ok_or_else(|| Error::InvalidInput("snapshot total overflows".into()))?;
-        }
-        LEDGER.set(ledger);
-        Ok(())
-    }
-}
-
-export!(Bank);
+raftwasm_guest::export!(Ledger);
