@@ -16,6 +16,7 @@ const PURE_GUESTS: &[&str] = &[
     "bigmem",
     "bad-restore",
     "context-probe",
+    "nondeterministic",
     "counter",
     "counter-v2",
     "lease",

@@ -11,6 +11,8 @@
 //! - [`proto`]: the generated gRPC types of both services.
 //! - [`fsm`]: loads a guest component with wasmtime and runs it deterministically (fuel, memory
 //!   cap, no ambient capabilities, rollback of failed calls).
+//! - [`check`]: `host guest check`, a guest run several times over a script to find what would
+//!   make replicas part.
 //! - [`types`]: openraft's type configuration and node naming.
 //! - [`metrics`]: the node's Prometheus registry, one group of families per concern.
 //! - [`store`]: durable log and vote (a write-ahead log), the guest state machine, snapshots.
@@ -30,6 +32,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod events;
 pub mod failpoints;

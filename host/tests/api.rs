@@ -243,6 +243,12 @@ async fn a_long_state_hash_does_not_stall_writes() {
         assert_eq!(resp.status(), 200);
     }
 
+    // Write back the machine's dirty pages first (the build that just linked this test leaves
+    // hundreds of MB): on ext4 an fsync waits for them, and the writer's fsyncs would measure
+    // that instead of the node.
+    let synced = std::process::Command::new("sync").status().unwrap();
+    assert!(synced.success());
+
     // One writer, one small put at a time, while the state hash runs.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {

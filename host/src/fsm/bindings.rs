@@ -102,6 +102,32 @@ impl FsmPre {
     }
 }
 
+/// What a component exports and imports, by name, and whether the host provides each import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub exports: Vec<String>,
+    /// Each import, and true when the host provides it (calls to the others trap).
+    pub imports: Vec<(String, bool)>,
+}
+
+/// The exports and imports of `component`, which targets `version`.
+pub(super) fn shape(component: &Component, version: WorldVersion) -> Shape {
+    let engine = component.engine();
+    let ty = component.component_type();
+    let provided =
+        |name: &str| version == WorldVersion::V0_2 && name == "raftwasm:fsm/context@0.2.0";
+    Shape {
+        exports: ty
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect(),
+        imports: ty
+            .imports(engine)
+            .map(|(name, _)| (name.to_string(), provided(name)))
+            .collect(),
+    }
+}
+
 /// The world whose state machine `component` exports, if either.
 fn exported_version(component: &Component) -> Option<WorldVersion> {
     let engine = component.engine();

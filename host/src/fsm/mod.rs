@@ -36,7 +36,7 @@ pub mod module;
 mod spec;
 
 pub use crate::config::GuestLimits;
-pub use bindings::WorldVersion;
+pub use bindings::{Shape, WorldVersion};
 pub use context::{EntryContext, Level, LogLine};
 pub use error::{bounded, CallError, FsmError, GuestError, LoadError, MAX_GUEST_MESSAGE_BYTES};
 pub use machine::{GuestFsm, Outcome};

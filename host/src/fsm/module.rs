@@ -4,7 +4,7 @@
 //! A module is compiled once ([`GuestModule::from_bytes`]); every [`super::GuestFsm`] made from
 //! it (`GuestModule::start`, in `machine`) gets its own store and instance.
 
-use super::bindings::{Fsm, FsmPre, WorldVersion};
+use super::bindings::{shape, Fsm, FsmPre, Shape, WorldVersion};
 use super::error::{FsmError, LoadError};
 use super::limiter::{GuestLimiter, StoreState};
 use crate::config::GuestLimits;
@@ -40,6 +40,7 @@ struct Inner {
     bytes: Arc<[u8]>,
     limits: GuestLimits,
     engine: Engine,
+    component: Component,
     pre: FsmPre,
 }
 
@@ -111,6 +112,7 @@ impl GuestModule {
                         name: name.clone(),
                         limits,
                         engine,
+                        component,
                         pre,
                     }),
                 };
@@ -148,6 +150,11 @@ impl GuestModule {
     /// The version of the `raftwasm:fsm` world the component exports.
     pub fn world(&self) -> WorldVersion {
         self.inner.pre.version()
+    }
+
+    /// What the component exports and imports.
+    pub fn shape(&self) -> Shape {
+        shape(&self.inner.component, self.world())
     }
 
     /// The limits instances of this module run under.

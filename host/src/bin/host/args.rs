@@ -147,6 +147,35 @@ pub enum Command {
     /// `GET /v1/backup`): checks the file whole, then writes the state at the backup's index into
     /// an empty data dir. Start the node on it afterwards (without --bs) and add nodes as usual.
     Restore(RestoreArgs),
+    /// Guest components: check one before deploying it.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuestCommand {
+    /// Runs a guest component over a script on two fresh instances, and on a third restored
+    /// from a snapshot halfway; prints its world, exports and imports, fuel and memory per
+    /// command and the largest snapshot, and exits non-zero if any run answers or ends
+    /// differently (or it imports what the host does not provide).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The component (.wasm).
+    pub guest: PathBuf,
+    /// A script, one step per line: `{"apply": X}` or `{"query": X}` (X a JSON string, sent as
+    /// its text, or any other JSON value, sent as its JSON), or a command's bytes as they are.
+    /// Without it: a generated guest-kv script of --generate steps.
+    #[arg(long)]
+    pub commands: Option<PathBuf>,
+    /// Steps of the generated guest-kv script.
+    #[arg(long, default_value_t = 10_000)]
+    pub generate: usize,
+    /// Seed of the generated guest-kv script.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

@@ -95,6 +95,24 @@ async fn run_restore(args: args::RestoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// `host guest check`: the report on stdout; an error (exit 1) when the guest failed it.
+fn run_check(args: args::CheckArgs) -> Result<()> {
+    use host::check::{check, guest_kv_script, parse_script};
+    let module = host::fsm::GuestModule::from_file(&args.guest, host::fsm::GuestLimits::default())?;
+    let steps = match &args.commands {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            parse_script(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => guest_kv_script(args.generate, args.seed),
+    };
+    let report = check(&module, &steps)?;
+    println!("{report}");
+    anyhow::ensure!(report.passed(), "{} failed the check", args.guest.display());
+    Ok(())
+}
+
 /// A subcommand instead of a node: prints to stdout, nothing else.
 async fn run_command(command: args::Command) -> Result<()> {
     match command {
@@ -115,6 +133,7 @@ async fn run_command(command: args::Command) -> Result<()> {
             println!("{stored}");
         }
         args::Command::Restore(restore) => run_restore(restore).await?,
+        args::Command::Guest(args::GuestCommand::Check(check)) => run_check(check)?,
         args::Command::Wal(args::WalCommand::Verify { data_dir }) => {
             let found = host::store::verify(&data_dir);
             print!("{}", found.report);
