@@ -147,9 +147,32 @@ pub enum Command {
     /// `GET /v1/backup`): checks the file whole, then writes the state at the backup's index into
     /// an empty data dir. Start the node on it afterwards (without --bs) and add nodes as usual.
     Restore(RestoreArgs),
-    /// Guest components: check one before deploying it.
+    /// Guest components: write a new one on the SDK, check one before deploying it.
     #[command(subcommand)]
     Guest(GuestCommand),
+    /// A one-node cluster for developing a guest: it watches the wasm file and, each time it
+    /// changes, checks the new version (as `guest check`), prints the verdict, and upgrades the
+    /// running state machine through the log (as `POST /v1/fsm`), so the state migrates.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The guest component to run and watch.
+    #[arg(long)]
+    pub fsm: PathBuf,
+    /// A `guest check` script for each new version (default: 1,000 generated guest-kv steps).
+    #[arg(long)]
+    pub commands: Option<PathBuf>,
+    /// gRPC address.
+    #[arg(long, default_value = config::DEFAULT_ADDRESS)]
+    pub address: String,
+    /// HTTP address.
+    #[arg(long, default_value = config::DEFAULT_HTTP_ADDRESS)]
+    pub http: String,
+    /// Data directory (default: a new one under the system's temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +182,21 @@ pub enum GuestCommand {
     /// command and the largest snapshot, and exits non-zero if any run answers or ends
     /// differently (or it imports what the host does not provide).
     Check(CheckArgs),
+    /// Writes a new guest crate on the SDK (a counter to edit) that `cargo build --release`
+    /// builds as it is.
+    New(NewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The crate's name (and directory).
+    pub name: String,
+    /// Where to create it.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The SDK crate (`guest-sdk/` of this repository, where this host was built).
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,8 @@
 //! be set through the environment variable named in `--help`.
 
 mod args;
+mod dev;
+mod scaffold;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -22,6 +24,19 @@ async fn main() -> Result<()> {
         return run_command(command).await;
     }
     let config = cli.into_config();
+    let node = start(&config).await?;
+    node.serving.await??;
+    Ok(())
+}
+
+/// A node started and serving.
+struct Running {
+    started: node::Started,
+    serving: tokio::task::JoinHandle<Result<(), node::NodeError>>,
+}
+
+/// Binds the listeners, starts the node and serves until Ctrl-C; prints the banner line.
+async fn start(config: &host::config::NodeConfig) -> Result<Running> {
     // Refuse a bad configuration before binding anything.
     config.validate()?;
     let network = &config.network;
@@ -33,7 +48,7 @@ async fn main() -> Result<()> {
         .with_context(|| format!("binding HTTP address {}", network.http_address))?;
     let grpc_addr = network.advertised(grpc.local_addr()?);
     let http_addr = with_bound_port(&network.http_address, http.local_addr()?);
-    let started = node::start(&config, grpc_addr.clone()).await?;
+    let started = node::start(config, grpc_addr.clone()).await?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -55,7 +70,19 @@ async fn main() -> Result<()> {
         config.name,
         &hash[..12.min(hash.len())]
     );
-    serving.await??;
+    Ok(Running { started, serving })
+}
+
+/// `host dev`: a node on `--fsm`, upgraded each time the file changes.
+async fn run_dev(args: args::DevArgs) -> Result<()> {
+    let config = dev::config(&args);
+    println!("dev: data in {}", config.storage.data_dir.display());
+    let node = start(&config).await?;
+    let watching = tokio::spawn(dev::watch(args, node.started.service.clone()));
+    tokio::select! {
+        served = node.serving => served??,
+        watched = watching => watched??,
+    }
     Ok(())
 }
 
@@ -134,6 +161,17 @@ async fn run_command(command: args::Command) -> Result<()> {
         }
         args::Command::Restore(restore) => run_restore(restore).await?,
         args::Command::Guest(args::GuestCommand::Check(check)) => run_check(check)?,
+        args::Command::Guest(args::GuestCommand::New(new)) => {
+            let sdk = new.sdk.unwrap_or_else(scaffold::default_sdk);
+            let dir = scaffold::new_guest(&new.name, &new.dir, &sdk)?;
+            println!(
+                "created {}: cd there and cargo build --release, then host guest check or host \
+                 dev --fsm on target/wasm32-unknown-unknown/release/{}.wasm",
+                dir.display(),
+                new.name.replace('-', "_")
+            );
+        }
+        args::Command::Dev(dev) => run_dev(dev).await?,
         args::Command::Wal(args::WalCommand::Verify { data_dir }) => {
             let found = host::store::verify(&data_dir);
             print!("{}", found.report);
