@@ -30,18 +30,8 @@ struct Probe {
     random: String,
 }
 
-async fn post(node: &Node, path: &str, body: &str) -> (u16, String) {
-    let resp = http()
-        .post(node.url(path))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
 async fn probe(node: &Node) -> Probe {
-    let (code, text) = post(node, "/v1/apply", "probe").await;
+    let (code, text) = post_text(node, "/v1/apply", "probe").await;
     assert_eq!(code, 200, "{text}");
     let f: Vec<&str> = text.split(' ').collect();
     Probe {
@@ -128,13 +118,13 @@ async fn every_node_sees_the_same_context_and_the_log_clock_never_goes_back() {
         .map(|p| format!("{} {} {} {}", p.index, p.term, p.unix_ms, p.random))
         .collect();
     for n in nodes {
-        let (code, text) = post(n, "/v1/query?consistency=stale", "probes").await;
+        let (code, text) = post_text(n, "/v1/query?consistency=stale", "probes").await;
         assert_eq!(code, 200, "{text}");
         assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{}", n.name);
     }
 
     // A read's time is the serving node's clock, but never before the log's.
-    let (code, text) = post(&n2, "/v1/query?consistency=stale", "now").await;
+    let (code, text) = post_text(&n2, "/v1/query?consistency=stale", "now").await;
     assert_eq!(code, 200, "{text}");
     let read_ms: u64 = text.split(' ').nth(1).unwrap().parse().unwrap();
     assert!(
@@ -143,7 +133,7 @@ async fn every_node_sees_the_same_context_and_the_log_clock_never_goes_back() {
     );
 
     // No random bytes in a query.
-    let (code, text) = post(&n3, "/v1/query", "random").await;
+    let (code, text) = post_text(&n3, "/v1/query", "random").await;
     assert_eq!(code, 409, "{text}");
     assert!(text.contains("refused in query"), "{text}");
 
@@ -179,14 +169,14 @@ async fn the_log_clock_survives_a_snapshot_and_a_failed_call_keeps_its_log_lines
     let last = probe(&node).await;
 
     // A trapping command: refused, and what it logged first is kept.
-    let (code, text) = post(&node, "/v1/apply", "panic").await;
+    let (code, text) = post_text(&node, "/v1/apply", "panic").await;
     assert_eq!(code, 422, "{text}");
     let lines = guest_log(&node).await;
     assert!(
         lines.iter().any(|l| l["message"] == "about to trap"),
         "{lines:?}"
     );
-    let (code, text) = post(&node, "/v1/apply", "chatter 100").await;
+    let (code, text) = post_text(&node, "/v1/apply", "chatter 100").await;
     assert_eq!(code, 200, "{text}");
     let lines = guest_log(&node).await;
     assert!(
@@ -198,7 +188,7 @@ async fn the_log_clock_survives_a_snapshot_and_a_failed_call_keeps_its_log_lines
 
     // The log's clock: the last command's stamp, ten minutes ahead of the node's (a read's
     // time is the node's clock, but never before the log's).
-    let (code, text) = post(&node, "/v1/query", "now").await;
+    let (code, text) = post_text(&node, "/v1/query", "now").await;
     assert_eq!(code, 200, "{text}");
     let clock: u64 = text.split(' ').nth(1).unwrap().parse().unwrap();
     assert!(
@@ -208,12 +198,12 @@ async fn the_log_clock_survives_a_snapshot_and_a_failed_call_keeps_its_log_lines
 
     // A snapshot, then a restart with an honest clock: the state comes back from the snapshot
     // with the log's clock.
-    let (code, text) = post(&node, "/v1/snapshot", "").await;
+    let (code, text) = post_text(&node, "/v1/snapshot", "").await;
     assert_eq!(code, 200, "{text}");
     node.env.clear();
     node.restart(false);
     wait_for_leader(&[&node]).await;
-    let (code, text) = post(&node, "/v1/query?consistency=stale", "now").await;
+    let (code, text) = post_text(&node, "/v1/query?consistency=stale", "now").await;
     assert_eq!(code, 200, "{text}");
     let read_ms: u64 = text.split(' ').nth(1).unwrap().parse().unwrap();
     assert_eq!(read_ms, clock, "after the restart a read is at {read_ms}");

@@ -2,18 +2,12 @@
 //! and a guest that changes its state in `query` and loses a field in `restore` is caught, as
 //! is one importing what the host does not provide.
 
-use std::process::Command;
+mod common;
+
+use common::host_command;
 
 fn check(guest: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(["guest", "check", guest])
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    host_command(&[&["guest", "check", guest], args].concat())
 }
 
 fn script(lines: &str) -> tempfile::NamedTempFile {

@@ -14,30 +14,19 @@ use std::sync::{Arc, Mutex};
 const COUNTER: &str = env!("RAFTWASM_COUNTER_WASM");
 const COUNTER_V2: &str = env!("RAFTWASM_COUNTER_V2_WASM");
 
-fn host(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
 #[test]
 fn a_new_guest_builds_as_it_is_and_passes_the_check() {
     let root = TestDir::new();
     let parent = root.path().to_str().unwrap();
-    let (ok, out) = host(&["guest", "new", "demo-guest", "--dir", parent]);
+    let (ok, out) = host_command(&["guest", "new", "demo-guest", "--dir", parent]);
     assert!(ok, "{out}");
     let dir = root.path().join("demo-guest");
     for file in ["Cargo.toml", ".cargo/config.toml", "src/lib.rs"] {
         assert!(dir.join(file).is_file(), "{file} missing: {out}");
     }
-    let (ok, out) = host(&["guest", "new", "demo-guest", "--dir", parent]);
+    let (ok, out) = host_command(&["guest", "new", "demo-guest", "--dir", parent]);
     assert!(!ok && out.contains("exists already"), "{out}");
-    let (ok, out) = host(&["guest", "new", "Bad Name", "--dir", parent]);
+    let (ok, out) = host_command(&["guest", "new", "Bad Name", "--dir", parent]);
     assert!(!ok && out.contains("not a crate name"), "{out}");
 
     // As a guest author would: cargo build --release in the new crate. Its own target dir is
@@ -61,7 +50,7 @@ fn a_new_guest_builds_as_it_is_and_passes_the_check() {
         "{\"apply\":{\"add\":5}}\n{\"query\":null}\n{\"apply\":{\"add\":-2}}\n",
     )
     .unwrap();
-    let (ok, out) = host(&[
+    let (ok, out) = host_command(&[
         "guest",
         "check",
         wasm.to_str().unwrap(),

@@ -11,43 +11,39 @@ const COUNTER: &str = env!("RAFTWASM_COUNTER_WASM");
 const COUNTER_V2: &str = env!("RAFTWASM_COUNTER_V2_WASM");
 const LEASE: &str = env!("RAFTWASM_LEASE_WASM");
 
-async fn post(node: &Node, path: &str, body: &str) -> (u16, String) {
-    let resp = http()
-        .post(node.url(path))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_counter_takes_json_commands_and_refuses_bad_ones() {
     let root = TestDir::new();
     let node = Node::start(root.path(), "solo", true, &["--fsm", COUNTER]);
     wait_for_leader(&[&node]).await;
     assert_eq!(
-        post(&node, "/v1/apply", r#"{"add":5}"#).await,
+        post_text(&node, "/v1/apply", r#"{"add":5}"#).await,
         (200, "5".into())
     );
     assert_eq!(
-        post(&node, "/v1/apply", r#"{"add":10}"#).await,
+        post_text(&node, "/v1/apply", r#"{"add":10}"#).await,
         (200, "15".into())
     );
-    assert_eq!(post(&node, "/v1/query", "null").await, (200, "15".into()));
-    let (code, text) = post(&node, "/v1/apply", "sub 1").await;
+    assert_eq!(
+        post_text(&node, "/v1/query", "null").await,
+        (200, "15".into())
+    );
+    let (code, text) = post_text(&node, "/v1/apply", "sub 1").await;
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("bad command"), "{text}");
-    let (code, text) = post(&node, "/v1/apply", &format!(r#"{{"add":{}}}"#, i64::MAX)).await;
+    let (code, text) = post_text(&node, "/v1/apply", &format!(r#"{{"add":{}}}"#, i64::MAX)).await;
     assert_eq!(code, 409, "{text}");
     assert!(text.contains("overflow"), "{text}");
     // The default snapshot (the state's own encoding) restores.
-    let (code, text) = post(&node, "/v1/snapshot", "").await;
+    let (code, text) = post_text(&node, "/v1/snapshot", "").await;
     assert_eq!(code, 200, "{text}");
     let mut node = node;
     node.restart(false);
     wait_for_leader(&[&node]).await;
-    assert_eq!(post(&node, "/v1/query", "null").await, (200, "15".into()));
+    assert_eq!(
+        post_text(&node, "/v1/query", "null").await,
+        (200, "15".into())
+    );
 
     // Version 2 through the log: its restore migrates version 1's state.
     let v2 = std::fs::read(COUNTER_V2).unwrap();
@@ -59,11 +55,11 @@ async fn the_counter_takes_json_commands_and_refuses_bad_ones() {
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     assert_eq!(
-        post(&node, "/v1/apply", r#"{"sub":3}"#).await,
+        post_text(&node, "/v1/apply", r#"{"sub":3}"#).await,
         (200, "12".into())
     );
     assert_eq!(
-        post(&node, "/v1/query", r#""stats""#).await,
+        post_text(&node, "/v1/query", r#""stats""#).await,
         (200, r#"{"total":12,"count":1}"#.into())
     );
 }
@@ -73,7 +69,7 @@ async fn acquire_when_free(node: &Node, name: &str, owner: &str, ttl_ms: u64) ->
     let command =
         format!(r#"{{"acquire":{{"name":"{name}","owner":"{owner}","ttl_ms":{ttl_ms}}}}}"#);
     wait_for("the lease to be granted", || async {
-        let (code, text) = post(node, "/v1/apply", &command).await;
+        let (code, text) = post_text(node, "/v1/apply", &command).await;
         match code {
             200 => Some(serde_json::from_str::<Value>(&text).unwrap()),
             409 => None,
@@ -92,7 +88,7 @@ async fn lease_expiry_is_decided_alike_on_every_node_and_after_a_snapshot() {
     let alice = acquire_when_free(leader, "db", "alice", 1_000).await;
     assert_eq!(alice["owner"], "alice");
     assert_eq!(alice["id"].as_str().unwrap().len(), 32, "{alice}");
-    let (code, text) = post(
+    let (code, text) = post_text(
         leader,
         "/v1/apply",
         r#"{"acquire":{"name":"db","owner":"bob","ttl_ms":1000}}"#,
@@ -116,13 +112,13 @@ async fn lease_expiry_is_decided_alike_on_every_node_and_after_a_snapshot() {
         r#"{{"renew":{{"name":"db","id":{},"ttl_ms":1000}}}}"#,
         alice["id"]
     );
-    let (code, text) = post(leader, "/v1/apply", &renew).await;
+    let (code, text) = post_text(leader, "/v1/apply", &renew).await;
     assert_eq!(code, 409, "an expired lease was renewed: {text}");
     let refs: Vec<&Node> = nodes.iter().collect();
     wait_for_equal_state(&refs).await;
 
     // node3 restarts from a snapshot of that state; the next expiry it decides like the others.
-    let (code, text) = post(&nodes[2], "/v1/snapshot", "").await;
+    let (code, text) = post_text(&nodes[2], "/v1/snapshot", "").await;
     assert_eq!(code, 200, "{text}");
     nodes[2].restart(false);
     let carol = acquire_when_free(&nodes[0], "db", "carol", 60_000).await;
@@ -130,7 +126,7 @@ async fn lease_expiry_is_decided_alike_on_every_node_and_after_a_snapshot() {
     let refs: Vec<&Node> = nodes.iter().collect();
     wait_for_equal_state(&refs).await;
     for n in &nodes {
-        let (code, text) = post(n, "/v1/query?consistency=stale", r#"{"holder":"db"}"#).await;
+        let (code, text) = post_text(n, "/v1/query?consistency=stale", r#"{"holder":"db"}"#).await;
         assert_eq!(code, 200, "{text}");
         let holder: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(holder, carol, "{}", n.name);

@@ -465,3 +465,27 @@ pub async fn wait_for_equal_state(nodes: &[&Node]) -> Status {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `POST path` on `node` with a text body: the status and the body.
+pub async fn post_text(node: &Node, path: &str, body: &str) -> (u16, String) {
+    let resp = http()
+        .post(node.url(path))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Runs `host ARGS` (a subcommand, not a node) to its end: whether it succeeded, and its stdout
+/// then its stderr.
+pub fn host_command(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
