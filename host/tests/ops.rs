@@ -171,17 +171,21 @@ async fn metrics_move_under_traffic_and_pass_promtool() {
             .then_some(())
     })
     .await;
-    let (_, later) = scrape(&nodes[f]).await;
-    assert!(
-        value(&later, changes) > seen,
-        "leader changes {seen} -> {}",
-        value(&later, changes)
-    );
+    // The counters come from a watcher that looks at Raft's metrics at a paced interval, and
+    // `f` may learn of the new leader after survivors[0]: poll rather than read once.
+    wait_for("the survivor to count the leader change", || async {
+        let (_, later) = scrape(&nodes[f]).await;
+        (value(&later, changes) > seen).then_some(())
+    })
+    .await;
     // The new leader campaigned for it.
     let new_leader = survivors[0].status().await.unwrap().leader_id.unwrap();
     let winner = survivors.iter().find(|n| n.name == new_leader).unwrap();
-    let (_, won) = scrape(winner).await;
-    assert!(value(&won, "raftwasm_raft_elections_started_total") >= 1.0);
+    wait_for("the new leader to count its election", || async {
+        let (_, won) = scrape(winner).await;
+        (value(&won, "raftwasm_raft_elections_started_total") >= 1.0).then_some(())
+    })
+    .await;
 }
 
 async fn grpc_health(node: &Node, service: &str) -> Option<ServingStatus> {
