@@ -185,9 +185,9 @@ pub enum CheckError {
 
 /// The instances of a check and what they disagreed on.
 struct Run {
-    /// The commands.
+    /// The commands, and a snapshot halfway.
     a: GuestFsm,
-    /// The commands: the same fuel as `a`.
+    /// The same calls as `a`: the same fuel.
     b: GuestFsm,
     /// The commands and the queries.
     q: GuestFsm,
@@ -232,7 +232,15 @@ impl Run {
     }
 
     fn restore_halfway(&mut self, step: usize, module: &GuestModule) -> Result<(), FsmError> {
+        // A snapshot call moves the guest allocator's state, and with it the fuel of later
+        // commands: a and b both take one, so their fuel stays comparable.
         let snapshot = self.a.snapshot()?;
+        if self.b.snapshot()? != snapshot {
+            self.diverged(format!(
+                "step {step}: two fresh instances' snapshots differ: the state depends on more \
+                 than the commands"
+            ));
+        }
         self.largest_snapshot = self.largest_snapshot.max(snapshot.len());
         let mut c = module.start()?;
         let restored = c.restore(Arc::clone(&snapshot))?;
