@@ -52,7 +52,7 @@ fmt-check:
 lint: setup
 	$(CARGO) clippy --release --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
-## Guest apply (wasm vs native, ns/op); snapshot build/install and restart for 1M keys; memory
+## Guest apply (raw component vs its SDK twin vs native, ns/op); snapshot build/install and restart for 1M keys; memory
 ## and time per client session.
 bench: setup
 	$(CARGO) bench --bench fsm

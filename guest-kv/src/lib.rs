@@ -1,14 +1,15 @@
 //! guest-kv: the default raftwasm state machine, a string→string map.
 //!
 //! Commands and queries are JSON objects tagged by `op`, responses are JSON too: all of them are
-//! typed in [`schema`], the one definition the host, tools and tests share. The state is a `BTreeMap`, so iteration order, and with it the snapshot bytes,
-//! is the same on every node.
+//! typed in [`schema`], the one definition the host, tools and tests share. The state is a
+//! `BTreeMap`, so iteration order, and with it the snapshot bytes, is the same on every node.
 //!
 //! Layout:
 //! - [`schema`]: commands, queries and responses (serde types).
 //! - [`kv`]: the map and its operations, plain Rust, usable natively (the benchmark baseline).
-//! - the WebAssembly export (only on `wasm32`, with the default `component` feature): adapts
-//!   [`kv::Kv`] to the `raftwasm:fsm` world.
+//! - the WebAssembly export (only on `wasm32`, with the default `component` feature): the map
+//!   as a `raftwasm:fsm@0.2.0` component on the guest SDK. `examples/guest-kv-raw` exports the
+//!   same map on raw `wit-bindgen` bindings; `cargo bench --bench fsm` compares the two.
 
 pub mod kv;
 pub mod schema;
@@ -19,49 +20,74 @@ pub use schema::{Command, Query, TxnOp};
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod export {
     use crate::kv::{Kv, KvError};
-    use std::cell::RefCell;
+    use crate::schema::{Command, Query};
+    use raftwasm_guest::{Context, Error, StateMachine};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    wit_bindgen::generate!({ path: "../wit/0.1.0", world: "fsm" });
+    /// The map as the SDK's state. The map encodes each response itself (a type per
+    /// operation), so `Response` is those bytes; the snapshot is the map's `GKV1` layout, which
+    /// every earlier guest-kv wrote and read. Serde sees the state as those same bytes.
+    #[derive(Default)]
+    struct GuestKv(Kv);
 
-    use exports::raftwasm::fsm::state_machine::{Error, Guest};
-
-    thread_local! {
-        /// The guest is single-threaded; the host serializes every call.
-        static KV: RefCell<Kv> = RefCell::new(Kv::default());
-    }
-
-    impl From<KvError> for Error {
-        fn from(e: KvError) -> Self {
-            match e {
-                KvError::InvalidInput(m) => Error::InvalidInput(m),
-                KvError::Rejected(m) => Error::Rejected(m),
-            }
+    impl Serialize for GuestKv {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(&self.0.snapshot())
         }
     }
 
-    struct GuestKv;
-
-    impl Guest for GuestKv {
-        fn apply(command: Vec<u8>) -> Result<Vec<u8>, Error> {
-            KV.with_borrow_mut(|kv| kv.apply_bytes(&command))
-                .map_err(Error::from)
-        }
-
-        fn query(request: Vec<u8>) -> Result<Vec<u8>, Error> {
-            KV.with_borrow(|kv| kv.query_bytes(&request))
-                .map_err(Error::from)
-        }
-
-        fn snapshot() -> Vec<u8> {
-            KV.with_borrow(|kv| kv.snapshot())
-        }
-
-        fn restore(state: Vec<u8>) -> Result<(), Error> {
-            let restored = Kv::restore(&state)?;
-            KV.set(restored);
-            Ok(())
+    impl<'de> Deserialize<'de> for GuestKv {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let bytes = Vec::<u8>::deserialize(deserializer)?;
+            Kv::restore(&bytes)
+                .map(GuestKv)
+                .map_err(|e| serde::de::Error::custom(format!("{e:?}")))
         }
     }
 
-    export!(GuestKv);
+    fn error(e: KvError) -> Error {
+        match e {
+            KvError::InvalidInput(m) => Error::invalid_input(m),
+            KvError::Rejected(m) => Error::rejected(m),
+        }
+    }
+
+    impl StateMachine for GuestKv {
+        type Command = Command;
+        type Query = Query;
+        type Response = Vec<u8>;
+
+        fn apply(&mut self, _: &Context, command: Command) -> Result<Vec<u8>, Error> {
+            self.0.apply(command).map_err(error)
+        }
+
+        fn query(&self, _: &Context, query: Query) -> Result<Vec<u8>, Error> {
+            self.0.query(&query).map_err(error)
+        }
+
+        // guest-kv's own messages for input that does not decode.
+        fn decode_command(bytes: &[u8]) -> Result<Command, Error> {
+            serde_json::from_slice(bytes)
+                .map_err(|e| Error::invalid_input(format!("invalid command: {e}")))
+        }
+
+        fn decode_query(bytes: &[u8]) -> Result<Query, Error> {
+            serde_json::from_slice(bytes)
+                .map_err(|e| Error::invalid_input(format!("invalid query: {e}")))
+        }
+
+        fn encode_response(response: &Vec<u8>) -> Vec<u8> {
+            response.clone()
+        }
+
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.snapshot()
+        }
+
+        fn restore(bytes: &[u8]) -> Result<Self, Error> {
+            Kv::restore(bytes).map(GuestKv).map_err(error)
+        }
+    }
+
+    raftwasm_guest::export!(GuestKv);
 }

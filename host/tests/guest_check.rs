@@ -20,10 +20,13 @@ fn script(lines: &str) -> tempfile::NamedTempFile {
 fn deterministic_guests_pass_with_their_world_and_figures() {
     let (ok, out) = check(env!("RAFTWASM_GUEST_KV_WASM"), &["--generate", "20000"]);
     assert!(ok, "{out}");
-    assert!(out.contains("world: raftwasm:fsm@0.1.0"), "{out}");
+    assert!(out.contains("world: raftwasm:fsm@0.2.0"), "{out}");
     assert!(out.contains("imports: none"), "{out}");
     assert!(out.contains("fuel per command: min "), "{out}");
     assert!(out.contains("ok: deterministic over this script"), "{out}");
+    let (ok, out) = check(env!("RAFTWASM_GUEST_KV_RAW_WASM"), &["--generate", "5000"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("world: raftwasm:fsm@0.1.0"), "{out}");
 
     let bank = script(
         "open alice 100\nopen bob 50\n{\"query\":\"audit\"}\ntransfer alice bob 30\n\

@@ -1,6 +1,6 @@
 //! Guests written on the SDK (`raftwasm-guest`), on real clusters: the counter of the README,
 //! and the lease example, whose expiry every node decides the same way from the log's time,
-//! also after restoring a snapshot.
+//! also after restoring a snapshot; and guest-kv, on the SDK, against its twin on raw bindings.
 
 mod common;
 
@@ -131,4 +131,71 @@ async fn lease_expiry_is_decided_alike_on_every_node_and_after_a_snapshot() {
         let holder: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(holder, carol, "{}", n.name);
     }
+}
+
+/// guest-kv on the SDK against its raw twin (the benchmark's measure of the SDK is only fair if
+/// both do the same work): the same responses, errors and snapshot bytes over a mixed script,
+/// and each restores the other's snapshot.
+#[test]
+fn guest_kv_on_the_sdk_answers_byte_for_byte_like_the_raw_one() {
+    use host::check::{guest_kv_script, Step};
+    use host::fsm::{EntryContext, GuestLimits, GuestModule};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    let load =
+        |path: &str| GuestModule::from_file(Path::new(path), GuestLimits::default()).unwrap();
+    let (raw, sdk) = (
+        load(env!("RAFTWASM_GUEST_KV_RAW_WASM")),
+        load(env!("RAFTWASM_GUEST_KV_WASM")),
+    );
+    let (mut a, mut b) = (raw.start().unwrap(), sdk.start().unwrap());
+    let mut steps = guest_kv_script(5_000, 7);
+    // A refusal by the map's rules (an empty key) must come back the same too.
+    steps.push(Step::Apply(
+        br#"{"op":"put","key":"","value":"x"}"#.to_vec(),
+    ));
+    let (mut ok, mut refused) = (0, 0);
+    for step in &steps {
+        let (x, y) = match step {
+            Step::Apply(c) => (
+                a.apply(c, EntryContext::default()).unwrap().result,
+                b.apply(c, EntryContext::default()).unwrap().result,
+            ),
+            Step::Query(q) => (
+                a.query(q, EntryContext::default()).unwrap().result,
+                b.query(q, EntryContext::default()).unwrap().result,
+            ),
+        };
+        assert_eq!(format!("{x:?}"), format!("{y:?}"), "at {step:?}");
+        if x.is_ok() {
+            ok += 1
+        } else {
+            refused += 1
+        }
+    }
+    assert!(
+        ok > 4_000 && refused >= 1,
+        "{ok} answered, {refused} refused"
+    );
+    let snapshot = a.snapshot().unwrap();
+    assert_eq!(snapshot, b.snapshot().unwrap());
+
+    // Each restores the other's snapshot and goes on the same way.
+    let (mut a2, mut b2) = (raw.start().unwrap(), sdk.start().unwrap());
+    a2.restore(b.snapshot().unwrap()).unwrap().result.unwrap();
+    b2.restore(Arc::clone(&snapshot)).unwrap().result.unwrap();
+    let put = br#"{"op":"put","key":"k1","value":"after"}"#;
+    let (x, y) = (
+        a2.apply(put, EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
+        b2.apply(put, EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap(),
+    );
+    assert_eq!(x, y);
+    assert_eq!(a2.snapshot().unwrap(), b2.snapshot().unwrap());
 }
