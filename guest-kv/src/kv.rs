@@ -2,9 +2,11 @@
 //! [`crate::schema`].
 
 use crate::schema::{
-    to_json, AppendResponse, CasResponse, Command, DeleteResponse, GetManyResponse, GetResponse,
-    KeyValue, PutResponse, Query, ScanResponse, TxnOp, TxnResponse, TxnResult,
+    to_json, AppendResponse, CasResponse, Change, ChangeOp, Command, DeleteResponse,
+    GetManyResponse, GetResponse, KeyValue, PutResponse, Query, ScanResponse, TxnOp, TxnResponse,
+    TxnResult,
 };
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -65,22 +67,41 @@ impl Kv {
 
     /// Decodes and applies one JSON command, returning the JSON response.
     pub fn apply_bytes(&mut self, command: &[u8]) -> Result<Vec<u8>, KvError> {
+        self.apply_bytes_observed(command, &mut |_, _| {})
+    }
+
+    /// [`Kv::apply_bytes`], telling `on_change` each change (see [`Kv::apply_observed`]).
+    pub fn apply_bytes_observed(
+        &mut self,
+        command: &[u8],
+        on_change: &mut impl FnMut(&str, Change<'_>),
+    ) -> Result<Vec<u8>, KvError> {
         let command: Command = serde_json::from_slice(command)
             .map_err(|e| KvError::InvalidInput(format!("invalid command: {e}")))?;
-        self.apply(command)
+        self.apply_observed(command, on_change)
     }
 
     /// Applies one decoded command, returning the JSON response.
     pub fn apply(&mut self, command: Command) -> Result<Vec<u8>, KvError> {
+        self.apply_observed(command, &mut |_, _| {})
+    }
+
+    /// Applies one decoded command, telling `on_change` each key it changes (see
+    /// [`crate::schema::Change`]) once the change is certain, and returns the JSON response.
+    pub fn apply_observed(
+        &mut self,
+        command: Command,
+        on_change: &mut impl FnMut(&str, Change<'_>),
+    ) -> Result<Vec<u8>, KvError> {
         match command {
             Command::Put { key, value } => {
                 check_key(&key)?;
-                let prev = self.map.insert(key, value);
+                let prev = self.put(key, value, ChangeOp::Put, on_change);
                 Ok(to_json(&PutResponse { prev }))
             }
             Command::Delete { key } => {
                 check_key(&key)?;
-                let prev = self.map.remove(&key);
+                let prev = self.delete(&key, ChangeOp::Delete, on_change);
                 Ok(to_json(&DeleteResponse {
                     deleted: prev.is_some(),
                     prev,
@@ -99,27 +120,25 @@ impl Kv {
                         current: current.cloned(),
                     }));
                 }
-                match value {
+                let current = match value {
                     Some(v) => {
-                        let slot = self.map.entry(key).or_default();
-                        *slot = v;
-                        Ok(to_json(&CasResponse {
-                            swapped: true,
-                            current: Some(slot.clone()),
-                        }))
+                        let current = v.clone();
+                        self.put(key, v, ChangeOp::Cas, on_change);
+                        Some(current)
                     }
                     None => {
-                        self.map.remove(&key);
-                        Ok(to_json(&CasResponse {
-                            swapped: true,
-                            current: None,
-                        }))
+                        self.delete(&key, ChangeOp::Cas, on_change);
+                        None
                     }
-                }
+                };
+                Ok(to_json(&CasResponse {
+                    swapped: true,
+                    current,
+                }))
             }
             Command::Append { key, value } => {
                 check_key(&key)?;
-                let len = self.append(key, &value);
+                let len = self.append(key, &value, on_change);
                 Ok(to_json(&AppendResponse { len }))
             }
             Command::Txn { ops } => {
@@ -134,35 +153,86 @@ impl Kv {
                 for op in &ops {
                     check_key(op.key())?;
                 }
-                let results = ops.into_iter().map(|op| self.txn_op(op)).collect();
+                let results = ops
+                    .into_iter()
+                    .map(|op| self.txn_op(op, on_change))
+                    .collect();
                 Ok(to_json(&TxnResponse { results }))
             }
         }
     }
 
-    fn append(&mut self, key: String, value: &str) -> usize {
-        let slot = self.map.entry(key).or_default();
+    /// Sets `key` to `value`, announcing it as `op`; returns the previous value.
+    fn put(
+        &mut self,
+        key: String,
+        value: String,
+        op: ChangeOp,
+        on_change: &mut impl FnMut(&str, Change<'_>),
+    ) -> Option<String> {
+        // Announced before the write, while both values can be lent without a copy.
+        let change = Change {
+            op,
+            value: Some(Cow::Borrowed(&value)),
+            prev: self.map.get(&key).map(|p| Cow::Borrowed(p.as_str())),
+        };
+        on_change(&key, change);
+        self.map.insert(key, value)
+    }
+
+    /// Removes `key` if present, announcing it as `op`; returns the removed value.
+    fn delete(
+        &mut self,
+        key: &str,
+        op: ChangeOp,
+        on_change: &mut impl FnMut(&str, Change<'_>),
+    ) -> Option<String> {
+        let prev = self.map.remove(key)?;
+        let change = Change {
+            op,
+            value: None,
+            prev: Some(Cow::Borrowed(&prev)),
+        };
+        on_change(key, change);
+        Some(prev)
+    }
+
+    fn append(
+        &mut self,
+        key: String,
+        value: &str,
+        on_change: &mut impl FnMut(&str, Change<'_>),
+    ) -> usize {
+        let existed = self.map.contains_key(&key);
+        let slot = self.map.entry(key.clone()).or_default();
+        let before = slot.len();
         slot.push_str(value);
+        let change = Change {
+            op: ChangeOp::Append,
+            value: Some(Cow::Borrowed(slot.as_str())),
+            prev: existed.then(|| Cow::Borrowed(&slot[..before])),
+        };
+        on_change(&key, change);
         slot.len()
     }
 
-    fn txn_op(&mut self, op: TxnOp) -> TxnResult {
+    fn txn_op(&mut self, op: TxnOp, on_change: &mut impl FnMut(&str, Change<'_>)) -> TxnResult {
         match op {
             TxnOp::Get { key } => TxnResult::Get(GetResponse {
                 value: self.map.get(&key).cloned(),
             }),
             TxnOp::Put { key, value } => TxnResult::Put(PutResponse {
-                prev: self.map.insert(key, value),
+                prev: self.put(key, value, ChangeOp::Put, on_change),
             }),
             TxnOp::Delete { key } => {
-                let prev = self.map.remove(&key);
+                let prev = self.delete(&key, ChangeOp::Delete, on_change);
                 TxnResult::Delete(DeleteResponse {
                     deleted: prev.is_some(),
                     prev,
                 })
             }
             TxnOp::Append { key, value } => TxnResult::Append(AppendResponse {
-                len: self.append(key, &value),
+                len: self.append(key, &value, on_change),
             }),
         }
     }
@@ -474,5 +544,69 @@ mod tests {
         let mut extra = snap.clone();
         extra.push(0);
         assert!(Kv::restore(&extra).is_err());
+    }
+
+    fn changes(kv: &mut Kv, json: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let command = serde_json::from_str(json).unwrap();
+        kv.apply_observed(command, &mut |key, change| {
+            seen.push(format!(
+                "{key} {}",
+                String::from_utf8(change.encode()).unwrap()
+            ));
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn every_write_announces_the_value_after_and_before() {
+        let mut kv = Kv::default();
+        let c = |kv: &mut Kv, json| changes(kv, json);
+        assert_eq!(
+            c(&mut kv, r#"{"op":"put","key":"a","value":"1"}"#),
+            [r#"a {"op":"put","value":"1","prev":null}"#]
+        );
+        assert_eq!(
+            c(&mut kv, r#"{"op":"append","key":"a","value":"2"}"#),
+            [r#"a {"op":"append","value":"12","prev":"1"}"#]
+        );
+        assert_eq!(
+            c(&mut kv, r#"{"op":"append","key":"b","value":"x"}"#),
+            [r#"b {"op":"append","value":"x","prev":null}"#]
+        );
+        // No change, no announcement.
+        assert!(c(
+            &mut kv,
+            r#"{"op":"cas","key":"a","expected":"no","value":"3"}"#
+        )
+        .is_empty());
+        assert!(c(&mut kv, r#"{"op":"delete","key":"zz"}"#).is_empty());
+        assert_eq!(
+            c(
+                &mut kv,
+                r#"{"op":"cas","key":"a","expected":"12","value":null}"#
+            ),
+            [r#"a {"op":"cas","value":null,"prev":"12"}"#]
+        );
+        assert_eq!(
+            c(
+                &mut kv,
+                r#"{"op":"txn","ops":[{"op":"get","key":"b"},{"op":"put","key":"c","value":"3"},
+                    {"op":"delete","key":"b"}]}"#
+            ),
+            [
+                r#"c {"op":"put","value":"3","prev":null}"#,
+                r#"b {"op":"delete","value":null,"prev":"x"}"#
+            ]
+        );
+        // A refused command announces nothing.
+        let mut seen = 0;
+        let bad = serde_json::from_str(r#"{"op":"txn","ops":[{"op":"put","key":"d","value":"1"},{"op":"put","key":"","value":"1"}]}"#).unwrap();
+        assert!(kv.apply_observed(bad, &mut |_, _| seen += 1).is_err());
+        assert_eq!(seen, 0);
+        let decoded: Change<'static> =
+            serde_json::from_slice(br#"{"op":"put","value":"a\"b","prev":null}"#).unwrap();
+        assert_eq!(decoded.value.as_deref(), Some("a\"b"));
     }
 }

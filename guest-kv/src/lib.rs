@@ -20,7 +20,7 @@ pub use schema::{Command, Query, TxnOp};
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod export {
     use crate::kv::{Kv, KvError};
-    use crate::schema::{Command, Query};
+    use crate::schema::{Change, Command, Query};
     use raftwasm_guest::{Context, Error, StateMachine};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -57,8 +57,15 @@ mod export {
         type Query = Query;
         type Response = Vec<u8>;
 
-        fn apply(&mut self, _: &Context, command: Command) -> Result<Vec<u8>, Error> {
-            self.0.apply(command).map_err(error)
+        fn apply(&mut self, ctx: &Context, command: Command) -> Result<Vec<u8>, Error> {
+            let mut announce = |key: &str, change: Change<'_>| {
+                // A change that cannot be announced must not be made: the trap rolls the
+                // command back, the same way on every node.
+                if let Err(e) = ctx.emit(key, &change.encode()) {
+                    panic!("announcing a change of {key:?}: {e}");
+                }
+            };
+            self.0.apply_observed(command, &mut announce).map_err(error)
         }
 
         fn query(&self, _: &Context, query: Query) -> Result<Vec<u8>, Error> {

@@ -26,6 +26,11 @@
 //!   exclusive, at most `limit` items (default [`crate::kv::DEFAULT_SCAN_LIMIT`], capped at
 //!   [`crate::kv::MAX_SCAN_LIMIT`]).
 //!
+//! Changes (announced to watchers, one per key a command changes, with the key as the event's
+//! key): [`Change`] `{"op":"put"|"delete"|"cas"|"append","value":V|null,"prev":V|null}`, the
+//! key's value after and before; a txn announces each of its writes. A delete of an absent key,
+//! a cas that does not swap and a get change nothing and announce nothing.
+//!
 //! Keys are non-empty strings; values are strings, empty allowed. Any Unicode text round-trips.
 
 use serde::de::DeserializeOwned;
@@ -116,6 +121,34 @@ impl Query {
 /// Reads a response of type `T` from the guest's JSON.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
     serde_json::from_slice(bytes)
+}
+
+/// The operation behind a [`Change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    Put,
+    Delete,
+    Cas,
+    Append,
+}
+
+/// One key's change, as watchers receive it (the payload of a watch event whose key is the
+/// key). Borrowed when guest-kv writes it; decoded, it owns its strings (`Change<'static>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change<'a> {
+    pub op: ChangeOp,
+    /// The value after the change; null when the change deleted the key.
+    pub value: Option<std::borrow::Cow<'a, str>>,
+    /// The value before; null when the key did not exist.
+    pub prev: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Change<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        to_json(self)
+    }
 }
 
 pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {

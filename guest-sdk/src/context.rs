@@ -105,4 +105,12 @@ impl Context {
     pub fn warn(&self, message: &str) {
         self.log(Level::Warn, message);
     }
+
+    /// Announces a change this command makes to watchers of `key` (by exact key or prefix),
+    /// with `payload` as what they receive. Call it once the change is certain: the changes of
+    /// a command that returns an error are dropped. Only in `apply`; at most 4096 changes and
+    /// 32 MiB per command.
+    pub fn emit(&self, key: &str, payload: &[u8]) -> Result<(), Error> {
+        host::emit(key, payload).map_err(Error::Internal)
+    }
 }

@@ -19,7 +19,7 @@ use crate::network::{Network, PeerPool, Removals};
 use crate::proto::client_server::ClientServer;
 use crate::proto::raft_server::RaftServer;
 use crate::service::{Parts, Service};
-use crate::store::{offload, verify_envelope, LogStore, Raft, StateMachine};
+use crate::store::{offload, verify_envelope, LogStore, Raft, Retention, StateMachine};
 use crate::tls::{self, PeerCerts, ServerTls, TlsListener};
 use crate::types::{metrics_settled, node_id, Member};
 use futures::{Stream, StreamExt};
@@ -338,7 +338,11 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         LogStore::open(&dir, segment_bytes, Some(metrics.storage().clone())).map_err(storage)?;
     let sm = {
         let (dir, spec, metrics) = (dir.clone(), configured.clone(), metrics.clone());
-        offload(move || StateMachine::open(dir, spec, Some(metrics)))
+        let retention = Retention {
+            entries: config.watch.history_entries,
+            bytes: config.watch.history_bytes,
+        };
+        offload(move || StateMachine::open(dir, spec, Some(metrics), retention))
             .await
             .map_err(serve_error)?
             .map_err(storage)?
@@ -371,6 +375,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         metrics,
         removals,
         events,
+        watch: config.watch,
     });
     service.watch_standing();
     Ok(Started {

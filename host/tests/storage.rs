@@ -19,8 +19,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let err = |e| StorageError::from_io_error(ErrorSubject::Store, ErrorVerb::Write, e);
         let dir = tempfile::tempdir().expect("temp dir");
         let log = LogStore::open(dir.path(), 1 << 16, None).map_err(err)?;
-        let sm =
-            StateMachine::open(dir.path().to_path_buf(), self.module.clone(), None).map_err(err)?;
+        let sm = StateMachine::open(
+            dir.path().to_path_buf(),
+            self.module.clone(),
+            None,
+            Default::default(),
+        )
+        .map_err(err)?;
         Ok((dir, log, sm))
     }
 }

@@ -357,9 +357,13 @@ mod in_process {
             std::fs::create_dir(dir.path().join(d)).unwrap();
         }
         // Started with the bank guest: the seed entry decides what runs, not --fsm.
-        let mut sm =
-            StateMachine::open(dir.path().join("a"), spec(env!("RAFTWASM_BANK_WASM")), None)
-                .unwrap();
+        let mut sm = StateMachine::open(
+            dir.path().join("a"),
+            spec(env!("RAFTWASM_BANK_WASM")),
+            None,
+            Default::default(),
+        )
+        .unwrap();
         let out: Vec<_> = [
             entry(1, module(v1, true)),
             entry(2, put("k", "v")),
@@ -409,9 +413,13 @@ mod in_process {
             .build_snapshot()
             .await
             .unwrap();
-        let mut other =
-            StateMachine::open(dir.path().join("b"), spec(env!("RAFTWASM_BANK_WASM")), None)
-                .unwrap();
+        let mut other = StateMachine::open(
+            dir.path().join("b"),
+            spec(env!("RAFTWASM_BANK_WASM")),
+            None,
+            Default::default(),
+        )
+        .unwrap();
         other
             .install_snapshot(&snap.meta, snap.snapshot)
             .await
@@ -428,9 +436,13 @@ mod in_process {
         );
         // And so does a restart of that node, from its own snapshot file.
         drop(other);
-        let reopened =
-            StateMachine::open(dir.path().join("b"), spec(env!("RAFTWASM_BANK_WASM")), None)
-                .unwrap();
+        let reopened = StateMachine::open(
+            dir.path().join("b"),
+            spec(env!("RAFTWASM_BANK_WASM")),
+            None,
+            Default::default(),
+        )
+        .unwrap();
         assert_eq!(reopened.status().module_hash, hash(v2));
     }
 }

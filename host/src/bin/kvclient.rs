@@ -1,7 +1,8 @@
 //! `kvclient`: the command-line gRPC client.
 //!
 //! `kvclient --server localhost:10001 --command set --key k --val v`, then
-//! `kvclient --command get --key k`. Commands: monitor, status, watch, addnode, remove, transfer,
+//! `kvclient --command get --key k`. Commands: monitor, status, watch (the node's view; with
+//! `--prefix P` or `--key K` and `--from R`, the keys' changes), addnode, remove, transfer,
 //! set, get, delete, scan, apply and query (any guest: `--data` or `--data-file`), snapshot,
 //! backup (`--out FILE`), upgrade (`--fsm new.wasm [--dry-run]`). Any node will do: writes,
 //! upgrades and membership changes are forwarded to the leader. `--ca` (and `--cert`,
@@ -21,6 +22,8 @@ mod backup;
 mod connection;
 #[path = "common/retry.rs"]
 mod retry;
+#[path = "common/watch.rs"]
+mod watch;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
@@ -42,7 +45,9 @@ enum Command {
     Monitor,
     /// Same as monitor.
     Status,
-    /// Print the node's view each time it changes, until interrupted.
+    /// With --prefix or --key: print every change to those keys from --from (JSON lines),
+    /// resuming after a lost connection, until interrupted. Without: print the node's view
+    /// each time it changes.
     Watch,
     /// Add node --id at --address (learner, catch up, then voter).
     Addnode,
@@ -94,9 +99,12 @@ struct Args {
     /// Add as a non-voting learner only (addnode).
     #[arg(long)]
     learner: bool,
-    /// Key prefix, for scan.
+    /// Key prefix, for scan and watch.
     #[arg(long)]
     prefix: Option<String>,
+    /// First revision a watch prints (0: only changes from now on).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
     /// First key, for scan.
     #[arg(long)]
     start: Option<String>,
@@ -156,8 +164,14 @@ async fn connect(args: &Args, server: &str) -> Result<Client> {
         .connect()
         .await
         .with_context(|| format!("connecting to {server}"))?;
-    Ok(ClientClient::with_interceptor(channel, c.credentials()?))
+    // Replies may carry a guest's large values (a get, a watch's change): up to the node's
+    // own limits, not tonic's default 4 MiB.
+    Ok(ClientClient::with_interceptor(channel, c.credentials()?)
+        .max_decoding_message_size(MAX_REPLY_BYTES))
 }
+
+/// The largest reply kvclient reads: a change may be 32 MiB (the most a command announces).
+const MAX_REPLY_BYTES: usize = 64 << 20;
 
 /// Runs write `call` (in a session or not), retrying as [`retry::after`] says, on a new
 /// connection each time, to the leader an error names.
@@ -311,6 +325,15 @@ async fn run(args: Args) -> Result<()> {
                 consistency: consistency.into(),
             };
             print_bytes(&client.query(request).await?.into_inner().response)?
+        }
+        Command::Watch if args.key.is_some() || args.prefix.is_some() => {
+            let (key, prefix) = match (args.key.clone(), args.prefix.clone()) {
+                (Some(key), None) => (key, false),
+                (None, Some(prefix)) => (prefix, true),
+                _ => anyhow::bail!("watch takes --key or --prefix, not both"),
+            };
+            let connect = || connect(&args, &args.server);
+            watch::watch_changes(connect, key, prefix, args.from, args.retries).await?
         }
         Command::Watch => watch(&mut client).await?,
         Command::Addnode => {

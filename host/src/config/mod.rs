@@ -6,8 +6,13 @@
 //! them directly. [`NodeConfig::validate`] runs before a node starts.
 
 mod security;
+mod watch;
 
 pub use security::{AuthConfig, TlsConfig};
+pub use watch::{
+    WatchConfig, DEFAULT_WATCH_HISTORY_BYTES, DEFAULT_WATCH_HISTORY_ENTRIES,
+    DEFAULT_WATCH_SLOW_CUTOFF,
+};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -397,6 +402,7 @@ pub struct NodeConfig {
     pub guest: GuestLimits,
     pub raft: RaftTiming,
     pub storage: StorageConfig,
+    pub watch: WatchConfig,
 }
 
 impl NodeConfig {
@@ -413,14 +419,15 @@ impl NodeConfig {
             guest: GuestLimits::default(),
             raft: RaftTiming::default(),
             storage: StorageConfig::for_node(name),
+            watch: WatchConfig::default(),
         }
     }
 
     /// The largest snapshot this node could ever hold: its guest's memory cap (a snapshot is
-    /// made in guest memory), the largest module, and framing. A snapshot stream longer than
+    /// made in guest memory), the largest module, the change feed, and framing. A snapshot stream longer than
     /// this is refused as it arrives.
     pub fn max_snapshot_bytes(&self) -> usize {
-        self.guest.memory_bytes() + MAX_MODULE_BYTES + (1 << 20)
+        self.guest.memory_bytes() + MAX_MODULE_BYTES + self.watch.history_bytes + (1 << 20)
     }
 
     /// The largest gRPC message a client call may send: a command or a module (upgrade), and
@@ -438,6 +445,7 @@ impl NodeConfig {
         self.limits.validate()?;
         self.guest.validate()?;
         self.raft.validate()?;
+        self.watch.validate(self.raft.snapshot_keep_logs)?;
         self.storage.validate()
     }
 }

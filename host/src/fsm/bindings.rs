@@ -243,4 +243,8 @@ impl wit_context::Host for StoreState {
         };
         self.context.log(level, message);
     }
+
+    fn emit(&mut self, key: String, payload: Vec<u8>) -> Result<(), String> {
+        self.context.emit(key, payload)
+    }
 }

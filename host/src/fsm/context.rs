@@ -15,6 +15,17 @@ pub const MAX_RANDOM_BYTES: u32 = 4096;
 pub const MAX_LOG_LINE_BYTES: usize = 1024;
 /// Lines one call may log; later ones are dropped (and counted in one last line).
 pub const MAX_LOG_LINES_PER_CALL: usize = 64;
+/// Changes one call may announce (`emit`).
+pub const MAX_EVENTS_PER_CALL: usize = 4096;
+/// Bytes of keys and payloads one call may announce.
+pub const MAX_EVENT_BYTES_PER_CALL: usize = 32 << 20;
+
+/// A change a guest announced while applying a command (`emit`), before the host numbers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEvent {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
 
 /// The log entry a call runs for, as every node sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +88,8 @@ pub(super) struct CallContext {
     drawn: u64,
     logs: Vec<LogLine>,
     dropped: usize,
+    events: Vec<GuestEvent>,
+    event_bytes: usize,
 }
 
 impl CallContext {
@@ -89,6 +102,8 @@ impl CallContext {
         };
         self.drawn = 0;
         self.dropped = 0;
+        self.events.clear();
+        self.event_bytes = 0;
     }
 
     pub(super) fn entry(&self) -> EntryContext {
@@ -138,6 +153,32 @@ impl CallContext {
             .chain_update(e.position.to_le_bytes())
             .finalize()
             .into()
+    }
+
+    pub(super) fn emit(&mut self, key: String, payload: Vec<u8>) -> Result<(), String> {
+        match self.mode {
+            Mode::Apply => {}
+            // The replayed command's changes were announced when it first ran.
+            Mode::Replay => return Ok(()),
+            Mode::Query => return Err("emit is refused in query: a read changes nothing".into()),
+            Mode::Idle => return Err("emit is only available while applying a command".into()),
+        }
+        let bytes = self.event_bytes + key.len() + payload.len();
+        if self.events.len() >= MAX_EVENTS_PER_CALL || bytes > MAX_EVENT_BYTES_PER_CALL {
+            return Err(format!(
+                "a command announces at most {MAX_EVENTS_PER_CALL} changes and \
+                 {MAX_EVENT_BYTES_PER_CALL} bytes"
+            ));
+        }
+        self.event_bytes = bytes;
+        self.events.push(GuestEvent { key, payload });
+        Ok(())
+    }
+
+    /// The changes the current call announced (taken once it returned).
+    pub(super) fn take_events(&mut self) -> Vec<GuestEvent> {
+        self.event_bytes = 0;
+        std::mem::take(&mut self.events)
     }
 
     pub(super) fn log(&mut self, level: Level, message: String) {

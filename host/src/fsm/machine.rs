@@ -8,7 +8,7 @@
 //! commands is bounded: past [`JOURNAL_MAX_BYTES`] a new checkpoint is taken.
 
 use super::bindings::Fsm;
-use super::context::{EntryContext, LogLine, Mode};
+use super::context::{EntryContext, GuestEvent, LogLine, Mode};
 use super::error::{bounded, CallError, FsmError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::module::GuestModule;
@@ -48,6 +48,8 @@ pub struct GuestFsm {
     /// [`JOURNAL_MAX_BYTES`] after a failed checkpoint, so a guest that cannot snapshot (say, at
     /// its memory cap) is not asked again on every command.
     next_checkpoint_at: usize,
+    /// The changes the last successful `apply` announced, until taken.
+    events: Vec<GuestEvent>,
 }
 
 impl std::fmt::Debug for GuestFsm {
@@ -93,6 +95,7 @@ impl GuestFsm {
             journal: Vec::new(),
             journal_ends: Vec::new(),
             next_checkpoint_at: JOURNAL_MAX_BYTES,
+            events: Vec::new(),
         })
     }
 
@@ -109,6 +112,11 @@ impl GuestFsm {
     /// The lines the guest logged since the last take (0.2.0 guests only).
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         self.store.data_mut().context.take_logs()
+    }
+
+    /// The changes the last `apply` announced (none if it returned an error or failed).
+    pub fn take_events(&mut self) -> Vec<GuestEvent> {
+        std::mem::take(&mut self.events)
     }
 
     /// Applies one committed command of `entry`. `Ok` carries the deterministic outcome
@@ -129,12 +137,21 @@ impl GuestFsm {
         );
         let result = match result {
             Ok(guest_result) => {
+                // Taken before `record`, whose checkpoint is a call of its own. A refused
+                // command announces nothing (see `emit` in the WIT).
+                let events = self.store.data_mut().context.take_events();
+                self.events = if guest_result.is_ok() {
+                    events
+                } else {
+                    Vec::new()
+                };
                 self.record(command, entry);
                 guest_result.map_err(|error| CallError::Guest { error })
             }
             Err(failure) => {
                 // What the failed call logged stays: it is often why it failed.
                 let logs = self.take_logs();
+                self.events.clear();
                 self.rebuild()?;
                 self.store.data_mut().context.put_back(logs);
                 Err(failure)

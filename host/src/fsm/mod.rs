@@ -37,7 +37,7 @@ mod spec;
 
 pub use crate::config::GuestLimits;
 pub use bindings::{Shape, WorldVersion};
-pub use context::{EntryContext, Level, LogLine};
+pub use context::{EntryContext, GuestEvent, Level, LogLine};
 pub use error::{bounded, CallError, FsmError, GuestError, LoadError, MAX_GUEST_MESSAGE_BYTES};
 pub use machine::{GuestFsm, Outcome};
 pub use module::GuestModule;

@@ -2,8 +2,9 @@
 //! only, guest-kv's code compiled natively into the host (no fuel, no memory cap, no isolation),
 //! so a benchmark can show what the wasm sandbox costs inside the cluster.
 
-use super::context::{EntryContext, LogLine};
+use super::context::{EntryContext, GuestEvent, LogLine};
 use super::{CallError, FsmError, GuestError, GuestFsm, GuestModule, Outcome};
+use guest_kv::schema::Change;
 use guest_kv::{Kv, KvError};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -50,7 +51,7 @@ impl MachineSpec {
     pub fn start(&self) -> Result<Machine, FsmError> {
         Ok(match self {
             MachineSpec::Wasm(m) => Machine::Wasm(m.start()?),
-            MachineSpec::NativeGuestKv => Machine::Native(Kv::default()),
+            MachineSpec::NativeGuestKv => Machine::Native(Kv::default(), Vec::new()),
         })
     }
 }
@@ -59,7 +60,8 @@ impl MachineSpec {
 #[derive(Debug)]
 pub enum Machine {
     Wasm(GuestFsm),
-    Native(Kv),
+    /// guest-kv compiled in, and the changes its last apply announced.
+    Native(Kv, Vec<GuestEvent>),
 }
 
 fn native_error(e: KvError) -> CallError {
@@ -75,7 +77,7 @@ impl Machine {
     pub fn memory_bytes(&self) -> u64 {
         match self {
             Machine::Wasm(fsm) => fsm.memory_bytes(),
-            Machine::Native(_) => 0,
+            Machine::Native(..) => 0,
         }
     }
 
@@ -86,10 +88,20 @@ impl Machine {
     ) -> Result<Outcome<Vec<u8>>, FsmError> {
         match self {
             Machine::Wasm(fsm) => fsm.apply(command, entry),
-            Machine::Native(kv) => Ok(Outcome {
-                result: kv.apply_bytes(command).map_err(native_error),
-                fuel_used: 0,
-            }),
+            Machine::Native(kv, events) => {
+                let mut announce = |key: &str, change: Change<'_>| {
+                    let (key, payload) = (key.to_string(), change.encode());
+                    events.push(GuestEvent { key, payload });
+                };
+                let result = kv.apply_bytes_observed(command, &mut announce);
+                if result.is_err() {
+                    events.clear();
+                }
+                Ok(Outcome {
+                    result: result.map_err(native_error),
+                    fuel_used: 0,
+                })
+            }
         }
     }
 
@@ -100,7 +112,7 @@ impl Machine {
     ) -> Result<Outcome<Vec<u8>>, FsmError> {
         match self {
             Machine::Wasm(fsm) => fsm.query(request, read),
-            Machine::Native(kv) => Ok(Outcome {
+            Machine::Native(kv, _) => Ok(Outcome {
                 result: kv.query_bytes(request).map_err(native_error),
                 fuel_used: 0,
             }),
@@ -111,21 +123,29 @@ impl Machine {
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         match self {
             Machine::Wasm(fsm) => fsm.take_logs(),
-            Machine::Native(_) => Vec::new(),
+            Machine::Native(..) => Vec::new(),
+        }
+    }
+
+    /// The changes the last `apply` announced (none if it was refused or failed).
+    pub fn take_events(&mut self) -> Vec<GuestEvent> {
+        match self {
+            Machine::Wasm(fsm) => fsm.take_events(),
+            Machine::Native(_, events) => std::mem::take(events),
         }
     }
 
     pub fn snapshot(&mut self) -> Result<Arc<Vec<u8>>, FsmError> {
         match self {
             Machine::Wasm(fsm) => fsm.snapshot(),
-            Machine::Native(kv) => Ok(Arc::new(kv.snapshot())),
+            Machine::Native(kv, _) => Ok(Arc::new(kv.snapshot())),
         }
     }
 
     pub fn restore(&mut self, state: Arc<Vec<u8>>) -> Result<Outcome<()>, FsmError> {
         match self {
             Machine::Wasm(fsm) => fsm.restore(state),
-            Machine::Native(kv) => {
+            Machine::Native(kv, _) => {
                 let result = Kv::restore(&state)
                     .map(|restored| *kv = restored)
                     .map_err(native_error);

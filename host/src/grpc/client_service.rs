@@ -6,7 +6,10 @@
 use crate::auth::{self, Authenticator, Caller, Credentials};
 use crate::proto;
 use crate::proto::client_server::Client;
-use crate::service::{hops, Consistency, ScanParams, Service, ServiceError};
+use crate::service::{
+    hops, Consistency, ScanParams, Service, ServiceError, WatchItem, WatchSpec, DEFAULT_PROGRESS,
+};
+use crate::store::Cursor;
 use crate::tls::PeerCerts;
 use futures::StreamExt;
 use std::pin::Pin;
@@ -232,5 +235,68 @@ impl Client for ClientService {
             .map_err(|e| e.to_status())?
             .map(|s| Ok(proto::Status::from(s)));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type WatchKeysStream =
+        Pin<Box<dyn futures::Stream<Item = Result<proto::WatchKeysReply, Status>> + Send>>;
+
+    async fn watch_keys(
+        &self,
+        req: Request<proto::WatchKeysRequest>,
+    ) -> Reply<Self::WatchKeysStream> {
+        let caller = self.caller(&req).await?;
+        let r = req.into_inner();
+        let after = match (r.start_revision, r.start_after_seq) {
+            (0, _) => None,
+            (start, 0) => Some(Cursor::after_revision(start - 1)),
+            (start, seq) => Some(Cursor {
+                revision: start,
+                seq: seq - 1,
+            }),
+        };
+        let progress = match r.progress_ms {
+            0 => DEFAULT_PROGRESS,
+            ms => std::time::Duration::from_millis(u64::from(ms)),
+        };
+        let spec = WatchSpec {
+            key: r.key,
+            prefix: r.prefix,
+            after,
+            progress,
+        };
+        let watch = self
+            .service
+            .watch_changes(&caller, spec)
+            .map_err(|e| e.to_status())?;
+        let node = self.service.node_name().to_string();
+        let replies = futures::stream::unfold(Some(watch), move |watch| {
+            let node = node.clone();
+            async move {
+                let mut watch = watch?;
+                let reply = match watch.next().await? {
+                    Ok(WatchItem::Changes(changes)) => proto::WatchKeysReply {
+                        revision: changes.last().map_or(0, |c| c.revision),
+                        events: changes
+                            .iter()
+                            .map(|c| proto::ChangeEvent {
+                                revision: c.revision,
+                                seq: c.seq,
+                                key: c.key.clone(),
+                                payload: c.payload.clone(),
+                            })
+                            .collect(),
+                        node,
+                    },
+                    Ok(WatchItem::Progress { revision }) => proto::WatchKeysReply {
+                        events: Vec::new(),
+                        revision,
+                        node,
+                    },
+                    Err(e) => return Some((Err(e.to_status()), None)),
+                };
+                Some((Ok(reply), Some(watch)))
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 }

@@ -13,7 +13,8 @@
 //! ...}`), `GET /v1/status` (`?state_hash=true` adds a hash of the guest state), `POST
 //! /v1/snapshot`, `POST /v1/apply`, `POST /v1/query`, `POST /v1/fsm`. JSON bodies are read
 //! whatever their `Content-Type`. For operators (`ops`): `GET /metrics`, `/livez`, `/readyz`,
-//! `/v1/backup`; the dashboard (`dashboard`): `GET /ui` and its data, `GET /v1/dashboard`.
+//! `/v1/backup`; the dashboard (`dashboard`): `GET /ui` and its data, `GET /v1/dashboard`;
+//! the change feed (`watch`): `GET /v1/watch`, server-sent events.
 //! Reads take `?consistency=stale`. Every error, 404 and 405 included, is one JSON shape (see
 //! [`crate::service::ErrorBody`]): `{"code": kind, "error": text, "message": cause, ...}`.
 //! With `--auth-file`, requests authenticate with HTTP Basic or Bearer credentials or a client
@@ -24,6 +25,7 @@ mod dashboard;
 mod error;
 mod ops;
 mod session;
+mod watch;
 
 pub use caller::ClientCertificate;
 
@@ -125,6 +127,7 @@ pub fn router(service: Service, auth: Authenticator, max_body_bytes: usize) -> R
         .route("/v1/snapshot", post(snapshot))
         .route("/v1/backup", get(ops::backup))
         .route("/v1/guest/log", get(ops::guest_log))
+        .route("/v1/watch", get(watch::watch))
         .route("/ui", get(dashboard::page))
         .route("/v1/dashboard", get(dashboard::view))
         .route("/v1/kv", get(scan))

@@ -72,6 +72,19 @@ pub enum ServiceError {
     /// The route exists but not for this HTTP method.
     #[error("{message}")]
     MethodNotAllowed { message: String },
+    /// A watch from a revision whose changes this node no longer keeps.
+    #[error("{message}")]
+    Compacted {
+        message: String,
+        /// The revision asked for.
+        wanted: u64,
+        /// The oldest revision the node still has every change of.
+        oldest: u64,
+    },
+    /// A watcher that left its stream full for too long: cut off so it cannot hold the node's
+    /// memory. It may watch again from `resume_from`.
+    #[error("{message}")]
+    WatcherTooSlow { message: String, resume_from: u64 },
     /// A fault on this node.
     #[error("internal error: {message}")]
     Internal { message: String },
@@ -197,6 +210,8 @@ impl ServiceError {
             ServiceError::MethodNotAllowed { .. } => 405,
             ServiceError::Unavailable { .. } | ServiceError::NotMember { .. } => 503,
             ServiceError::UnknownOutcome { .. } => 504,
+            ServiceError::Compacted { .. } => 410,
+            ServiceError::WatcherTooSlow { .. } => 429,
             ServiceError::Internal { .. } => 500,
         }
     }
@@ -224,6 +239,8 @@ impl ServiceError {
                 timed_out: true, ..
             } => tonic::Code::DeadlineExceeded,
             ServiceError::UnknownOutcome { .. } => tonic::Code::Unknown,
+            ServiceError::Compacted { .. } => tonic::Code::OutOfRange,
+            ServiceError::WatcherTooSlow { .. } => tonic::Code::ResourceExhausted,
             ServiceError::Internal { .. } => tonic::Code::Internal,
         }
     }
@@ -252,6 +269,16 @@ impl ServiceError {
                 ServiceError::unavailable(message, None)
             }
             _ => ServiceError::Internal { message },
+        }
+    }
+}
+
+impl From<crate::store::Compacted> for ServiceError {
+    fn from(c: crate::store::Compacted) -> Self {
+        ServiceError::Compacted {
+            message: c.to_string(),
+            wanted: c.wanted,
+            oldest: c.oldest,
         }
     }
 }

@@ -17,9 +17,11 @@
 //! - `transfer`: the leadership hand-over protocol, both halves.
 //! - `upgrade`: replacing the guest module through the log.
 //! - `guest_log`: the lines guests logged on this node.
+//! - `changes`: watches of the changes guests announced, by key or prefix, from a revision.
 
 mod backup;
 mod batcher;
+mod changes;
 mod convert;
 mod dashboard;
 mod error;
@@ -36,6 +38,7 @@ pub mod transfer;
 mod upgrade;
 
 pub use backup::{BackupStream, SnapshotInfo};
+pub use changes::{parse_position, ChangeView, Watch, WatchItem, WatchSpec, DEFAULT_PROGRESS};
 pub use dashboard::{ClusterView, MemberView};
 pub use error::{ErrorBody, ServiceError};
 pub use forward::{hops, never_sent, HOPS_HEADER, MAX_HOPS};
@@ -48,7 +51,7 @@ pub use status::{Counters, MemberStatus, StateHash, Status};
 pub use upgrade::ModuleUpgrade;
 
 use crate::auth::{Caller, Permission, Scope};
-use crate::config::Limits;
+use crate::config::{Limits, WatchConfig};
 use crate::events::EventLog;
 use crate::metrics::Metrics;
 use crate::network::{PeerPool, Removals};
@@ -100,6 +103,7 @@ struct Inner {
     /// Members' word that this node is not in the cluster.
     removals: Removals,
     events: EventLog,
+    watch: WatchConfig,
 }
 
 /// The node's client-facing operations. Cheap to clone.
@@ -130,6 +134,7 @@ pub struct Parts {
     pub removals: Removals,
     /// The latest cluster events this node saw.
     pub events: EventLog,
+    pub watch: WatchConfig,
 }
 
 impl std::fmt::Debug for Parts {
@@ -152,6 +157,7 @@ impl Service {
             metrics,
             removals,
             events,
+            watch,
         } = parts;
         let requests = metrics.requests().clone();
         Service {
@@ -174,6 +180,7 @@ impl Service {
                 metrics,
                 removals,
                 events,
+                watch,
             }),
         }
     }

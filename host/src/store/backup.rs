@@ -143,6 +143,7 @@ mod tests {
             state: b"the guest state",
             sessions: b"",
             clock_ms: 0,
+            feed: &[],
         })
     }
 

@@ -24,7 +24,8 @@ pub use modules::{ModuleRejected, MODULES_DIR};
 pub use offload::{offload, GuestCallError};
 pub use snapshot::{verify_envelope, SnapshotError};
 pub use state_machine::{
-    GuestLog, NumberedLine, Sessions, StateMachine, StateMachineStatus, KEPT_GUEST_LINES,
+    ChangeEvent, ChangeFeed, Compacted, Cursor, GuestLog, NumberedLine, Retention, Sessions,
+    StateMachine, StateMachineStatus, KEPT_GUEST_LINES,
 };
 pub use verify::{verify, Verified};
 

@@ -6,9 +6,10 @@
 //! the snapshot's index, whatever `--fsm` it was started with. Layout: `RWSNAP02`, the active
 //! module's SHA-256 (32 bytes), the module's length (u64 LE) and bytes (empty for the native
 //! benchmark baseline), the module history as JSON with its length (u32 LE), the guest state
-//! with its length (u64 LE), the client session table with its length (u64 LE), and a CRC-32
-//! of everything before it. `RWSNAP02` envelopes (before sessions) have no session table and
-//! are still read. The file adds the openraft
+//! with its length (u64 LE), the client session table with its length (u64 LE), the log's
+//! clock (u64 LE), the change feed with its length (u64 LE), and a CRC-32 of everything before
+//! it. Older envelopes are still read: `RWSNAP04` has no change feed, `RWSNAP03` no clock,
+//! `RWSNAP02` no session table. The file adds the openraft
 //! metadata in front: `RWMETA01`, its JSON length (u32 LE), the JSON, then the envelope.
 
 use crate::types::{ModuleRecord, SnapshotMeta};
@@ -17,7 +18,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP04";
+const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP05";
+/// The envelope before the change feed.
+const ENVELOPE_MAGIC_V4: &[u8; 8] = b"RWSNAP04";
 /// The envelope before the log's clock.
 const ENVELOPE_MAGIC_V3: &[u8; 8] = b"RWSNAP03";
 /// The envelope before client sessions.
@@ -56,6 +59,8 @@ pub struct Contents<'a> {
     pub sessions: &'a [u8],
     /// The time of the last applied entry that carried one, ms since the Unix epoch (0: none).
     pub clock_ms: u64,
+    /// The change feed (`ChangeFeed::encode`; empty for none).
+    pub feed: &'a [u8],
 }
 
 /// Wraps guest state with the module that produced it and the module history.
@@ -77,6 +82,8 @@ pub fn seal(contents: &Contents<'_>) -> Vec<u8> {
     out.extend_from_slice(&(contents.sessions.len() as u64).to_le_bytes());
     out.extend_from_slice(contents.sessions);
     out.extend_from_slice(&contents.clock_ms.to_le_bytes());
+    out.extend_from_slice(&(contents.feed.len() as u64).to_le_bytes());
+    out.extend_from_slice(contents.feed);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -86,10 +93,11 @@ pub fn seal(contents: &Contents<'_>) -> Vec<u8> {
 pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
     let corrupt = |why: &str| SnapshotError::Corrupt(why.to_string());
     let magic = envelope.get(..8);
-    let with_clock = magic == Some(ENVELOPE_MAGIC);
+    let with_feed = magic == Some(ENVELOPE_MAGIC);
+    let with_clock = with_feed || magic == Some(ENVELOPE_MAGIC_V4);
     let with_sessions = with_clock || magic == Some(ENVELOPE_MAGIC_V3);
     if envelope.len() < 64 || !(with_sessions || magic == Some(ENVELOPE_MAGIC_V2)) {
-        return Err(corrupt("missing RWSNAP04 header"));
+        return Err(corrupt("missing RWSNAP05 header"));
     }
     let (body, crc) = envelope.split_at(envelope.len() - 4);
     let crc = u32::from_le_bytes(crc.try_into().map_err(|_| corrupt("no checksum"))?);
@@ -126,6 +134,13 @@ pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
         true => u64::from_le_bytes(take(8, "clock")?.try_into().unwrap_or_default()),
         false => 0,
     };
+    let feed = match with_feed {
+        true => {
+            let len = u64::from_le_bytes(take(8, "feed length")?.try_into().unwrap_or_default());
+            take(usize::try_from(len).unwrap_or(usize::MAX), "change feed")?
+        }
+        false => &[],
+    };
     if !rest.is_empty() {
         return Err(corrupt("trailing bytes"));
     }
@@ -136,6 +151,7 @@ pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
         state,
         sessions,
         clock_ms,
+        feed,
     })
 }
 
@@ -217,6 +233,7 @@ mod tests {
             state,
             sessions: b"sessions",
             clock_ms: 1_764_000_000_000,
+            feed: b"feed",
         }
     }
 

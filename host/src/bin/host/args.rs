@@ -5,7 +5,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use host::config::{
     self, AuthConfig, FsmSource, GuestLimits, Limits, NetworkConfig, NodeConfig, RaftTiming,
-    StorageConfig, TlsConfig,
+    StorageConfig, TlsConfig, WatchConfig,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +53,22 @@ pub struct Cli {
     pub raft: RaftArgs,
     #[command(flatten)]
     pub storage: StorageArgs,
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// The change feed watchers read.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Revisions (log entries) whose changes are kept for watchers; at least --snapshot-keep-logs.
+    #[arg(long, env = "RAFTWASM_WATCH_HISTORY", default_value_t = config::DEFAULT_WATCH_HISTORY_ENTRIES)]
+    pub watch_history: u64,
+    /// Bytes of changes kept for watchers; past it the oldest revisions go first.
+    #[arg(long, env = "RAFTWASM_WATCH_HISTORY_BYTES", default_value_t = config::DEFAULT_WATCH_HISTORY_BYTES)]
+    pub watch_history_bytes: usize,
+    /// A watcher that reads nothing for this long while its stream is full is cut off, ms.
+    #[arg(long, env = "RAFTWASM_WATCH_SLOW_CUTOFF_MS", default_value_t = config::DEFAULT_WATCH_SLOW_CUTOFF.as_millis() as u64)]
+    pub watch_slow_cutoff_ms: u64,
 }
 
 /// How log lines are written.
@@ -358,6 +374,11 @@ impl Cli {
             guest: self.guest.into(),
             raft: self.raft.into(),
             storage,
+            watch: WatchConfig {
+                history_entries: self.watch.watch_history,
+                history_bytes: self.watch.watch_history_bytes,
+                slow_cutoff: Duration::from_millis(self.watch.watch_slow_cutoff_ms),
+            },
             name: id,
         }
     }

@@ -20,6 +20,8 @@ impl StateMachine {
         let mut applied = self.lock();
         let state = applied.fsm.snapshot().map_err(sm_err)?;
         let sessions = applied.sessions.encode();
+        // The feed changes only under the guest lock held here: it matches the state.
+        let feed = self.feed().encode();
         let envelope = snapshot::seal(&Contents {
             module_hash: applied.spec.hash(),
             module: match &applied.spec {
@@ -30,6 +32,7 @@ impl StateMachine {
             state: &state,
             sessions: &sessions,
             clock_ms: applied.clock_ms,
+            feed: &feed,
         });
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,

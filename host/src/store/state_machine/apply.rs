@@ -61,6 +61,7 @@ impl StateMachine {
                 changed_module = true;
             }
         }
+        self.feed().seal(index);
         if changed_module {
             self.publish(&applied);
         } else {

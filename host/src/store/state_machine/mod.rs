@@ -19,7 +19,8 @@
 //! membership, modules) that status and seeding read without waiting for a guest call.
 //! `adapter` holds openraft's side: streamed applies and snapshot build, install and read;
 //! `apply` one committed entry; `command` one command through its session; `observe` a guest
-//! call's metrics and log lines; `guest_log` the lines guests logged.
+//! call's metrics, log lines and announced changes; `guest_log` the lines guests logged; `feed`
+//! the changes guests announced, for watchers.
 
 use super::modules::{migrate, ModuleRejected, Modules};
 use super::offload::{offload, GuestCallError};
@@ -36,10 +37,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 mod adapter;
 mod apply;
 mod command;
+mod feed;
 mod guest_log;
 mod observe;
 mod sessions;
 
+pub use feed::{ChangeEvent, ChangeFeed, Compacted, Cursor, Retention};
 pub use guest_log::{GuestLog, NumberedLine, KEPT_GUEST_LINES};
 pub use sessions::Sessions;
 
@@ -88,6 +91,8 @@ struct Shared {
     metrics: Option<Metrics>,
     /// What guests logged on this node.
     guest_log: GuestLog,
+    /// The changes guests announced.
+    feed: ChangeFeed,
 }
 
 #[derive(Clone)]
@@ -135,12 +140,13 @@ fn record(spec: &MachineSpec, since_index: u64) -> ModuleRecord {
 
 impl StateMachine {
     /// Starts the guest: the module and state of the snapshot in `dir` if there is one,
-    /// otherwise `module` with an empty state, recording into `metrics`. Blocking (it may
-    /// restore a large snapshot).
+    /// otherwise `module` with an empty state, recording into `metrics` and keeping announced
+    /// changes for `retention`. Blocking (it may restore a large snapshot).
     pub fn open(
         dir: PathBuf,
         module: MachineSpec,
         metrics: Option<Metrics>,
+        retention: Retention,
     ) -> Result<Self, io::Error> {
         let limits = match &module {
             MachineSpec::Wasm(m) => Some(m.limits()),
@@ -168,6 +174,7 @@ impl StateMachine {
                 snapshot_file: tokio::sync::Mutex::new(disk_index),
                 metrics,
                 guest_log: GuestLog::default(),
+                feed: ChangeFeed::new(retention),
             }),
         };
         if let Some((meta, envelope)) = on_disk {
@@ -211,7 +218,13 @@ impl StateMachine {
         Observers {
             metrics: self.metrics(),
             log: &self.shared.guest_log,
+            feed: &self.shared.feed,
         }
+    }
+
+    /// The changes guests announced on this node.
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.shared.feed
     }
 
     /// What guests logged on this node.
@@ -342,6 +355,7 @@ impl StateMachine {
         let spec = self.spec_for(applied, meta, &contents)?;
         let mut fsm = spec.start().map_err(sm_err)?;
         let sessions = Sessions::decode(contents.sessions).map_err(|e| snap_err(Some(meta), e))?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
         let outcome = fsm
             .restore(Arc::new(contents.state.to_vec()))
             .map_err(sm_err)?;
@@ -358,6 +372,10 @@ impl StateMachine {
         applied.clock_ms = contents.clock_ms;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
+        self.shared
+            .feed
+            .restore(contents.feed, index)
+            .map_err(|e| snap_err(Some(meta), e))?;
         self.publish(applied);
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! Guest calls as the node's metrics see them: each apply and query timed, its fuel and the
 //! guest's memory recorded, and a call that did not return counted by how it failed; and the
-//! lines the guest logged, passed to the node's guest log.
+//! lines the guest logged, passed to the node's guest log; and the changes an apply announced,
+//! staged in the change feed.
 
+use super::feed::ChangeFeed;
 use super::guest_log::GuestLog;
 use crate::fsm::{CallError, EntryContext, FsmError, Machine, Outcome};
 use crate::metrics::guest::{Call, Failure};
@@ -13,6 +15,7 @@ use std::time::Instant;
 pub(super) struct Observers<'a> {
     pub metrics: Option<&'a Metrics>,
     pub log: &'a GuestLog,
+    pub feed: &'a ChangeFeed,
 }
 
 /// Runs `call` on `fsm` (`apply` or `query` with `input`, for `entry`) and records it.
@@ -29,6 +32,9 @@ pub(super) fn call(
         Call::Query => fsm.query(input, entry),
     };
     to.log.record(fsm.take_logs());
+    if call == Call::Apply {
+        to.feed.stage(entry.index, fsm.take_events());
+    }
     let metrics = to.metrics;
     if let (Some(m), Ok(outcome)) = (metrics, &outcome) {
         let guest = m.guest();
