@@ -7,6 +7,7 @@ use crate::schema::{
     TxnResult,
 };
 use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -162,7 +163,8 @@ impl Kv {
         }
     }
 
-    /// Sets `key` to `value`, announcing it as `op`; returns the previous value.
+    /// Sets `key` to `value`, announcing it as `op`; returns the previous value. One lookup,
+    /// no copy: this runs for every write.
     fn put(
         &mut self,
         key: String,
@@ -170,14 +172,28 @@ impl Kv {
         op: ChangeOp,
         on_change: &mut impl FnMut(&str, Change<'_>),
     ) -> Option<String> {
-        // Announced before the write, while both values can be lent without a copy.
-        let change = Change {
-            op,
-            value: Some(Cow::Borrowed(&value)),
-            prev: self.map.get(&key).map(|p| Cow::Borrowed(p.as_str())),
-        };
-        on_change(&key, change);
-        self.map.insert(key, value)
+        match self.map.entry(key) {
+            Entry::Occupied(mut slot) => {
+                let prev = slot.insert(value);
+                let change = Change {
+                    op,
+                    value: Some(Cow::Borrowed(slot.get())),
+                    prev: Some(Cow::Borrowed(&prev)),
+                };
+                on_change(slot.key(), change);
+                Some(prev)
+            }
+            Entry::Vacant(slot) => {
+                let change = Change {
+                    op,
+                    value: Some(Cow::Borrowed(&value)),
+                    prev: None,
+                };
+                on_change(slot.key(), change);
+                slot.insert(value);
+                None
+            }
+        }
     }
 
     /// Removes `key` if present, announcing it as `op`; returns the removed value.
@@ -203,17 +219,29 @@ impl Kv {
         value: &str,
         on_change: &mut impl FnMut(&str, Change<'_>),
     ) -> usize {
-        let existed = self.map.contains_key(&key);
-        let slot = self.map.entry(key.clone()).or_default();
-        let before = slot.len();
-        slot.push_str(value);
-        let change = Change {
-            op: ChangeOp::Append,
-            value: Some(Cow::Borrowed(slot.as_str())),
-            prev: existed.then(|| Cow::Borrowed(&slot[..before])),
-        };
-        on_change(&key, change);
-        slot.len()
+        match self.map.entry(key) {
+            Entry::Occupied(mut slot) => {
+                let before = slot.get().len();
+                slot.get_mut().push_str(value);
+                let (key, all) = (slot.key(), slot.get());
+                let change = Change {
+                    op: ChangeOp::Append,
+                    value: Some(Cow::Borrowed(all)),
+                    prev: Some(Cow::Borrowed(&all[..before])),
+                };
+                on_change(key, change);
+                all.len()
+            }
+            Entry::Vacant(slot) => {
+                let change = Change {
+                    op: ChangeOp::Append,
+                    value: Some(Cow::Borrowed(value)),
+                    prev: None,
+                };
+                on_change(slot.key(), change);
+                slot.insert(value.to_string()).len()
+            }
+        }
     }
 
     fn txn_op(&mut self, op: TxnOp, on_change: &mut impl FnMut(&str, Change<'_>)) -> TxnResult {

@@ -21,12 +21,17 @@ fn deterministic_guests_pass_with_their_world_and_figures() {
     let (ok, out) = check(env!("RAFTWASM_GUEST_KV_WASM"), &["--generate", "20000"]);
     assert!(ok, "{out}");
     assert!(out.contains("world: raftwasm:fsm@0.2.0"), "{out}");
-    assert!(out.contains("imports: none"), "{out}");
+    // It announces its changes to watchers (emit).
+    assert!(
+        out.contains("imports: raftwasm:fsm/context@0.2.0\n"),
+        "{out}"
+    );
     assert!(out.contains("fuel per command: min "), "{out}");
     assert!(out.contains("ok: deterministic over this script"), "{out}");
     let (ok, out) = check(env!("RAFTWASM_GUEST_KV_RAW_WASM"), &["--generate", "5000"]);
     assert!(ok, "{out}");
     assert!(out.contains("world: raftwasm:fsm@0.1.0"), "{out}");
+    assert!(out.contains("imports: none"), "{out}");
 
     let bank = script(
         "open alice 100\nopen bob 50\n{\"query\":\"audit\"}\ntransfer alice bob 30\n\
