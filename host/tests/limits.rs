@@ -19,9 +19,15 @@ async fn raft_client(node: &Node) -> RaftClient<tonic::transport::Channel> {
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_lengths_and_oversized_streams_are_refused() {
     let root = tempfile::tempdir().unwrap();
-    // A small guest memory cap: a snapshot can then be at most 8 MiB of state plus the
-    // largest module plus a little framing.
-    let node = Node::start(root.path(), "solo", true, &["--guest-memory-mib", "8"]);
+    // A small guest memory cap and change feed: a snapshot can then be at most 8 MiB of state
+    // plus the largest module plus 1 MiB of changes plus a little framing.
+    let opts = [
+        "--guest-memory-mib",
+        "8",
+        "--watch-history-bytes",
+        "1048576",
+    ];
+    let node = Node::start(root.path(), "solo", true, &opts);
     wait_for_leader(&[&node]).await;
     let mut raft = raft_client(&node).await;
 
