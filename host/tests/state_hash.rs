@@ -1,8 +1,9 @@
 //! A state hash (`GET /v1/status?state_hash=true`) holds the guest only for the guest's own
-//! snapshot call: writes go on while the snapshot is hashed. In a test binary of its own because
-//! it compares pauses in time: sibling tests starting nodes beside it on this 2-core machine
-//! made the guest's snapshot call (page faults over a 256 MiB copy) take most of the hash's
-//! time, about one run in three.
+//! snapshot call: writes go on while the snapshot is hashed. The guest call's share of the
+//! hash's time varies widely (page faults over two 256 MiB copies, other load on the machine:
+//! 18% to 85% here), so the test measures it, from the node's `snapshot` call histogram, and
+//! checks writes stalled for little more than it. In a test binary of its own because it
+//! compares pauses in time.
 
 mod common;
 
@@ -52,6 +53,8 @@ async fn a_long_state_hash_does_not_stall_writes() {
         (s.applied_index > 300).then_some(())
     })
     .await;
+    let snapshot_calls = r#"raftwasm_guest_call_duration_seconds_sum{call="snapshot"}"#;
+    let held_before = metric_value(&node, snapshot_calls).await;
     let started = Instant::now();
     let resp = http()
         .get(node.url("/v1/status?state_hash=true"))
@@ -63,9 +66,11 @@ async fn a_long_state_hash_does_not_stall_writes() {
     assert_eq!(resp.status(), 200);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let done = writer.await.unwrap();
+    let held = Duration::from_secs_f64(metric_value(&node, snapshot_calls).await - held_before);
 
-    // Writes completed while the hash ran, and the longest pause between two of them is well
-    // under the hash's whole duration (only the guest's own snapshot call holds the guest).
+    // Writes completed while the hash ran, and the longest pause between two of them is the
+    // guest's snapshot call plus well under half of the rest (the hashing): had the hashing
+    // held the guest too, the pause would span the whole hash.
     let during: Vec<Instant> = done
         .into_iter()
         .filter(|t| *t > started && *t < ended)
@@ -76,12 +81,15 @@ async fn a_long_state_hash_does_not_stall_writes() {
     marks.push(ended);
     let longest = marks.windows(2).map(|w| w[1] - w[0]).max().unwrap();
     eprintln!(
-        "state hash took {took:?}; {} writes completed meanwhile; longest pause {longest:?}",
+        "state hash took {took:?}, the guest's snapshot call {held:?}; {} writes completed \
+         meanwhile; longest pause {longest:?}",
         during.len()
     );
     assert!(!during.is_empty(), "no write completed in {took:?}");
+    assert!(held > Duration::ZERO, "no snapshot call was recorded");
+    let rest = took.saturating_sub(held);
     assert!(
-        longest < took * 3 / 4,
-        "writes stalled for {longest:?} of the hash's {took:?}"
+        longest < held + rest / 2,
+        "writes stalled for {longest:?} of the hash's {took:?} (snapshot call {held:?})"
     );
 }

@@ -89,20 +89,6 @@ fn spawn_watcher(url: String, seen: Arc<Mutex<Vec<Seen>>>, stop: Arc<Mutex<bool>
     });
 }
 
-async fn scrape_value(node: &Node, series: &str) -> f64 {
-    let text = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_node_feeds_every_acknowledged_write_once_in_order() {
     let dir = TestDir::new();
@@ -125,7 +111,7 @@ async fn every_node_feeds_every_acknowledged_write_once_in_order() {
     nodes[g].restart(false);
     let install = r#"raftwasm_raft_snapshot_duration_seconds_count{kind="install"}"#;
     wait_for("node g to install the snapshot", || async {
-        (scrape_value(&nodes[g], install).await >= 1.0).then_some(())
+        (metric_value(&nodes[g], install).await >= 1.0).then_some(())
     })
     .await;
 

@@ -55,6 +55,8 @@ pub struct GuestMetrics {
     /// applied command records into them.
     apply: (Histogram, Histogram),
     query: (Histogram, Histogram),
+    /// Duration of the guest's `snapshot` calls: applies wait that long.
+    snapshot: Histogram,
     memory: IntGauge,
     failures: IntCounterVec,
     module: IntGaugeVec,
@@ -91,7 +93,8 @@ impl GuestMetrics {
             HistogramVec::new(
                 HistogramOpts::new(
                     name("guest_call_duration_seconds"),
-                    "Time one call into the guest took, by call (apply, query).",
+                    "Time one call into the guest took, by call (apply, query, snapshot); \
+                     applies wait while a snapshot call holds the guest.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["call"],
@@ -118,6 +121,7 @@ impl GuestMetrics {
         Ok(GuestMetrics {
             apply: handles(Call::Apply),
             query: handles(Call::Query),
+            snapshot: duration.with_label_values(&["snapshot"]),
             memory: register(
                 registry,
                 IntGauge::with_opts(Opts::new(
@@ -155,6 +159,11 @@ impl GuestMetrics {
         };
         duration.observe(took.as_secs_f64());
         fuel_used.observe(fuel as f64);
+    }
+
+    /// A `snapshot` call returned the guest's state after `took`.
+    pub fn snapshot_took(&self, took: Duration) {
+        self.snapshot.observe(took.as_secs_f64());
     }
 
     /// Calls so far: commands applied, queries answered, and the time applies took.

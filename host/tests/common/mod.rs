@@ -489,3 +489,19 @@ pub fn host_command(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
+
+/// The value of one series of the node's `/metrics` (`name` or `name{a="b",...}` exactly as
+/// rendered), 0 when absent.
+pub async fn metric_value(node: &Node, series: &str) -> f64 {
+    let resp = http().get(node.url("/metrics")).send().await.unwrap();
+    let text = resp.text().await.unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}

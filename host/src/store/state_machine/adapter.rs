@@ -1,7 +1,7 @@
 //! The state machine as openraft drives it: applying streamed entries, building, installing
 //! and reading snapshots. Every guest call and file write here runs through [`offload`].
 
-use super::{sm_err, snap_err, StateMachine};
+use super::{observe, sm_err, snap_err, StateMachine};
 use crate::fsm::MachineSpec;
 use crate::metrics::raft::SnapshotWork;
 use crate::store::offload::offload;
@@ -18,7 +18,7 @@ impl StateMachine {
     /// The guest's state sealed with its module, and what it covers. Blocking.
     fn seal(&self) -> Result<(Vec<u8>, SnapshotMeta), io::Error> {
         let mut applied = self.lock();
-        let state = applied.fsm.snapshot().map_err(sm_err)?;
+        let state = observe::snapshot(&mut applied.fsm, self.metrics()).map_err(sm_err)?;
         let sessions = applied.sessions.encode();
         // The feed changes only under the guest lock held here: it matches the state.
         let feed = self.feed().encode();

@@ -114,7 +114,8 @@ impl StateMachine {
                 // Nothing was applied before a seed: the new module starts empty.
                 Machine::Wasm(module.start().map_err(ModuleRejected::Start)?)
             } else {
-                let state = applied.fsm.snapshot().map_err(ModuleRejected::Snapshot)?;
+                let state = observe::snapshot(&mut applied.fsm, self.metrics())
+                    .map_err(ModuleRejected::Snapshot)?;
                 migrate(&module, state)?
             };
             Ok((module, fsm))

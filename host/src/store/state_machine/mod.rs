@@ -264,7 +264,7 @@ impl StateMachine {
         let hashed = offload(move || {
             let (index, state) = {
                 let mut applied = sm.lock();
-                let state = applied.fsm.snapshot()?;
+                let state = observe::snapshot(&mut applied.fsm, sm.metrics())?;
                 // No sessions hash as the guest state alone did before sessions existed.
                 let sessions = match applied.sessions.is_empty() {
                     true => Vec::new(),
@@ -333,7 +333,8 @@ impl StateMachine {
         let sm = self.clone();
         Ok(offload(move || {
             let module = sm.shared.modules.compile(&bytes)?;
-            let state = sm.lock().fsm.snapshot().map_err(ModuleRejected::Snapshot)?;
+            let state = observe::snapshot(&mut sm.lock().fsm, sm.metrics())
+                .map_err(ModuleRejected::Snapshot)?;
             migrate(&module, state)?;
             Ok(ModuleRecord {
                 hash: module.hash().to_string(),

@@ -1,5 +1,5 @@
 //! Guest calls as the node's metrics see them: each apply and query timed, its fuel and the
-//! guest's memory recorded, and a call that did not return counted by how it failed; and the
+//! guest's memory recorded, each snapshot call timed, and a call that did not return counted by how it failed; and the
 //! lines the guest logged, passed to the node's guest log; and the changes an apply announced,
 //! staged in the change feed.
 
@@ -8,6 +8,7 @@ use super::guest_log::GuestLog;
 use crate::fsm::{CallError, EntryContext, FsmError, Machine, Outcome};
 use crate::metrics::guest::{Call, Failure};
 use crate::metrics::Metrics;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Where a call's observations go.
@@ -51,4 +52,17 @@ pub(super) fn call(
         guest.memory(fsm.memory_bytes());
     }
     outcome
+}
+
+/// Takes the guest's whole state, timed: the guest is held, and applies wait, that long.
+pub(super) fn snapshot(
+    fsm: &mut Machine,
+    metrics: Option<&Metrics>,
+) -> Result<Arc<Vec<u8>>, FsmError> {
+    let started = Instant::now();
+    let state = fsm.snapshot();
+    if let (Some(m), Ok(_)) = (metrics, &state) {
+        m.guest().snapshot_took(started.elapsed());
+    }
+    state
 }
