@@ -4,7 +4,8 @@
 //! clients in the root namespace run list-append transactions against every node while a
 //! seeded nemesis partitions the network, kills, pauses and re-adds nodes. The recorded history
 //! is checked by adya (Elle's method) for strict serializability, then every acknowledged append
-//! must be in the final state and every replica must reach the same state hash.
+//! must be in the final state and, once, in order, in every node's change feed, and every replica
+//! must reach the same state hash.
 //!
 //! Layout:
 //! - [`history`]: the recorded operations and their JSON-lines form.
@@ -14,10 +15,12 @@
 //! - [`cluster`]: node processes and the gRPC calls the suite makes on them.
 //! - [`net`]: nftables partitions inside the namespaces.
 //! - [`nemesis`]: the fault schedule.
+//! - [`feed`]: a watcher on each node, following the change feed through the faults.
 //! - [`check`]: the verdicts.
 
 pub mod check;
 pub mod cluster;
+pub mod feed;
 pub mod history;
 pub mod nemesis;
 pub mod net;

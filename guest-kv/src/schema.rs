@@ -27,7 +27,7 @@
 //!   [`crate::kv::MAX_SCAN_LIMIT`]).
 //!
 //! Changes (announced to watchers, one per key a command changes, with the key as the event's
-//! key): [`Change`] `{"op":"put"|"delete"|"cas"|"append","value":V|null,"prev":V|null}`, the
+//! key): [`Change`] `{"op":"put"|"delete"|"cas"|"append"|"incr","value":V|null,"prev":V|null}`, the
 //! key's value after and before; a txn announces each of its writes. A delete of an absent key,
 //! a cas that does not swap and a get change nothing and announce nothing.
 //!
@@ -131,6 +131,8 @@ pub enum ChangeOp {
     Delete,
     Cas,
     Append,
+    /// guest-kv v2's `incr` (examples/guest-kv-v2).
+    Incr,
 }
 
 /// One key's change, as watchers receive it (the payload of a watch event whose key is the

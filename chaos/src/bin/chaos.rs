@@ -1,11 +1,13 @@
 //! `chaos`: one fault-injection run against a fresh 3-node (by default) cluster. Normally
 //! started by `chaos/run.sh`, which creates the network namespaces this expects and removes
 //! them afterwards. Exit code 0 only when the history is strictly serializable, no acknowledged
-//! write is lost and every replica ends at the same state hash.
+//! write is lost, every node's change feed holds each change once and in order, and every replica
+//! ends at the same state hash.
 
 use anyhow::{bail, Context};
 use chaos::check;
 use chaos::cluster::{Cluster, NodeSpec};
+use chaos::feed::{self, NodeFeed};
 use chaos::history::{self, Mop, Outcome, Recorder};
 use chaos::nemesis::{self, Fault, FaultLog, Nemesis, Schedule};
 use chaos::net::Net;
@@ -19,7 +21,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -333,6 +335,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    let watchers = follow_feeds(&cluster);
     let stop = Arc::new(AtomicBool::new(false));
     let run = Shared {
         keys: Arc::new(Keys::default()),
@@ -380,9 +383,29 @@ async fn main() -> anyhow::Result<()> {
     let log = nemesis.log;
 
     let mut findings = Findings::gather(&cluster, &run, &log, &args.work, upgrade).await?;
+    findings.check_feeds(&cluster, &watchers).await;
     findings.retries = args.retry.map(|mode| retry_stats.to_json(mode));
     cluster.stop_all();
     findings.conclude(seed, args.duration, n, &args.work, log.injected.len())
+}
+
+/// One watcher per node, following its change feed from the first revision.
+struct Watchers {
+    feeds: Vec<Arc<Mutex<NodeFeed>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn follow_feeds(cluster: &Cluster) -> Watchers {
+    let feeds: Vec<Arc<Mutex<NodeFeed>>> = (0..cluster.len()).map(|_| Arc::default()).collect();
+    let tasks = feeds
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let node = cluster.specs[i].name.clone();
+            tokio::spawn(feed::follow(cluster.client(i), node, f.clone()))
+        })
+        .collect();
+    Watchers { feeds, tasks }
 }
 
 /// How the clients are made: how many per node, their seeds, and whether they retry.
@@ -433,6 +456,8 @@ struct Findings {
     check_s: f64,
     lost: Vec<(u64, u64)>,
     dups: Vec<(u64, u64)>,
+    /// The final read of every key.
+    final_state: BTreeMap<u64, Vec<u64>>,
     agreed: Result<check::Agreement, Vec<String>>,
     upgrade: Option<UpgradeOutcome>,
     acknowledged: usize,
@@ -440,6 +465,9 @@ struct Findings {
     faults: BTreeMap<&'static str, usize>,
     /// What retrying clients did, when they ran.
     retries: Option<serde_json::Value>,
+    /// Per node: changes received and resumes of its watch.
+    feeds: Vec<serde_json::Value>,
+    feed_problems: Vec<String>,
     ok: usize,
     fail: usize,
     info: usize,
@@ -478,12 +506,48 @@ impl Findings {
             upgrade,
             acknowledged: check::acknowledged_appends(&events),
             keys: final_state.len(),
+            final_state,
             faults,
             retries: None,
+            feeds: Vec::new(),
+            feed_problems: Vec::new(),
             ok,
             fail,
             info,
         })
+    }
+
+    /// Lets every watcher catch up with the replicas' applied index, stops them and checks
+    /// their feeds against the final read (kept from `gather`).
+    async fn check_feeds(&mut self, cluster: &Cluster, watchers: &Watchers) {
+        let through = self.agreed.as_ref().map_or(0, |a| a.applied_index);
+        if !feed::settle(&watchers.feeds, through, Duration::from_secs(60)).await {
+            self.feed_problems.push(format!(
+                "a watcher did not reach revision {through} within 60 s"
+            ));
+        }
+        for t in &watchers.tasks {
+            t.abort();
+        }
+        let guards: Vec<_> = watchers
+            .feeds
+            .iter()
+            .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let named: Vec<(String, &NodeFeed)> = guards
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (cluster.specs[i].name.clone(), &**g))
+            .collect();
+        self.feed_problems
+            .extend(feed::check(&named, &self.final_state));
+        self.feeds = named
+            .iter()
+            .map(|(node, f)| {
+                json!({"node": node, "changes": f.changes, "through": f.through,
+                "resumes": f.resumes})
+            })
+            .collect();
     }
 
     fn report(&self, seed: u64, duration: u64, nodes: usize) -> serde_json::Value {
@@ -499,6 +563,8 @@ impl Findings {
             "adya": {"verdict": self.isolation.verdict, "anomalies": self.isolation.anomaly_types,
                 "check_s": self.check_s},
             "lost_acknowledged_appends": self.lost.len(),
+            "feeds": self.feeds,
+            "feed_problems": self.feed_problems.len(),
             "duplicated_elements": self.dups.len(),
             "replicas": match &self.agreed {
                 Ok(a) => json!({"agree": true, "applied_index": a.applied_index,
@@ -553,6 +619,7 @@ impl Findings {
             && self.lost.is_empty()
             && self.dups.is_empty()
             && self.agreed.is_ok()
+            && self.feed_problems.is_empty()
             && upgrade_ok;
         if passed {
             return Ok(());
@@ -571,6 +638,9 @@ impl Findings {
         }
         if let Err(seen) = &self.agreed {
             eprintln!("replicas disagree: {seen:#?}");
+        }
+        for p in &self.feed_problems {
+            eprintln!("change feed: {p}");
         }
         if !upgrade_ok {
             eprintln!("upgrade failed: {:?}", self.upgrade);

@@ -2,14 +2,16 @@
 //!
 //! What changes from v1 (`guest-kv`):
 //! - a new command, `{"op":"incr","key":K,"by":N}` → `{"value":"M"}`: adds `N` (default 1) to the
-//!   key's value read as a decimal integer (absent counts as 0);
+//!   key's value read as a decimal integer (absent counts as 0), announced to watchers as an
+//!   `incr` change;
 //! - a new piece of state, the revision: how many commands have changed the state, and a new
 //!   query, `{"op":"revision"}` → `{"revision":R,"keys":K}`;
 //! - so a new snapshot layout, `GKV2`: the magic, the revision (u64 LE), then v1's `GKV1` bytes.
 //!
-//! Every v1 command and query works unchanged. `restore()` takes both layouts: a `GKV1` snapshot
-//! (what v1's `snapshot()` hands over during a live upgrade) is migrated, with the revision
-//! starting at 0; a `GKV2` one is read as is.
+//! Every v1 command and query works unchanged, and announces the same changes as v1 does, so
+//! watchers go on across the upgrade. `restore()` takes both layouts: a `GKV1` snapshot (what
+//! v1's `snapshot()` hands over during a live upgrade) is migrated, with the revision starting at
+//! 0; a `GKV2` one is read as is.
 
 pub mod v2;
 
@@ -18,45 +20,78 @@ pub use v2::KvV2;
 #[cfg(target_arch = "wasm32")]
 mod export {
     use crate::v2::KvV2;
+    use guest_kv::schema::Change;
     use guest_kv::KvError;
-    use std::cell::RefCell;
+    use raftwasm_guest::{Context, Error, StateMachine};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "fsm" });
+    /// The v2 state on the SDK. Commands and queries stay bytes: v2 tells its own from v1's by
+    /// trying to decode them. Serde sees the state as its `GKV2` snapshot.
+    #[derive(Default)]
+    struct GuestKvV2(KvV2);
 
-    use exports::raftwasm::fsm::state_machine::{Error, Guest};
+    impl Serialize for GuestKvV2 {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(&self.0.snapshot())
+        }
+    }
 
-    thread_local! {
-        static STATE: RefCell<KvV2> = RefCell::new(KvV2::default());
+    impl<'de> Deserialize<'de> for GuestKvV2 {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let bytes = Vec::<u8>::deserialize(deserializer)?;
+            KvV2::restore(&bytes)
+                .map(GuestKvV2)
+                .map_err(|e| serde::de::Error::custom(format!("{e:?}")))
+        }
     }
 
     fn err(e: KvError) -> Error {
         match e {
-            KvError::InvalidInput(m) => Error::InvalidInput(m),
-            KvError::Rejected(m) => Error::Rejected(m),
+            KvError::InvalidInput(m) => Error::invalid_input(m),
+            KvError::Rejected(m) => Error::rejected(m),
         }
     }
 
-    struct GuestKvV2;
+    impl StateMachine for GuestKvV2 {
+        type Command = Vec<u8>;
+        type Query = Vec<u8>;
+        type Response = Vec<u8>;
 
-    impl Guest for GuestKvV2 {
-        fn apply(command: Vec<u8>) -> Result<Vec<u8>, Error> {
-            STATE.with_borrow_mut(|s| s.apply(&command)).map_err(err)
+        fn apply(&mut self, ctx: &Context, command: Vec<u8>) -> Result<Vec<u8>, Error> {
+            let mut announce = |key: &str, change: Change<'_>| {
+                // A change that cannot be announced must not be made: the trap rolls the
+                // command back, the same way on every node.
+                if let Err(e) = ctx.emit(key, &change.encode()) {
+                    panic!("announcing a change of {key:?}: {e}");
+                }
+            };
+            self.0.apply_observed(&command, &mut announce).map_err(err)
         }
 
-        fn query(request: Vec<u8>) -> Result<Vec<u8>, Error> {
-            STATE.with_borrow(|s| s.query(&request)).map_err(err)
+        fn query(&self, _: &Context, query: Vec<u8>) -> Result<Vec<u8>, Error> {
+            self.0.query(&query).map_err(err)
         }
 
-        fn snapshot() -> Vec<u8> {
-            STATE.with_borrow(|s| s.snapshot())
+        fn decode_command(bytes: &[u8]) -> Result<Vec<u8>, Error> {
+            Ok(bytes.to_vec())
         }
 
-        fn restore(state: Vec<u8>) -> Result<(), Error> {
-            let restored = KvV2::restore(&state).map_err(err)?;
-            STATE.set(restored);
-            Ok(())
+        fn decode_query(bytes: &[u8]) -> Result<Vec<u8>, Error> {
+            Ok(bytes.to_vec())
+        }
+
+        fn encode_response(response: &Vec<u8>) -> Vec<u8> {
+            response.clone()
+        }
+
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.snapshot()
+        }
+
+        fn restore(bytes: &[u8]) -> Result<Self, Error> {
+            KvV2::restore(bytes).map(GuestKvV2).map_err(err)
         }
     }
 
-    export!(GuestKvV2);
+    raftwasm_guest::export!(GuestKvV2);
 }

@@ -1,5 +1,6 @@
 //! The v2 state: v1's map plus a revision counter, its commands, and both snapshot layouts.
 
+use guest_kv::schema::{Change, ChangeOp};
 use guest_kv::{Kv, KvError};
 use serde::Deserialize;
 use serde_json::json;
@@ -44,6 +45,16 @@ impl KvV2 {
 
     /// Applies a v2 or v1 command.
     pub fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, KvError> {
+        self.apply_observed(command, &mut |_, _| {})
+    }
+
+    /// Applies a v2 or v1 command, telling `on_change` each key it changes: v1's commands as
+    /// v1 does, `incr` as an `incr` change.
+    pub fn apply_observed(
+        &mut self,
+        command: &[u8],
+        on_change: &mut impl FnMut(&str, Change<'_>),
+    ) -> Result<Vec<u8>, KvError> {
         let response = match serde_json::from_slice::<NewCommand>(command) {
             Ok(NewCommand::Incr { key, by }) => {
                 let current = match self.kv.get(&key) {
@@ -55,12 +66,20 @@ impl KvV2 {
                 let next = current
                     .checked_add(by)
                     .ok_or_else(|| KvError::Rejected(format!("{current} + {by} overflows")))?;
-                self.kv.set(&key, next.to_string())?;
-                json!({ "value": next.to_string() })
-                    .to_string()
-                    .into_bytes()
+                let value = next.to_string();
+                let prev = self.kv.set(&key, value.clone())?;
+                let response = json!({ "value": value }).to_string().into_bytes();
+                on_change(
+                    &key,
+                    Change {
+                        op: ChangeOp::Incr,
+                        value: Some(value.into()),
+                        prev: prev.map(Into::into),
+                    },
+                );
+                response
             }
-            Err(_) => self.kv.apply_bytes(command)?,
+            Err(_) => self.kv.apply_bytes_observed(command, on_change)?,
         };
         self.revision += 1;
         Ok(response)
@@ -150,5 +169,34 @@ mod tests {
         assert_eq!(KvV2::restore(&v2.snapshot()).unwrap(), v2);
         assert!(KvV2::restore(b"GKV2").is_err());
         assert!(KvV2::restore(b"nope").is_err());
+    }
+
+    #[test]
+    fn announces_incr_and_v1_changes() {
+        let mut v2 = KvV2::default();
+        let mut seen = Vec::new();
+        let mut run = |v2: &mut KvV2, json: &str| {
+            v2.apply_observed(json.as_bytes(), &mut |key, c| {
+                seen.push((
+                    key.to_string(),
+                    c.op,
+                    c.value.map(|v| v.into_owned()),
+                    c.prev.map(|v| v.into_owned()),
+                ))
+            })
+            .unwrap();
+        };
+        run(&mut v2, r#"{"op":"incr","key":"n","by":2}"#);
+        run(&mut v2, r#"{"op":"incr","key":"n"}"#);
+        run(&mut v2, r#"{"op":"append","key":"s","value":"x"}"#);
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(
+            seen,
+            [
+                ("n".into(), ChangeOp::Incr, some("2"), None),
+                ("n".into(), ChangeOp::Incr, some("3"), some("2")),
+                ("s".into(), ChangeOp::Append, some("x"), None),
+            ]
+        );
     }
 }
