@@ -7,6 +7,7 @@
 #   MODE=tls bench/compare.sh        # the cost of TLS: raftwasm with and without it, etcd with it
 #   MODE=sessions bench/compare.sh   # the cost of client sessions on writes (raftwasm only)
 #   MODE=metrics BASELINE_HOST=path bench/compare.sh   # this build against an older host binary
+#   MODE=watch bench/compare.sh      # watchers: events delivered and what they cost the writes
 #
 # MODE=tls runs raftwasm without TLS, raftwasm with TLS for clients and between nodes (client
 # certificates required), and etcd with the same (client and peer TLS, client-cert-auth), all
@@ -24,6 +25,12 @@
 # put x64 with the node CPU sampled as in MODE=sessions; it writes its table between the metrics
 # markers of BENCHMARKS.md.
 #
+# MODE=watch runs a raftwasm cluster and an etcd cluster, put x64 on each with 0, 1 and 100
+# watchers of every key open on the leader (kvbench --watchers: raftwasm WatchKeys, etcd Watch
+# with prev_kv, each watcher on its own connection), the node CPU sampled as in MODE=sessions,
+# the order of systems and watcher counts flipped every round; it writes its table between the
+# watch markers of BENCHMARKS.md.
+#
 # Installs etcd from Debian's etcd-server package if it is missing (needs root). Stops
 # everything it started, even on failure.
 set -euo pipefail
@@ -36,7 +43,7 @@ BASE_PORT=${BASE_PORT:-31000}
 KEYSPACE=${KEYSPACE:-10000}
 OUT=${OUT:-BENCHMARKS.md}
 MODE=${MODE:-plain}
-case "$MODE" in plain|tls|sessions|metrics) ;; *) echo "MODE is plain, tls, sessions or metrics, not $MODE" >&2; exit 2 ;; esac
+case "$MODE" in plain|tls|sessions|metrics|watch) ;; *) echo "MODE is plain, tls, sessions, metrics or watch, not $MODE" >&2; exit 2 ;; esac
 if [ "$MODE" = metrics ] && [ ! -x "${BASELINE_HOST:-}" ]; then
   echo "MODE=metrics needs BASELINE_HOST, the host binary to compare with" >&2; exit 2
 fi
@@ -104,6 +111,7 @@ start_etcd() {
       --initial-cluster "${cluster%,}" --initial-cluster-state new --initial-cluster-token bench \
       "${tls[@]}" --log-level error >/dev/null 2>"$WORK/etcd-$off-e$i.log" & PIDS+=($!)
   done
+  NODE_PIDS=("${PIDS[@]: -3}")
   local eps="$scheme://127.0.0.1:$((BASE_PORT + off + 1)),$scheme://127.0.0.1:$((BASE_PORT + off + 2)),$scheme://127.0.0.1:$((BASE_PORT + off + 3))"
   for _ in $(seq 100); do ETCDCTL_API=3 etcdctl "${ctl[@]}" --endpoints="$eps" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
   LEADER=$(ETCDCTL_API=3 etcdctl "${ctl[@]}" --endpoints="$eps" endpoint status -w json | python3 -c '
@@ -178,6 +186,23 @@ elif [ "$MODE" = metrics ]; then
           NODE_PIDS=("${NOW_PIDS[@]}"); run_cpu raftwasm raftwasm "$NOW_LEADER" put $clients
         else
           NODE_PIDS=("${BEFORE_PIDS[@]}"); run_cpu raftwasm-before-metrics raftwasm "$BEFORE_LEADER" put $clients
+        fi
+      done
+    done
+  done
+elif [ "$MODE" = watch ]; then
+  start_raftwasm watch 0; RW_LEADER=$LEADER; RW_PIDS=("${NODE_PIDS[@]}")
+  start_etcd 200; ETCD_LEADER=$LEADER; ETCD_PIDS=("${NODE_PIDS[@]}")
+  echo "leaders: raftwasm $RW_LEADER, etcd $ETCD_LEADER" >&2
+  for round in $(seq "$ROUNDS"); do
+    echo "== round $round of $ROUNDS" >&2
+    counts="0 1 100"; [ $((round % 2)) = 0 ] && counts="100 1 0"
+    for w in $counts; do
+      for system in $([ $((round % 2)) = 1 ] && echo "raftwasm etcd" || echo "etcd raftwasm"); do
+        if [ "$system" = raftwasm ]; then
+          NODE_PIDS=("${RW_PIDS[@]}"); run_cpu "raftwasm w=$w" raftwasm "$RW_LEADER" put 64 --watchers "$w"
+        else
+          NODE_PIDS=("${ETCD_PIDS[@]}"); run_cpu "etcd w=$w" etcd "$ETCD_LEADER" put 64 --watchers "$w"
         fi
       done
     done
@@ -314,6 +339,40 @@ if mode in ("sessions", "metrics"):
     section += machine[:2] + [""] + table + ["", "Sessions over no sessions, within each round (range over rounds):", ""] + lines
     section += ["<!-- /sessions -->"]
     splice(section[0], section[-1], section)
+    sys.exit(0)
+if mode == "watch":
+    def cpu_us(r):
+        ops = r["ops_per_sec"] * r["duration_s"]
+        return r["node_cpu_s"] * 1e6 / ops if ops else float("nan")
+    ops, cpu = per_round(lambda r: r["ops_per_sec"]), per_round(cpu_us)
+    events = per_round(lambda r: r.get("watch_events_per_sec") or 0)
+    table = ["| system | watchers | put ops/s | range | node CPU µs/put | range | events/s delivered | range | per watcher (median round) | p99 ms | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        k = (r["op"], r["clients"])
+        w = r.get("watchers", 0)
+        per = "%d–%d" % (r["watch_events_per_sec_min"], r["watch_events_per_sec_max"]) if w else "-"
+        table.append("| %s | %d | %d | %s | %.1f | %s | %s | %s | %s | %.2f | %d |" % (
+            r["label"].split(" ")[0], w, r["ops_per_sec"], r["range"], cpu_us(r),
+            span(cpu[k][r["label"]], "%.1f"), "%d" % (r.get("watch_events_per_sec") or 0) if w else "-",
+            span(events[k][r["label"]], "%d") if w else "-", per, r["p99_ms"], r["errors"]))
+    lines = []
+    for system in ("raftwasm", "etcd"):
+        for w in (1, 100):
+            a, b = "%s w=%d" % (system, w), "%s w=0" % system
+            lines.append("- %s, %d watcher%s over none: put ops/s %s, node CPU per put %s" % (
+                system, w, "s" if w > 1 else "", span(ratios(ops, "put", 64, a, b), "%.2f"),
+                span(ratios(cpu, "put", 64, a, b), "%.2f")))
+    begin, end = "<!-- watch: written by MODE=watch bench/compare.sh -->", "<!-- /watch -->"
+    section = [begin, "### Watchers", "",
+               "Written by `MODE=watch bench/compare.sh`: a 3-node raftwasm cluster (wasm guest-kv) and a",
+               "3-member etcd cluster, put x64 on the leader with 0, 1 and 100 watchers of every key open",
+               "on the leader (`kvbench --watchers`, each on its own connection; raftwasm `WatchKeys`, etcd",
+               "`Watch` with `prev_kv`: both carry each key's new and previous value). Events/s: changes",
+               "the watchers received in the measured window, all watchers together. Node CPU as above;",
+               "%d rounds of %d s, order flipped every round." % (rows[0]["rounds"], rows[0]["duration_s"]), ""]
+    section += machine + [""] + table + ["", "Within each round (range over rounds):", ""] + lines + [end]
+    splice(begin, end, section)
     sys.exit(0)
 if mode == "tls":
     per = per_round(lambda r: r["ops_per_sec"])

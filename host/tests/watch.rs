@@ -2,7 +2,7 @@
 //! acknowledged write once, in revision order, through a leader kill and a snapshot install,
 //! with watchers that resume after their node went away; a start from a compacted revision is
 //! refused; a resumed watcher continues inside a revision; a watcher that stops reading is cut
-//! off while writes go on.
+//! off while writes go on; kvclient's watch resumes across a restart of its node.
 
 mod common;
 
@@ -320,4 +320,86 @@ async fn compacted_starts_resumes_inside_a_revision_and_slow_watchers() {
         received < 300,
         "a cut-off watcher got all {received} changes"
     );
+}
+
+/// `kvclient --command watch` prints each change once, as a JSON line, in order, and resumes by
+/// itself when its node restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvclient_watch_prints_every_change_once_across_a_node_restart() {
+    use std::io::BufRead;
+    let dir = TestDir::new();
+    let mut node = Node::start(dir.path(), "solo", true, &[]);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(put_many(&node, 0..10, 4).await.len(), 10);
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_kvclient"))
+        .args([
+            "--server",
+            &node.grpc,
+            "--command",
+            "watch",
+            "--prefix",
+            "key",
+        ])
+        .args(["--from", "1", "--retries", "1000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run kvclient");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stdout = watcher.stdout.take().expect("piped stdout");
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let printed = |n: usize| {
+        let lines = lines.clone();
+        move || {
+            let lines = lines.clone();
+            async move { (lines.lock().unwrap().len() >= n).then_some(()) }
+        }
+    };
+    wait_for("kvclient to print the first 10 changes", printed(10)).await;
+    node.restart(false);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(put_many(&node, 10..20, 4).await.len(), 10);
+    // A last change: the feed is in order, so a change printed twice shows up before it.
+    let resp = http()
+        .put(node.url("/v1/kv/key999999"))
+        .body("last")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_for("kvclient to print the last change", || {
+        let lines = lines.clone();
+        async move {
+            let lines = lines.lock().unwrap();
+            lines.iter().any(|l| l.contains("key999999")).then_some(())
+        }
+    })
+    .await;
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let _ = reader.join();
+
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 21, "{lines:#?}");
+    let mut last = (0, 0);
+    let mut keys = BTreeSet::new();
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let at = (v["revision"].as_u64().unwrap(), v["seq"].as_u64().unwrap());
+        assert!(at > last, "{at:?} after {last:?}: {lines:#?}");
+        last = at;
+        assert_eq!(v["change"]["op"], "put", "{line}");
+        keys.insert(v["key"].as_str().unwrap().to_string());
+    }
+    let mut expected: BTreeSet<String> = (0..20).map(|i| format!("key{i:06}")).collect();
+    expected.insert("key999999".into());
+    assert_eq!(keys, expected);
 }

@@ -4,12 +4,15 @@
 //! `kvbench --target raftwasm --endpoints localhost:10001 --clients 64 --op put` or
 //! `kvbench --target etcd --endpoints localhost:2379 --clients 64 --op get --preload`.
 //! Prints a progress line each second (stderr), then ops/s, latency percentiles and errors, and
-//! a last line of JSON for scripts.
+//! a last line of JSON for scripts. `--watchers N` also keeps N watches of every key open on the
+//! first endpoint during the run and reports the events they received.
 
 #[path = "common/connection.rs"]
 mod connection;
 #[path = "common/retry.rs"]
 mod retry;
+#[path = "common/watchers.rs"]
+mod watchers;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -87,6 +90,10 @@ struct Args {
     /// unknown outcome (at the leader the error names); 0 counts every failure as an error.
     #[arg(long, default_value_t = 0)]
     retries: u32,
+    /// Watches of every key kept open on the first endpoint while the load runs (raftwasm
+    /// WatchKeys, etcd Watch with previous values), each on its own connection.
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
     /// Free-form label echoed in the JSON line.
     #[arg(long, default_value = "")]
     label: String,
@@ -218,9 +225,32 @@ impl Dialer {
     }
 
     async fn dial(&self, addr: &str) -> Result<Conn> {
+        let channel = self.channel(addr).await?;
+        Ok(match self.target {
+            Target::Raftwasm => Conn::Raftwasm(ClientClient::with_interceptor(
+                channel,
+                self.credentials.clone(),
+            )),
+            Target::Etcd => Conn::Etcd(KvClient::new(channel)),
+        })
+    }
+
+    /// A watcher of its own connection.
+    async fn watcher(&self, addr: &str) -> Result<watchers::Watcher> {
+        let channel = self.channel(addr).await?;
+        Ok(match self.target {
+            Target::Raftwasm => watchers::Watcher::Raftwasm(ClientClient::with_interceptor(
+                channel,
+                self.credentials.clone(),
+            )),
+            Target::Etcd => watchers::Watcher::Etcd(etcd::watch_client::WatchClient::new(channel)),
+        })
+    }
+
+    async fn channel(&self, addr: &str) -> Result<Channel> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
         // TLS (when configured) runs inside the connector, under the coalescing layer.
-        let channel = match self.tls.clone() {
+        match self.tls.clone() {
             Some(tls) => {
                 let connect = move |uri| coalesce::connect_tls(uri, tls.clone());
                 endpoint
@@ -233,14 +263,7 @@ impl Dialer {
                     .await
             }
         }
-        .with_context(|| format!("connecting to {addr}"))?;
-        Ok(match self.target {
-            Target::Raftwasm => Conn::Raftwasm(ClientClient::with_interceptor(
-                channel,
-                self.credentials.clone(),
-            )),
-            Target::Etcd => Conn::Etcd(KvClient::new(channel)),
-        })
+        .with_context(|| format!("connecting to {addr}"))
     }
 }
 
@@ -419,6 +442,23 @@ async fn client(
     }
 }
 
+/// Events per second the watchers received in the measured window: in all, and the slowest and
+/// fastest watcher's.
+struct WatchSummary {
+    total: f64,
+    min: f64,
+    max: f64,
+}
+
+fn watch_summary(per_watcher: &[u64], seconds: f64) -> WatchSummary {
+    let rate = |n: u64| n as f64 / seconds;
+    WatchSummary {
+        total: rate(per_watcher.iter().sum()),
+        min: rate(per_watcher.iter().copied().min().unwrap_or(0)),
+        max: rate(per_watcher.iter().copied().max().unwrap_or(0)),
+    }
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -443,6 +483,18 @@ async fn main() -> Result<()> {
             start.elapsed().as_secs_f64()
         );
     }
+
+    let watching = match args.watchers {
+        0 => None,
+        n => {
+            let first = args.endpoints.split(',').next().unwrap_or_default();
+            let mut opened = Vec::new();
+            for _ in 0..n {
+                opened.push(dialer.watcher(first).await?);
+            }
+            Some(Arc::new(watchers::Watchers::start(opened).await?))
+        }
+    };
 
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -473,6 +525,9 @@ async fn main() -> Result<()> {
         tasks.push(tokio::spawn(client(c, writer, load, done, failed)));
     }
 
+    let window = watching
+        .clone()
+        .map(|w| tokio::spawn(async move { w.received_between(measure_from, end).await }));
     let progress = {
         let (done, failed) = (done.clone(), failed.clone());
         tokio::spawn(async move {
@@ -506,6 +561,10 @@ async fn main() -> Result<()> {
         last_error = r.last_error.or(last_error);
     }
     progress.abort();
+    let watched = match window {
+        Some(w) => Some(w.await?),
+        None => None,
+    };
     latencies.sort_unstable();
     let measured = args.duration;
     let ops = latencies.len() as f64 / measured;
@@ -537,6 +596,20 @@ async fn main() -> Result<()> {
     if let Some(e) = &last_error {
         println!("  last error: {e}");
     }
+    let watch = watched.as_deref().map(|per| watch_summary(per, measured));
+    if let (Some(w), Some(watching)) = (&watch, &watching) {
+        println!(
+            "  {} watchers: {:.0} events/s delivered in all, {:.0}-{:.0} per watcher{}",
+            args.watchers,
+            w.total,
+            w.min,
+            w.max,
+            watching
+                .failure()
+                .map(|e| format!(", a watcher failed: {e}"))
+                .unwrap_or_default()
+        );
+    }
     let json = serde_json::json!({
         "label": args.label,
         "target": args.target,
@@ -556,6 +629,11 @@ async fn main() -> Result<()> {
         "errors": errors,
         "retries": retried,
         "sessions": args.sessions,
+        "watchers": args.watchers,
+        "watch_events_per_sec": watch.as_ref().map(|w| w.total.round()),
+        "watch_events_per_sec_min": watch.as_ref().map(|w| w.min.round()),
+        "watch_events_per_sec_max": watch.as_ref().map(|w| w.max.round()),
+        "watch_failure": watching.as_ref().and_then(|w| w.failure()),
     });
     println!("{json}");
     Ok(())
