@@ -15,6 +15,7 @@
 //! - [`cluster`]: node processes and the gRPC calls the suite makes on them.
 //! - [`net`]: nftables partitions inside the namespaces.
 //! - [`nemesis`]: the fault schedule.
+//! - [`upgrade`]: the live guest upgrade sent during the faults.
 //! - [`feed`]: a watcher on each node, following the change feed through the faults.
 //! - [`check`]: the verdicts.
 
@@ -26,4 +27,5 @@ pub mod nemesis;
 pub mod net;
 pub mod retry;
 pub mod secure;
+pub mod upgrade;
 pub mod workload;

@@ -270,7 +270,8 @@ async fn compacted_starts_resumes_inside_a_revision_and_slow_watchers() {
     assert_eq!(rest[2], ("progress".to_string(), revision.to_string()));
 
     // A gRPC watcher that never reads while 32 KiB values are written (38 MiB, well past what
-    // the HTTP/2 windows and the watcher's queue hold): cut off, writes go on.
+    // the HTTP/2 windows and the watcher's queue hold: about 2.2 MiB, 69 changes, as measured
+    // with the node's counter of changes sent): cut off, writes go on.
     // (On a node keeping the default history: here, it would fall out of the 5 revisions kept
     // and end as compacted first.)
     let dir = TestDir::new();
@@ -301,6 +302,13 @@ async fn compacted_starts_resumes_inside_a_revision_and_slow_watchers() {
             "write {i} while a watcher stalls"
         );
     }
+    // The node ended the watch itself, before the watcher read anything.
+    wait_for("the node to count the cut-off watch", || async {
+        let cut = metric_value(&node, r#"raftwasm_watches_ended_total{reason="too_slow"}"#).await;
+        let open = metric_value(&node, "raftwasm_watches_open").await;
+        (cut == 1.0 && open == 0.0).then_some(())
+    })
+    .await;
     let mut received = 0;
     let reading = async {
         loop {

@@ -13,6 +13,7 @@ use chaos::nemesis::{self, Fault, FaultLog, Nemesis, Schedule};
 use chaos::net::Net;
 use chaos::retry::{self, Retrying};
 use chaos::secure::Secure;
+use chaos::upgrade::{upgrade_during_faults, UpgradeOutcome};
 use chaos::workload::{self, Keys, Processes, Shared};
 use clap::Parser;
 use rand::rngs::StdRng;
@@ -152,68 +153,6 @@ async fn restore_membership(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// What happened to the requested upgrade.
-#[derive(Debug, Default)]
-struct UpgradeOutcome {
-    hash: String,
-    acknowledged_at_s: Option<f64>,
-    log_index: u64,
-    attempts: u32,
-    last_error: Option<String>,
-    /// The leader refused the module outright (a real problem, not a fault).
-    refused: bool,
-}
-
-/// Sends the upgrade at `at`, through each node in turn, until one acknowledges it or `stop`.
-async fn upgrade_during_faults(
-    clients: Vec<chaos::cluster::Client>,
-    module: Vec<u8>,
-    at: Duration,
-    start: Instant,
-    stop: Arc<AtomicBool>,
-) -> UpgradeOutcome {
-    let mut out = UpgradeOutcome {
-        hash: host::fsm::module::module_hash(&module),
-        ..UpgradeOutcome::default()
-    };
-    while start.elapsed() < at && !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut i = 0;
-    while !stop.load(Ordering::Relaxed) {
-        out.attempts += 1;
-        let mut req = tonic::Request::new(host::proto::UpgradeFsmRequest {
-            module: module.clone(),
-            dry_run: false,
-        });
-        req.set_timeout(Duration::from_secs(10));
-        match clients[i % clients.len()].clone().upgrade_fsm(req).await {
-            Ok(reply) => {
-                out.acknowledged_at_s = Some(start.elapsed().as_secs_f64());
-                out.log_index = reply.into_inner().log_index;
-                eprintln!(
-                    "upgrade   {:>8.3}s acknowledged at log index {} after {} attempt(s)",
-                    start.elapsed().as_secs_f64(),
-                    out.log_index,
-                    out.attempts
-                );
-                return out;
-            }
-            Err(status) => {
-                if status.code() == tonic::Code::InvalidArgument {
-                    out.refused = true;
-                    out.last_error = Some(status.message().to_string());
-                    return out;
-                }
-                out.last_error = Some(status.message().to_string());
-            }
-        }
-        i += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    out
 }
 
 /// Reads every key ever used, linearizably, through any node; recorded in the history.

@@ -5,14 +5,16 @@
 //! (term, leader, indexes and per-member replication, set from the node's view when scraped,
 //! plus counters of elections and leader changes kept by a watcher), [`requests`] (every HTTP
 //! route and gRPC method by outcome, forwarding, the batch sizes of the write batcher and the
-//! read index), [`storage`] (fsync latency, bytes appended, segments) and [`guest`] (call
-//! latency, fuel, memory, failures, the active module). Handles are cheap clones of shared
+//! read index), [`storage`] (fsync latency, bytes appended, segments), [`guest`] (call
+//! latency, fuel, memory, failures, the active module) and [`watch`] (open watches, changes
+//! sent, watches ended by the node). Handles are cheap clones of shared
 //! atomics; a node makes one [`Metrics`] at start and hands it to each part.
 
 pub mod guest;
 pub mod raft;
 pub mod requests;
 pub mod storage;
+pub mod watch;
 
 use prometheus::core::Collector;
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -40,6 +42,7 @@ struct Inner {
     requests: requests::RequestMetrics,
     storage: storage::StorageMetrics,
     guest: guest::GuestMetrics,
+    watch: watch::WatchMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -58,6 +61,7 @@ impl Metrics {
             requests: requests::RequestMetrics::new(&registry)?,
             storage: storage::StorageMetrics::new(&registry)?,
             guest: guest::GuestMetrics::new(&registry)?,
+            watch: watch::WatchMetrics::new(&registry)?,
             registry,
         };
         Ok(Metrics {
@@ -79,6 +83,10 @@ impl Metrics {
 
     pub fn guest(&self) -> &guest::GuestMetrics {
         &self.inner.guest
+    }
+
+    pub fn watch(&self) -> &watch::WatchMetrics {
+        &self.inner.watch
     }
 
     /// Every family in the Prometheus text format (version 0.0.4).

@@ -10,6 +10,7 @@
 
 use super::{Service, ServiceError};
 use crate::auth::{Caller, Permission, Scope};
+use crate::metrics::watch::{Ended, WatchMetrics};
 use crate::store::{ChangeEvent, ChangeFeed, Cursor};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -153,27 +154,42 @@ impl Service {
         // channel.
         let (tx, rx) = mpsc::channel(QUEUED + 1);
         let cutoff = self.inner.watch.slow_cutoff;
-        tokio::spawn(follow(feed, spec, after, tx, cutoff));
+        let metrics = self.inner.metrics.watch().clone();
+        tokio::spawn(follow(
+            feed,
+            spec,
+            after,
+            Out {
+                tx,
+                cutoff,
+                metrics,
+            },
+        ));
         Ok(Watch { rx })
     }
 }
 
 type Sender = mpsc::Sender<Result<WatchItem, ServiceError>>;
 
-/// Feeds one watcher until it goes away, falls behind the retention, or stops reading.
-async fn follow(
-    feed: ChangeFeed,
-    spec: WatchSpec,
-    mut after: Cursor,
+/// Where a watch's items go, how long they may wait for room, and what is counted.
+struct Out {
     tx: Sender,
     cutoff: Duration,
-) {
+    metrics: WatchMetrics,
+}
+
+/// Feeds one watcher until it goes away, falls behind the retention, or stops reading.
+async fn follow(feed: ChangeFeed, spec: WatchSpec, mut after: Cursor, out: Out) {
+    let _open = out.metrics.opened();
     let mut sealed = feed.subscribe();
     let mut quiet_since = tokio::time::Instant::now();
     loop {
         let (events, revision) = match feed.read(after, READ_BATCH, READ_BYTES) {
             Ok(read) => read,
-            Err(compacted) => return end(&tx, compacted.into()).await,
+            Err(compacted) => {
+                out.metrics.ended(Ended::Compacted);
+                return end(&out.tx, compacted.into()).await;
+            }
         };
         if let Some(last) = events.last() {
             let before = after;
@@ -186,9 +202,11 @@ async fn follow(
                 .filter(|e| spec.matches(&e.key))
                 .collect();
             if !matching.is_empty() {
-                if !send(&tx, WatchItem::Changes(matching), cutoff, before).await {
+                let count = matching.len();
+                if !send(&out, WatchItem::Changes(matching), before).await {
                     return;
                 }
+                out.metrics.sent(count);
                 quiet_since = tokio::time::Instant::now();
             }
             continue;
@@ -200,19 +218,20 @@ async fn follow(
             changed = sealed.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep_until(progress_at) => {
                 let item = WatchItem::Progress { revision };
-                if !send(&tx, item, cutoff, after).await {
+                if !send(&out, item, after).await {
                     return;
                 }
                 quiet_since = tokio::time::Instant::now();
             }
-            _ = tx.closed() => return,
+            _ = out.tx.closed() => return,
         }
     }
 }
 
-/// Sends `item`, waiting at most `cutoff` for room; false when the watch is over. `from`: the
+/// Sends `item`, waiting at most the cut-off for room; false when the watch is over. `from`: the
 /// position before `item`, where a cut-off watcher resumes.
-async fn send(tx: &Sender, item: WatchItem, cutoff: Duration, from: Cursor) -> bool {
+async fn send(out: &Out, item: WatchItem, from: Cursor) -> bool {
+    let (tx, cutoff) = (&out.tx, out.cutoff);
     let deadline = tokio::time::Instant::now() + cutoff;
     // One slot stays free for the error. Only this task sends, so room only grows.
     while tx.capacity() < 2 {
@@ -220,6 +239,7 @@ async fn send(tx: &Sender, item: WatchItem, cutoff: Duration, from: Cursor) -> b
             return false;
         }
         if tokio::time::Instant::now() >= deadline {
+            out.metrics.ended(Ended::TooSlow);
             return too_slow(tx, cutoff, from).await;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -7,25 +7,21 @@
 //! a last line of JSON for scripts. `--watchers N` also keeps N watches of every key open on the
 //! first endpoint during the run and reports the events they received.
 
-#[path = "common/connection.rs"]
+mod conn;
+#[path = "../common/connection.rs"]
 mod connection;
-#[path = "common/retry.rs"]
+#[path = "../common/retry.rs"]
 mod retry;
-#[path = "common/watchers.rs"]
 mod watchers;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
+use conn::{Conn, Dialer};
 use connection::ConnectionArgs;
-use host::auth::WithCredentials;
-use host::grpc::coalesce;
-use host::proto::etcd::{self, kv_client::KvClient};
-use host::proto::{self, client_client::ClientClient, Consistency};
+use host::proto;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,84 +97,6 @@ struct Args {
     connection: ConnectionArgs,
 }
 
-#[derive(Clone)]
-enum Conn {
-    Raftwasm(ClientClient<InterceptedService<Channel, WithCredentials>>),
-    Etcd(KvClient<Channel>),
-}
-
-impl Conn {
-    async fn put(
-        &mut self,
-        key: &str,
-        value: &str,
-        session: Option<proto::Session>,
-    ) -> Result<(), tonic::Status> {
-        match self {
-            Conn::Raftwasm(c) => c
-                .put(proto::PutRequest {
-                    session,
-                    key: key.to_string(),
-                    value: value.to_string(),
-                })
-                .await
-                .map(drop),
-            Conn::Etcd(c) => c
-                .put(etcd::PutRequest {
-                    key: key.as_bytes().to_vec(),
-                    value: value.as_bytes().to_vec(),
-                })
-                .await
-                .map(drop),
-        }
-    }
-
-    /// Opens a client session (raftwasm only).
-    async fn open_session(&mut self) -> Result<u64, tonic::Status> {
-        match self {
-            Conn::Raftwasm(c) => Ok(c
-                .open_session(proto::OpenSessionRequest {})
-                .await?
-                .into_inner()
-                .client_id),
-            Conn::Etcd(_) => Err(tonic::Status::unimplemented("etcd has no client sessions")),
-        }
-    }
-
-    async fn get(&mut self, key: &str, stale: bool) -> Result<(), tonic::Status> {
-        match self {
-            Conn::Raftwasm(c) => {
-                let consistency = if stale {
-                    Consistency::Stale
-                } else {
-                    Consistency::Linearizable
-                };
-                match c
-                    .get(proto::GetRequest {
-                        key: key.to_string(),
-                        consistency: consistency.into(),
-                    })
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    // A missing key is an answer, not a failure.
-                    Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
-                    Err(s) => Err(s),
-                }
-            }
-            Conn::Etcd(c) => c
-                .range(etcd::RangeRequest {
-                    key: key.as_bytes().to_vec(),
-                    range_end: Vec::new(),
-                    limit: 1,
-                    serializable: stale,
-                })
-                .await
-                .map(drop),
-        }
-    }
-}
-
 /// xorshift64*: a tiny deterministic generator per client.
 struct Rng(u64);
 
@@ -204,67 +122,6 @@ struct ClientResult {
     latencies_us: Vec<u32>,
     errors: u64,
     last_error: Option<String>,
-}
-
-/// Makes connections to any node with the command line's TLS and credentials.
-#[derive(Clone)]
-struct Dialer {
-    target: Target,
-    credentials: WithCredentials,
-    tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl Dialer {
-    fn new(args: &Args) -> Result<Self> {
-        let c = &args.connection;
-        Ok(Dialer {
-            target: args.target,
-            credentials: c.credentials()?,
-            tls: host::tls::cli_rustls(c.ca.as_deref(), c.cert.as_deref(), c.cert_key.as_deref())?,
-        })
-    }
-
-    async fn dial(&self, addr: &str) -> Result<Conn> {
-        let channel = self.channel(addr).await?;
-        Ok(match self.target {
-            Target::Raftwasm => Conn::Raftwasm(ClientClient::with_interceptor(
-                channel,
-                self.credentials.clone(),
-            )),
-            Target::Etcd => Conn::Etcd(KvClient::new(channel)),
-        })
-    }
-
-    /// A watcher of its own connection.
-    async fn watcher(&self, addr: &str) -> Result<watchers::Watcher> {
-        let channel = self.channel(addr).await?;
-        Ok(match self.target {
-            Target::Raftwasm => watchers::Watcher::Raftwasm(ClientClient::with_interceptor(
-                channel,
-                self.credentials.clone(),
-            )),
-            Target::Etcd => watchers::Watcher::Etcd(etcd::watch_client::WatchClient::new(channel)),
-        })
-    }
-
-    async fn channel(&self, addr: &str) -> Result<Channel> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
-        // TLS (when configured) runs inside the connector, under the coalescing layer.
-        match self.tls.clone() {
-            Some(tls) => {
-                let connect = move |uri| coalesce::connect_tls(uri, tls.clone());
-                endpoint
-                    .connect_with_connector(tower::service_fn(connect))
-                    .await
-            }
-            None => {
-                endpoint
-                    .connect_with_connector(tower::service_fn(coalesce::connect))
-                    .await
-            }
-        }
-        .with_context(|| format!("connecting to {addr}"))
-    }
 }
 
 async fn connect(args: &Args, dialer: &Dialer) -> Result<Vec<Conn>> {
@@ -471,7 +328,7 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let value = "v".repeat(args.value_size);
-    let dialer = Dialer::new(&args)?;
+    let dialer = Dialer::new(args.target, &args.connection)?;
     let conns = connect(&args, &dialer).await?;
     let retried = Arc::new(AtomicU64::new(0));
     if args.preload {
