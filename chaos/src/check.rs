@@ -68,6 +68,19 @@ pub fn acknowledged_appends(events: &[Event]) -> usize {
         .count()
 }
 
+/// Appends whose transaction ended with an unknown outcome: `(key, element)`.
+pub fn unknown_appends(events: &[Event]) -> BTreeSet<(u64, u64)> {
+    events
+        .iter()
+        .filter(|e| e.outcome() == Some(Outcome::Info))
+        .flat_map(|e| &e.txn)
+        .filter_map(|m| match m {
+            Mop::Append { key, value } => Some((*key, *value)),
+            Mop::Read { .. } => None,
+        })
+        .collect()
+}
+
 /// Elements that appear more than once in one final list (an append applied twice).
 pub fn duplicated_elements(final_read: &BTreeMap<u64, Vec<u64>>) -> Vec<(u64, u64)> {
     let mut dups = Vec::new();

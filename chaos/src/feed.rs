@@ -12,7 +12,7 @@ use crate::workload::{key_name, parse_list};
 use guest_kv::schema::{Change, ChangeOp};
 use host::proto::{ChangeEvent, WatchKeysRequest};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -187,8 +187,15 @@ pub async fn settle(feeds: &[Arc<Mutex<NodeFeed>>], revision: u64, wait: Duratio
     }
 }
 
-/// The verdict on every node's feed against the final read.
-pub fn check(feeds: &[(String, &NodeFeed)], final_read: &BTreeMap<u64, Vec<u64>>) -> Vec<String> {
+/// The verdict on every node's feed against the final read. `unknown`: the appends whose
+/// outcome the clients never learned, `(key, element)`: they may commit after the final read
+/// (a command held by a node that was cut off or paused), so they may follow its list in a
+/// feed, and nothing else may.
+pub fn check(
+    feeds: &[(String, &NodeFeed)],
+    final_read: &BTreeMap<u64, Vec<u64>>,
+    unknown: &BTreeSet<(u64, u64)>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for (node, f) in feeds {
         if let Some(c) = &f.compacted {
@@ -200,24 +207,13 @@ pub fn check(feeds: &[(String, &NodeFeed)], final_read: &BTreeMap<u64, Vec<u64>>
         if f.problem_count > f.problems.len() as u64 {
             problems.push(format!("{node}: {} problems in all", f.problem_count));
         }
-        for (key, list) in final_read {
-            let fed = f.lists.get(key).map_or(&[][..], Vec::as_slice);
-            if fed != list.as_slice() {
-                let at = fed.iter().zip(list).take_while(|(a, b)| a == b).count();
-                problems.push(format!(
-                    "{node}: key {key}: the feed built {} elements, the final read has {}; \
-                     they part at position {at} ({:?} vs {:?})",
-                    fed.len(),
-                    list.len(),
-                    fed.get(at),
-                    list.get(at)
-                ));
+        let keys: BTreeSet<u64> = final_read.keys().chain(f.lists.keys()).copied().collect();
+        for key in keys {
+            let read = final_read.get(&key).map_or(&[][..], Vec::as_slice);
+            let fed = f.lists.get(&key).map_or(&[][..], Vec::as_slice);
+            if let Some(p) = compare(key, fed, read, unknown) {
+                problems.push(format!("{node}: {p}"));
             }
-        }
-        for key in f.lists.keys().filter(|k| !final_read.contains_key(k)) {
-            problems.push(format!(
-                "{node}: key {key} is in the feed, not in the final read"
-            ));
         }
     }
     if let Some(((first, a), rest)) = feeds.split_first() {
@@ -231,6 +227,29 @@ pub fn check(feeds: &[(String, &NodeFeed)], final_read: &BTreeMap<u64, Vec<u64>>
         }
     }
     problems
+}
+
+/// What is wrong with one key's list as a feed built it, given the final read's.
+fn compare(key: u64, fed: &[u64], read: &[u64], unknown: &BTreeSet<(u64, u64)>) -> Option<String> {
+    if !fed.starts_with(read) {
+        let at = fed.iter().zip(read).take_while(|(a, b)| a == b).count();
+        return Some(format!(
+            "key {key}: the feed built {} elements, the final read has {}; they part at \
+             position {at} ({:?} vs {:?})",
+            fed.len(),
+            read.len(),
+            fed.get(at),
+            read.get(at)
+        ));
+    }
+    let late: Vec<u64> = fed[read.len()..]
+        .iter()
+        .copied()
+        .filter(|e| !unknown.contains(&(key, *e)))
+        .collect();
+    (!late.is_empty()).then(|| {
+        format!("key {key}: {late:?} follow the final read in the feed, but were not unknown")
+    })
 }
 
 #[cfg(test)]
@@ -266,7 +285,8 @@ mod tests {
     fn verdict(events: &[ChangeEvent], final_read: &[(u64, &[u64])]) -> Vec<String> {
         let f = fed(events);
         let final_read = final_read.iter().map(|(k, l)| (*k, l.to_vec())).collect();
-        check(&[("n1".into(), &f)], &final_read)
+        let unknown = BTreeSet::from([(1, 99)]);
+        check(&[("n1".into(), &f)], &final_read, &unknown)
     }
 
     #[test]
@@ -296,6 +316,12 @@ mod tests {
         // The final read has an append the feed never showed.
         let short = [append((3, 0), 1, &[], 10)];
         assert!(!verdict(&short, &[(1, &[10, 12])]).is_empty());
+        // An append after the final read whose client learned the outcome (ok or fail) ...
+        let late = [append((3, 0), 1, &[], 10), append((9, 0), 1, &[10], 12)];
+        assert!(!verdict(&late, &[(1, &[10])]).is_empty());
+        // ... but one of unknown outcome may commit after it.
+        let unknown = [append((3, 0), 1, &[], 10), append((9, 0), 1, &[10], 99)];
+        assert_eq!(verdict(&unknown, &[(1, &[10])]), Vec::<String>::new());
     }
 
     #[test]
@@ -303,7 +329,11 @@ mod tests {
         let a = fed(&[append((3, 0), 1, &[], 10)]);
         let b = fed(&[append((4, 0), 1, &[], 10)]);
         let final_read = BTreeMap::from([(1, vec![10])]);
-        let found = check(&[("n1".into(), &a), ("n2".into(), &b)], &final_read);
+        let found = check(
+            &[("n1".into(), &a), ("n2".into(), &b)],
+            &final_read,
+            &BTreeSet::new(),
+        );
         assert_eq!(found.len(), 1, "{found:?}");
     }
 }

@@ -397,6 +397,8 @@ struct Findings {
     dups: Vec<(u64, u64)>,
     /// The final read of every key.
     final_state: BTreeMap<u64, Vec<u64>>,
+    /// Appends of unknown outcome.
+    unknown: std::collections::BTreeSet<(u64, u64)>,
     agreed: Result<check::Agreement, Vec<String>>,
     upgrade: Option<UpgradeOutcome>,
     acknowledged: usize,
@@ -446,6 +448,7 @@ impl Findings {
             acknowledged: check::acknowledged_appends(&events),
             keys: final_state.len(),
             final_state,
+            unknown: check::unknown_appends(&events),
             faults,
             retries: None,
             feeds: Vec::new(),
@@ -479,7 +482,7 @@ impl Findings {
             .map(|(i, g)| (cluster.specs[i].name.clone(), &**g))
             .collect();
         self.feed_problems
-            .extend(feed::check(&named, &self.final_state));
+            .extend(feed::check(&named, &self.final_state, &self.unknown));
         self.feeds = named
             .iter()
             .map(|(node, f)| {
