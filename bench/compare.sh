@@ -300,14 +300,15 @@ def per_round(metric):
 def ratios(per, op, clients, a, b):
     xs = per.get((op, clients), {})
     return [x / y for x, y in zip(xs.get(a, []), xs.get(b, [])) if y]
+def cpu_us(r):
+    """Node CPU per operation (runs made by run_cpu)."""
+    ops = r["ops_per_sec"] * r["duration_s"]
+    return r["node_cpu_s"] * 1e6 / ops if ops else float("nan")
 def span(v, fmt):
     return (fmt % min(v)) + ("–" + fmt % max(v) if len(v) > 1 else "") if v else "?"
 if mode in ("sessions", "metrics"):
     new, old = {"sessions": ("raftwasm-sessions", "raftwasm"),
                 "metrics": ("raftwasm", "raftwasm-before-metrics")}[mode]
-    def cpu_us(r):
-        ops = r["ops_per_sec"] * r["duration_s"]
-        return r["node_cpu_s"] * 1e6 / ops if ops else float("nan")
     ops, cpu = per_round(lambda r: r["ops_per_sec"]), per_round(cpu_us)
     table = ["| system | op | clients | ops/s | range | node CPU µs/op | range | p50 ms | p99 ms | errors |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -341,9 +342,6 @@ if mode in ("sessions", "metrics"):
     splice(section[0], section[-1], section)
     sys.exit(0)
 if mode == "watch":
-    def cpu_us(r):
-        ops = r["ops_per_sec"] * r["duration_s"]
-        return r["node_cpu_s"] * 1e6 / ops if ops else float("nan")
     ops, cpu = per_round(lambda r: r["ops_per_sec"]), per_round(cpu_us)
     events = per_round(lambda r: r.get("watch_events_per_sec") or 0)
     table = ["| system | watchers | put ops/s | range | node CPU µs/put | range | events/s delivered | range | per watcher (median round) | p99 ms | errors |",
