@@ -103,19 +103,22 @@ async fn every_node_feeds_every_acknowledged_write_once_in_order() {
     let (f, g) = ((l + 1) % 3, (l + 2) % 3);
     let mut acked: BTreeSet<usize> = put_many(&nodes[l], 0..100, 4).await.into_iter().collect();
 
-    // Node g misses writes and a snapshot that purges them: it comes back by installing it.
+    // Node g misses writes; f snapshots them and purges its log (a follower purges at once, where
+    // a leader waits for replication to g, which it cannot finish while g is down). With l killed,
+    // f is the only node g can catch up from, and f no longer holds what g misses: g must
+    // install f's snapshot.
+    // Nothing is being written now, so no node's log goes past the leader's.
+    let l_last = nodes[l].status().await.unwrap().last_log_index;
     nodes[g].kill();
     acked.extend(put_many(&nodes[l], 100..400, 4).await);
-    let (code, body) = post_text(&nodes[l], "/v1/snapshot", "").await;
+    let (code, body) = post_text(&nodes[f], "/v1/snapshot", "").await;
     assert_eq!(code, 200, "{body}");
-    nodes[g].restart(false);
-    let install = r#"raftwasm_raft_snapshot_duration_seconds_count{kind="install"}"#;
-    wait_for("node g to install the snapshot", || async {
-        (metric_value(&nodes[g], install).await >= 1.0).then_some(())
+    wait_for("node f to purge its log", || async {
+        (nodes[f].status().await?.purged_index > l_last).then_some(())
     })
     .await;
 
-    // Writes through f while the leader is killed, then brought back.
+    // Writes through f while the leader is killed and g comes back, then l comes back too.
     let writer = {
         let url = nodes[f].url("");
         tokio::spawn(async move {
@@ -151,6 +154,12 @@ async fn every_node_feeds_every_acknowledged_write_once_in_order() {
     })
     .await;
     nodes[l].kill();
+    nodes[g].restart(false);
+    let install = r#"raftwasm_raft_snapshot_duration_seconds_count{kind="install"}"#;
+    wait_for("node g to install the snapshot", || async {
+        (metric_value(&nodes[g], install).await >= 1.0).then_some(())
+    })
+    .await;
     acked.extend(writer.await.unwrap());
     nodes[l].restart(false);
     assert!(
