@@ -8,7 +8,7 @@ pub use crate::config::NodeConfig;
 
 use crate::auth::{Authenticator, UsersFileError};
 use crate::config::{ConfigError, FsmSource, MAX_GRPC_MESSAGE_BYTES};
-use crate::fsm::{GuestModule, LoadError, MachineSpec};
+use crate::fsm::{CodeCache, GuestModule, LoadError, MachineSpec};
 use crate::grpc::client_service::ClientService;
 use crate::grpc::coalesce::Coalescing;
 use crate::grpc::observe::ObserveLayer;
@@ -296,13 +296,17 @@ fn no_delay(listener: TcpListener) -> impl Stream<Item = std::io::Result<tokio::
 
 /// Loads (compiles and validates) the state machine the configuration names.
 pub fn load_machine(config: &NodeConfig) -> Result<MachineSpec, LoadError> {
+    let cache = CodeCache::in_data_dir(&config.storage.data_dir);
     Ok(match &config.fsm {
         FsmSource::NativeGuestKv => MachineSpec::NativeGuestKv,
-        FsmSource::File(path) => MachineSpec::Wasm(GuestModule::from_file(path, config.guest)?),
-        FsmSource::Embedded => MachineSpec::Wasm(GuestModule::from_bytes(
+        FsmSource::File(path) => {
+            MachineSpec::Wasm(GuestModule::load_file(path, config.guest, Some(&cache))?)
+        }
+        FsmSource::Embedded => MachineSpec::Wasm(GuestModule::load(
             crate::guests::GUEST_KV_NAME,
             crate::guests::GUEST_KV,
             config.guest,
+            Some(&cache),
         )?),
     })
 }

@@ -22,12 +22,14 @@
 //!   generated types.
 //! - `context`: what a 0.2.0 guest imports: entry, time, random bytes, log.
 //! - `module`: engine configuration, loading and validating a component ([`GuestModule`]).
+//! - `code_cache`: compiled code kept on disk by module and engine ([`CodeCache`]).
 //! - `limiter`: the per-instance store data that enforces the memory cap.
 //! - `machine`: one running guest with rollback ([`GuestFsm`]).
 //! - `spec`: what a node runs: a wasm guest or the native guest-kv benchmark baseline.
 //! - `error`: what callers match on.
 
 mod bindings;
+mod code_cache;
 pub mod context;
 mod error;
 mod limiter;
@@ -37,6 +39,7 @@ mod spec;
 
 pub use crate::config::GuestLimits;
 pub use bindings::{Shape, WorldVersion};
+pub use code_cache::CodeCache;
 pub use context::{EntryContext, GuestEvent, Level, LogLine};
 pub use error::{bounded, CallError, FsmError, GuestError, LoadError, MAX_GUEST_MESSAGE_BYTES};
 pub use machine::{GuestFsm, Outcome};

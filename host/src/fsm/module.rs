@@ -5,6 +5,7 @@
 //! it (`GuestModule::start`, in `machine`) gets its own store and instance.
 
 use super::bindings::{shape, Fsm, FsmPre, Shape, WorldVersion};
+use super::code_cache::CodeCache;
 use super::error::{FsmError, LoadError};
 use super::limiter::{GuestLimiter, StoreState};
 use crate::config::GuestLimits;
@@ -61,6 +62,12 @@ impl std::fmt::Debug for GuestModule {
     }
 }
 
+/// The process's engine, for tests that handle compiled code themselves.
+#[cfg(test)]
+pub(super) fn engine() -> Engine {
+    ENGINE.clone().expect("the engine configuration is valid")
+}
+
 /// SHA-256 (hex) of a component's bytes: the identity [`GuestModule::hash`] reports.
 pub fn module_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -72,17 +79,37 @@ const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 impl GuestModule {
     /// Reads, compiles and validates the component at `path`.
     pub fn from_file(path: &Path, limits: GuestLimits) -> Result<Self, LoadError> {
+        Self::load_file(path, limits, None)
+    }
+
+    /// [`GuestModule::from_file`] through a [`CodeCache`].
+    pub fn load_file(
+        path: &Path,
+        limits: GuestLimits,
+        cache: Option<&CodeCache>,
+    ) -> Result<Self, LoadError> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             name: name.clone(),
             source,
         })?;
-        Self::from_bytes(&name, &bytes, limits)
+        Self::load(&name, &bytes, limits, cache)
     }
 
     /// Compiles and validates a component; `name` identifies it in errors (a path, or
     /// "embedded guest-kv").
     pub fn from_bytes(name: &str, bytes: &[u8], limits: GuestLimits) -> Result<Self, LoadError> {
+        Self::load(name, bytes, limits, None)
+    }
+
+    /// [`GuestModule::from_bytes`], taking the compiled code from `cache` when it has it and
+    /// keeping it there when it did not.
+    pub fn load(
+        name: &str,
+        bytes: &[u8],
+        limits: GuestLimits,
+        cache: Option<&CodeCache>,
+    ) -> Result<Self, LoadError> {
         let name = name.to_string();
         if bytes.get(..4) != Some(b"\0asm") {
             return Err(LoadError::NotWasm { name });
@@ -94,10 +121,20 @@ impl GuestModule {
             name: name.clone(),
             reason,
         })?;
-        let component = Component::new(&engine, bytes).map_err(|e| LoadError::Compile {
-            name: name.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        let hash = module_hash(bytes);
+        let component = match cache.and_then(|c| c.load(&engine, &hash)) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&engine, bytes).map_err(|e| LoadError::Compile {
+                    name: name.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+                if let Some(cache) = cache {
+                    cache.store(&engine, &hash, &component);
+                }
+                component
+            }
+        };
         let mut linker = Linker::<StoreState>::new(&engine);
         FsmPre::link(&mut linker, &component)
             .map_err(|reason| LoadError::WrongExports {
@@ -107,7 +144,7 @@ impl GuestModule {
             .and_then(|pre| {
                 let module = GuestModule {
                     inner: Arc::new(Inner {
-                        hash: module_hash(bytes),
+                        hash,
                         bytes: Arc::from(bytes),
                         name: name.clone(),
                         limits,

@@ -1,7 +1,7 @@
 //! The guest modules a state machine knows: compiled once per hash, kept on disk in
 //! `<data-dir>/modules/<sha256>.wasm` once activated, and checked before an upgrade is logged.
 
-use crate::fsm::{CallError, FsmError, GuestLimits, GuestModule, LoadError, Machine};
+use crate::fsm::{CallError, CodeCache, FsmError, GuestLimits, GuestModule, LoadError, Machine};
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -37,11 +37,14 @@ pub(super) struct Modules {
     limits: Option<GuestLimits>,
     /// So a replay or a validated upgrade does not compile twice.
     compiled: Mutex<HashMap<String, GuestModule>>,
+    /// So a restart does not compile again either.
+    code: CodeCache,
 }
 
 impl Modules {
     pub(super) fn new(dir: PathBuf, limits: Option<GuestLimits>) -> Self {
         Modules {
+            code: CodeCache::in_data_dir(&dir),
             dir,
             limits,
             compiled: Mutex::new(HashMap::new()),
@@ -62,7 +65,7 @@ impl Modules {
         }
         // Compiled without the cache's lock held: compiling can take a while.
         let name = format!("sha256:{}", &hash[..12]);
-        let module = GuestModule::from_bytes(&name, bytes, limits)?;
+        let module = GuestModule::load(&name, bytes, limits, Some(&self.code))?;
         self.compiled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
