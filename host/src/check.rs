@@ -376,7 +376,7 @@ impl fmt::Display for Report {
                     .iter()
                     .map(|(name, provided)| match provided {
                         true => name.clone(),
-                        false => format!("{name} (NOT PROVIDED: its calls trap)"),
+                        false => format!("{name} (NOT PROVIDED)"),
                     })
                     .collect();
                 writeln!(f, "imports: {}", listed.join(", "))?;

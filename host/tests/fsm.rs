@@ -337,33 +337,79 @@ fn restore_failure_keeps_the_current_state() {
     assert_eq!(get(&mut fsm, "k").as_deref(), Some("v"));
 }
 
+fn wasi_call(fsm: &mut GuestFsm, cmd: &str, entry: EntryContext) -> Result<String, CallError> {
+    let out = fsm.apply(cmd.as_bytes(), entry).expect("no host fault");
+    out.result.map(|b| String::from_utf8(b).unwrap())
+}
+
 #[test]
-fn wasi_importing_guest_loads_and_its_imports_trap() {
-    let mut fsm = load(WASI_USER).start().unwrap();
-    assert_eq!(
-        fsm.apply(b"echo hi", EntryContext::default())
-            .unwrap()
-            .result
-            .unwrap(),
-        b"hi"
-    );
-    for cmd in ["time", "random", "print"] {
-        let err = fsm
-            .apply(cmd.as_bytes(), EntryContext::default())
-            .unwrap()
-            .result
-            .expect_err(cmd);
-        assert!(
-            matches!(&err, CallError::Trap { message } if message.contains("unknown import")),
-            "{cmd}: {err:?}"
+fn wasi_is_answered_from_the_entry_the_same_on_every_instance() {
+    let module = load(WASI_USER);
+    let entry = |index, unix_ms| EntryContext {
+        index,
+        term: 1,
+        unix_ms,
+        position: 0,
+    };
+    let (e1, e2) = (entry(7, 1_700_000_000_123), entry(8, 1_700_000_000_999));
+    let (mut a, mut b) = (module.start().unwrap(), module.start().unwrap());
+    for fsm in [&mut a, &mut b] {
+        assert_eq!(wasi_call(fsm, "time", e1).unwrap(), "1700000000123");
+        assert_eq!(wasi_call(fsm, "time", e2).unwrap(), "1700000000999");
+        // Time stands still within a call: an hour's sleep returns at once, having slept 0.
+        assert_eq!(wasi_call(fsm, "sleep", e2).unwrap(), "slept 0ns");
+        assert_eq!(
+            wasi_call(fsm, "env", e2).unwrap(),
+            r#"vars 0 args 0 cwd Some("/") root false"#
         );
     }
+    // Random bytes follow the entry: equal on both instances, other for another entry.
+    let (mut c, mut d) = (module.start().unwrap(), module.start().unwrap());
+    let r1 = wasi_call(&mut c, "random", e1).unwrap();
+    assert_eq!(r1, wasi_call(&mut d, "random", e1).unwrap());
+    let mut other = module.start().unwrap();
+    assert_ne!(r1, wasi_call(&mut other, "random", e2).unwrap());
+
+    // stdout and stderr become the guest's log lines.
+    a.take_logs();
+    assert_eq!(wasi_call(&mut a, "print", e2).unwrap(), "printed");
+    let lines: Vec<_> = a
+        .take_logs()
+        .into_iter()
+        .map(|l| (format!("{:?}", l.level), l.message, l.index))
+        .collect();
     assert_eq!(
-        fsm.apply(b"echo still alive", EntryContext::default())
-            .unwrap()
-            .result
-            .unwrap(),
-        b"still alive"
+        lines,
+        [
+            ("Info".into(), "hello from the guest".into(), 8),
+            ("Warn".into(), "and to stderr".into(), 8)
+        ]
+    );
+    // Exiting (WASI 0.2 tells only success from failure) fails the call like a trap, and the
+    // instance goes on.
+    let err = wasi_call(&mut a, "exit", e2).unwrap_err();
+    assert!(
+        matches!(&err, CallError::Trap { message } if message.contains("exit status 1")),
+        "{err:?}"
+    );
+    assert_eq!(
+        wasi_call(&mut a, "echo still alive", e2).unwrap(),
+        "still alive"
+    );
+}
+
+#[test]
+fn a_guest_importing_what_the_host_does_not_provide_is_refused_at_load() {
+    let component = wat::parse_str(
+        r#"(component (import "example:nothing/here@1.0.0" (instance (export "f" (func)))))"#,
+    )
+    .unwrap();
+    let err = GuestModule::from_bytes("importer.wasm", &component, test_limits()).unwrap_err();
+    assert!(matches!(err, LoadError::Import { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("importer.wasm") && msg.contains("example:nothing/here@1.0.0"),
+        "{msg}"
     );
 }
 

@@ -87,9 +87,18 @@ fn a_query_that_writes_and_a_lossy_restore_are_caught() {
 
 #[test]
 fn imports_the_host_does_not_provide_fail_the_check() {
+    // WASI is provided (deterministically).
     let (ok, out) = check(env!("RAFTWASM_WASI_USER_WASM"), &["--generate", "10"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("wasi:cli/environment@0.2."), "{out}");
+    assert!(!out.contains("NOT PROVIDED"), "{out}");
+    // Anything else is refused, by name.
+    let importer = tempfile::NamedTempFile::new().unwrap();
+    let component = r#"(component (import "example:nothing/here@1.0.0" (instance)))"#;
+    std::fs::write(importer.path(), wat::parse_str(component).unwrap()).unwrap();
+    let (ok, out) = check(importer.path().to_str().unwrap(), &[]);
     assert!(!ok, "{out}");
-    assert!(out.contains("NOT PROVIDED"), "{out}");
+    assert!(out.contains("imports example:nothing/here@1.0.0"), "{out}");
     let (ok, out) = check("/nonexistent.wasm", &[]);
     assert!(!ok, "{out}");
     assert!(out.contains("nonexistent.wasm"), "{out}");

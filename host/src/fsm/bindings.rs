@@ -1,11 +1,12 @@
 //! The only place the WIT worlds are turned into Rust: one `bindgen!` call per version of
 //! `raftwasm:fsm` the host runs (0.1.0: exports only; 0.2.0: the same exports, plus the
-//! `context` import), an [`Fsm`] over either, and conversions from generated types to the
-//! host's own ([`GuestError`]).
+//! `context` import), an [`Fsm`] over either, linking (with deterministic WASI, [`super::wasi`]),
+//! and conversions from generated types to the host's own ([`GuestError`]).
 
 use super::context::Level;
 use super::error::{bounded, GuestError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
+use super::wasi;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::Store;
 
@@ -59,31 +60,33 @@ pub(super) enum Fsm {
 type Guest<T> = wasmtime::Result<Result<T, GuestError>>;
 
 impl FsmPre {
-    /// Links `component` (the 0.2.0 context when it exports 0.2.0's state machine; whatever
-    /// else it imports, WASI typically, stubbed with a function that traps with the same
-    /// message on every node) and checks its exports.
+    /// Links `component` (the 0.2.0 context when it exports 0.2.0's state machine, and
+    /// deterministic WASI 0.2) and checks its exports. Anything else it imports refuses it.
     pub(super) fn link(
         linker: &mut Linker<StoreState>,
         component: &Component,
-    ) -> Result<FsmPre, String> {
+    ) -> Result<FsmPre, LinkError> {
         let version = exported_version(component);
         if version == Some(WorldVersion::V0_2) {
             wit_context::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(|e| LinkError::Exports(format!("{e:#}")))?;
         }
-        linker
-            .define_unknown_imports_as_traps(component)
-            .map_err(|e| format!("{e:#}"))?;
+        wasi::add_to_linker(linker).map_err(|e| LinkError::Exports(format!("{e:#}")))?;
+        let provided = shape(component, version.unwrap_or(WorldVersion::V0_1));
+        if let Some((name, _)) = provided.imports.iter().find(|(_, ok)| !ok) {
+            return Err(LinkError::Import(name.clone()));
+        }
+        // A provided package can still lack a function the guest expects (a newer 0.2.x).
         let pre: InstancePre<StoreState> = linker
             .instantiate_pre(component)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| LinkError::Import(format!("{e:#}")))?;
         match version {
             Some(WorldVersion::V0_2) => v2::FsmPre::new(pre)
                 .map(FsmPre::V2)
-                .map_err(|e| format!("{e:#}")),
+                .map_err(|e| LinkError::Exports(format!("{e:#}"))),
             _ => v1::FsmPre::new(pre)
                 .map(FsmPre::V1)
-                .map_err(|e| format!("{e:#}")),
+                .map_err(|e| LinkError::Exports(format!("{e:#}"))),
         }
     }
 
@@ -102,11 +105,21 @@ impl FsmPre {
     }
 }
 
+/// Why a component could not be linked.
+#[derive(Debug)]
+pub(super) enum LinkError {
+    /// It imports something the host does not provide (named).
+    Import(String),
+    /// Its exports are not a `raftwasm:fsm` world.
+    Exports(String),
+}
+
 /// What a component exports and imports, by name, and whether the host provides each import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
     pub exports: Vec<String>,
-    /// Each import, and true when the host provides it (calls to the others trap).
+    /// Each import, and true when the host provides it (a component importing anything else
+    /// is refused).
     pub imports: Vec<(String, bool)>,
 }
 
@@ -114,8 +127,10 @@ pub struct Shape {
 pub(super) fn shape(component: &Component, version: WorldVersion) -> Shape {
     let engine = component.engine();
     let ty = component.component_type();
-    let provided =
-        |name: &str| version == WorldVersion::V0_2 && name == "raftwasm:fsm/context@0.2.0";
+    let provided = |name: &str| {
+        (version == WorldVersion::V0_2 && name == "raftwasm:fsm/context@0.2.0")
+            || wasi::provides(name)
+    };
     Shape {
         exports: ty
             .exports(engine)

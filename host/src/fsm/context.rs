@@ -6,6 +6,7 @@
 //! and the command's position in it: nothing a node has alone goes in, so every node, and a
 //! replay after a failed call, draws the same bytes.
 
+use super::wasi::Shared;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -64,6 +65,18 @@ pub struct LogLine {
     pub query: bool,
 }
 
+/// The seed of an entry's random bytes: nothing a node has alone goes in.
+pub(super) fn entry_seed(e: &EntryContext) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"raftwasm random 1")
+        .chain_update(e.index.to_le_bytes())
+        .chain_update(e.term.to_le_bytes())
+        .chain_update(e.unix_ms.to_le_bytes())
+        .chain_update(e.position.to_le_bytes())
+        .finalize()
+        .into()
+}
+
 /// Which call the store is in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -82,6 +95,8 @@ pub(super) enum Mode {
 /// The context of the call a store is in.
 #[derive(Debug, Default)]
 pub(super) struct CallContext {
+    /// What WASI's clocks and random generators read (see [`super::wasi`]).
+    wasi: Shared,
     mode: Mode,
     entry: EntryContext,
     /// Random blocks (32 bytes each) drawn so far in this call.
@@ -104,6 +119,12 @@ impl CallContext {
         self.dropped = 0;
         self.events.clear();
         self.event_bytes = 0;
+        self.wasi.begin(mode, self.entry);
+    }
+
+    /// The state WASI shares with this context.
+    pub(super) fn shared(&self) -> &Shared {
+        &self.wasi
     }
 
     pub(super) fn entry(&self) -> EntryContext {
@@ -144,15 +165,7 @@ impl CallContext {
     }
 
     fn seed(&self) -> [u8; 32] {
-        let e = &self.entry;
-        Sha256::new()
-            .chain_update(b"raftwasm random 1")
-            .chain_update(e.index.to_le_bytes())
-            .chain_update(e.term.to_le_bytes())
-            .chain_update(e.unix_ms.to_le_bytes())
-            .chain_update(e.position.to_le_bytes())
-            .finalize()
-            .into()
+        entry_seed(&self.entry)
     }
 
     pub(super) fn emit(&mut self, key: String, payload: Vec<u8>) -> Result<(), String> {

@@ -52,6 +52,13 @@ pub enum LoadError {
         "guest module {name} does not implement a raftwasm:fsm world (0.1.0 or 0.2.0): {reason}"
     )]
     WrongExports { name: String, reason: String },
+    /// The component imports something the host does not provide.
+    #[error(
+        "guest module {name} imports {import}, which the host does not provide (it provides \
+         raftwasm:fsm/context@0.2.0 and deterministic WASI 0.2: cli, clocks, filesystem, io, \
+         random, sockets)"
+    )]
+    Import { name: String, import: String },
     /// The component compiled but cannot be instantiated under the configured limits.
     #[error("guest module {name} cannot be instantiated: {reason}")]
     Instantiate { name: String, reason: String },

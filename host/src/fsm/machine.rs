@@ -12,6 +12,7 @@ use super::context::{EntryContext, GuestEvent, LogLine, Mode};
 use super::error::{bounded, CallError, FsmError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::module::GuestModule;
+use super::wasi::outside_async;
 use std::sync::Arc;
 use wasmtime::{Store, Trap};
 
@@ -306,7 +307,8 @@ fn call<R>(
             0,
         );
     }
-    let result = f(fsm, store);
+    let result = outside_async(|| f(fsm, store));
+    store.data_mut().log_output();
     let fuel_used = budget.saturating_sub(store.get_fuel().unwrap_or(0));
     let result = result.map_err(|e| {
         if store.data().limiter.hit_memory_limit {

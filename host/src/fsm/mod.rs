@@ -8,11 +8,12 @@
 //! - one memory cap, enforced by the store's limiter, fails the call with
 //!   [`CallError::MemoryLimit`];
 //! - NaN canonicalization on, deterministic relaxed SIMD, no threads, a fixed wasm stack size;
-//! - the guest gets no clock, randomness, filesystem or network of its own. A 0.2.0 guest may
+//! - the guest gets no clock, randomness, filesystem or network of the node's. A 0.2.0 guest may
 //!   import the `context`: the entry being applied, its time and random bytes, all derived
-//!   from the log, so the same on every node ([`context`]). A guest that imports anything else
-//!   (WASI, built for `wasm32-wasip2`) still loads, and every call into such an import traps
-//!   with the same message on every node;
+//!   from the log, so the same on every node ([`context`]). A guest built against WASI 0.2
+//!   (`wasm32-wasip2`, componentize-py, componentize-js) gets a deterministic WASI whose clocks
+//!   and random read the same entry, with nothing of the node behind it ([`wasi`]). A guest
+//!   importing anything else is refused at load, naming the import;
 //! - a call that traps, runs out of fuel or hits the memory cap leaves the state exactly as it
 //!   was before that call: the poisoned instance is rebuilt from the last checkpoint (a guest
 //!   snapshot) plus a replay of the commands applied since.
@@ -21,6 +22,7 @@
 //! - `bindings`: the `bindgen!` calls (one per world version), and conversions out of the
 //!   generated types.
 //! - `context`: what a 0.2.0 guest imports: entry, time, random bytes, log.
+//! - `wasi`: deterministic WASI 0.2 for guests built against it.
 //! - `module`: engine configuration, loading and validating a component ([`GuestModule`]).
 //! - `code_cache`: compiled code kept on disk by module and engine ([`CodeCache`]).
 //! - `limiter`: the per-instance store data that enforces the memory cap.
@@ -36,6 +38,7 @@ mod limiter;
 mod machine;
 pub mod module;
 mod spec;
+mod wasi;
 
 pub use crate::config::GuestLimits;
 pub use bindings::{Shape, WorldVersion};

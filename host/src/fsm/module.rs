@@ -4,10 +4,11 @@
 //! A module is compiled once ([`GuestModule::from_bytes`]); every [`super::GuestFsm`] made from
 //! it (`GuestModule::start`, in `machine`) gets its own store and instance.
 
-use super::bindings::{shape, Fsm, FsmPre, Shape, WorldVersion};
+use super::bindings::{shape, Fsm, FsmPre, LinkError, Shape, WorldVersion};
 use super::code_cache::CodeCache;
 use super::error::{FsmError, LoadError};
-use super::limiter::{GuestLimiter, StoreState};
+use super::limiter::StoreState;
+use super::wasi::outside_async;
 use crate::config::GuestLimits;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -137,9 +138,15 @@ impl GuestModule {
         };
         let mut linker = Linker::<StoreState>::new(&engine);
         FsmPre::link(&mut linker, &component)
-            .map_err(|reason| LoadError::WrongExports {
-                name: name.clone(),
-                reason,
+            .map_err(|e| match e {
+                LinkError::Import(import) => LoadError::Import {
+                    name: name.clone(),
+                    import,
+                },
+                LinkError::Exports(reason) => LoadError::WrongExports {
+                    name: name.clone(),
+                    reason,
+                },
             })
             .and_then(|pre| {
                 let module = GuestModule {
@@ -202,13 +209,7 @@ impl GuestModule {
     /// A fresh store and instance.
     pub(super) fn new_instance(&self) -> Result<(Store<StoreState>, Fsm), FsmError> {
         let inner = &self.inner;
-        let mut store = Store::new(
-            &inner.engine,
-            StoreState {
-                limiter: GuestLimiter::new(inner.limits.memory_bytes()),
-                context: Default::default(),
-            },
-        );
+        let mut store = Store::new(&inner.engine, StoreState::new(inner.limits.memory_bytes()));
         store.limiter(|state| &mut state.limiter);
         // What a guest may hand back in one call (a snapshot is its whole state) is bounded by
         // its memory cap, not by wasmtime's 128 MiB default.
@@ -217,7 +218,7 @@ impl GuestModule {
         store
             .set_fuel(inner.limits.fuel_per_snapshot)
             .map_err(|e| FsmError::Instantiate(format!("{e:#}")))?;
-        let fsm = inner.pre.instantiate(&mut store).map_err(|e| {
+        let fsm = outside_async(|| inner.pre.instantiate(&mut store)).map_err(|e| {
             if store.data().limiter.hit_memory_limit {
                 FsmError::Instantiate(format!(
                     "its initial memory is over the guest memory limit of {} MiB",
