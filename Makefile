@@ -19,7 +19,7 @@ CHAOS_ARGS ?=
 # The bounded run inside `make test`: about two minutes in all.
 CHAOS_TEST_DURATION ?= 75
 
-.PHONY: setup build run test chaos fmt-check lint bench bench-compare ci
+.PHONY: setup build polyglot run test chaos fmt-check lint bench bench-compare ci
 
 ## Install the wasm targets the guests are built for (wasm-component-ld comes with wasm32-wasip2).
 setup:
@@ -29,6 +29,11 @@ setup:
 build: setup
 	$(CARGO) build --release --workspace --bins
 
+## The Python and JavaScript example guests (examples/py-kv, examples/js-ratelimit) into
+## target/wasm/, with componentize-py and componentize-js installed under target/polyglot/.
+polyglot:
+	scripts/polyglot.sh
+
 ## Build, then start one bootstrapped node running the embedded guest-kv.
 run: build
 	./target/release/host --id $(RUN_ID) --address $(RUN_ADDR) --http $(RUN_HTTP) --bs
@@ -36,7 +41,7 @@ run: build
 ## Unit, guest-runtime and cluster tests, all in the release profile so wasmtime compiles once,
 ## then a short fault-injection run (partitions, kills, pauses, membership, and a live guest
 ## upgrade to guest-kv v2 in the middle of it; checked by adya) with TLS and authentication on.
-test: setup
+test: setup polyglot
 	scripts/test-tools.sh
 	$(CARGO) test --release --workspace $(TEST_FEATURES)
 	CARGO_FEATURES="$(TEST_FEATURES)" chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \

@@ -31,10 +31,12 @@ pub const DEFAULT_MAX_COMMAND_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest guest module an upgrade accepts (not configurable: it bounds one log entry).
-pub const MAX_MODULE_BYTES: usize = 32 * 1024 * 1024;
-/// Largest gRPC message a node sends or accepts (Raft batches and snapshot chunks included).
-pub const MAX_GRPC_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest guest module an upgrade accepts (not configurable: it bounds one log entry). Python and
+/// JavaScript guests weigh tens of MiB (their interpreter is in the component).
+pub const MAX_MODULE_BYTES: usize = 96 << 20;
+/// Largest gRPC message a node sends or accepts (Raft batches and snapshot chunks included): room
+/// for one module upgrade entry and framing.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 128 << 20;
 
 /// Default fuel for one `apply` or `query` call. A guest-kv put costs a few thousand units, so
 /// this leaves four orders of magnitude of headroom while stopping a runaway loop in well under

@@ -169,6 +169,13 @@ enum Method {
     PreVote,
 }
 
+/// Extra time a request of `bytes` gets to be answered, on top of the TTL: a batch with a large
+/// entry (a module upgrade is tens of MiB) takes a while to send, write and sync, and a follower
+/// doing that is not silent.
+fn transfer_allowance(bytes: usize) -> Duration {
+    Duration::from_millis(50 * (bytes >> 20) as u64)
+}
+
 /// Bytes of snapshot data per message of a snapshot stream.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
@@ -274,23 +281,25 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             let Some(first) = input.next().await else {
                 return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
             };
-            let input = futures::stream::once(std::future::ready(first)).chain(input);
             let ttl = option.soft_ttl();
+            // The stream opens once the peer has the first request, which may carry a module.
+            let first_bytes = bincode::serialized_size(&first).unwrap_or(0) as usize;
+            let open_ttl = ttl + transfer_allowance(first_bytes);
+            let input = futures::stream::once(std::future::ready(first)).chain(input);
             let addr = self.addr.clone();
             let mut client = self.client()?.clone();
-            // Send times of the requests not answered yet, oldest first.
+            // When each request not answered yet is overdue, oldest first.
             let pending: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
             let sent = pending.clone();
             let requests = input.map(move |req| {
-                lock(&sent).push_back(Instant::now());
-                RaftMessage {
-                    // Our own types always encode; an empty payload would end the stream.
-                    payload: bincode::serialize(&req).unwrap_or_default(),
-                }
+                // Our own types always encode; an empty payload would end the stream.
+                let payload = bincode::serialize(&req).unwrap_or_default();
+                lock(&sent).push_back(Instant::now() + ttl + transfer_allowance(payload.len()));
+                RaftMessage { payload }
             });
-            let replies = tokio::time::timeout(ttl, client.stream_append(requests))
+            let replies = tokio::time::timeout(open_ttl, client.stream_append(requests))
                 .await
-                .map_err(|_| unreachable(format!("{addr}: no append stream within {ttl:?}")))?
+                .map_err(|_| unreachable(format!("{addr}: no append stream within {open_ttl:?}")))?
                 .map_err(|status| status_err(&addr, &status))?
                 .into_inner();
             let out =
@@ -301,7 +310,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                             Ok(reply) => reply,
                             Err(_) => {
                                 let oldest = lock(&pending).front().copied();
-                                if oldest.is_some_and(|t| t.elapsed() >= ttl) {
+                                if oldest.is_some_and(|due| Instant::now() >= due) {
                                     let msg = format!("{addr}: no append reply within {ttl:?}");
                                     return Some((Err(net_err(msg)), None));
                                 }
