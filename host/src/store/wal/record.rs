@@ -203,17 +203,46 @@ fn record_at(data: &[u8], pos: usize, seal: Seal) -> Option<(Record<'_>, usize)>
     record.map(|r| (r, len))
 }
 
+/// How far from the log's last entry the index of a record found past damage may be for the
+/// record to be worth its checksum (see [`find_valid`]).
+const NEAR_INDEX: u64 = 1 << 32;
+/// Meta records hold small values (the vote, the committed log id).
+const MAX_META_BYTES: usize = 4096;
+
 /// The offset of the first valid record that starts at or after `from`, at any byte offset:
 /// after a record that does not check out, whether anything valid follows it tells a torn
-/// tail (nothing does) from damage inside the log (something does).
-pub(super) fn find_valid(data: &[u8], from: u64, seal: Seal) -> Option<u64> {
+/// tail (nothing does) from damage inside the log (something does). `near` is the last entry
+/// index the log holds before `from`.
+///
+/// Only a header whose record could be one the log writes there gets its checksum computed:
+/// the scan may cross megabytes of an entry's bytes (a module upgrade is tens of MiB), each
+/// offset reading a random length, and summing every such length's checksum would take hours.
+pub(super) fn find_valid(data: &[u8], from: u64, seal: Seal, near: u64) -> Option<u64> {
     let from = usize::try_from(from).ok()?;
-    (from..data.len().saturating_sub(HEADER)).find_map(|pos| {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
-        // Cheap rejections first: most bytes of a zero-filled or reused file fail here.
-        if len == 0 || len > data.len() - pos - HEADER {
-            return None;
-        }
-        record_at(data, pos, seal).map(|_| pos as u64)
-    })
+    (from..data.len().saturating_sub(HEADER))
+        .filter(|&pos| could_be_record(data, pos, near))
+        .find_map(|pos| record_at(data, pos, seal).map(|_| pos as u64))
+}
+
+/// Whether the header at `pos` (within `data`) describes a record the log could hold there,
+/// judged without its checksum.
+pub(super) fn could_be_record(data: &[u8], pos: usize, near: u64) -> bool {
+    let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+    // Cheap rejections first: most bytes of a zero-filled or reused file fail here.
+    if len == 0 || len > data.len() - pos - HEADER {
+        return false;
+    }
+    let body = &data[pos + HEADER..pos + HEADER + len];
+    let index_near = || {
+        body.get(1..9)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .is_some_and(|i| i.abs_diff(near) <= NEAR_INDEX)
+    };
+    match body[0] {
+        KIND_ENTRY | KIND_TRUNCATE | KIND_PURGE => index_near(),
+        KIND_META => (2..=MAX_META_BYTES).contains(&len),
+        KIND_END => len == 1,
+        KIND_HEAD => len == 13 || len == 21,
+        _ => false,
+    }
 }

@@ -309,7 +309,7 @@ impl Replay {
         }
         let end = match records.stop() {
             Stop::End { at } => SegmentEnd::Closed(at),
-            Stop::Cut { at } => match find_valid(&data, at, seal) {
+            Stop::Cut { at } => match find_valid(&data, at, seal, self.last_entry().unwrap_or(0)) {
                 Some(valid) => {
                     return Err(broken(Damage {
                         file,
