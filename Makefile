@@ -19,7 +19,7 @@ CHAOS_ARGS ?=
 # The bounded run inside `make test`: about two minutes in all.
 CHAOS_TEST_DURATION ?= 75
 
-.PHONY: setup build polyglot run test chaos fmt-check lint bench bench-compare ci
+.PHONY: setup build polyglot run test chaos chaos-polyglot fmt-check lint bench bench-compare ci
 
 ## Install the wasm targets the guests are built for (wasm-component-ld comes with wasm32-wasip2).
 setup:
@@ -50,6 +50,13 @@ test: setup polyglot
 ## A long fault-injection run: make chaos CHAOS_DURATION=1800 CHAOS_SEED=42 CHAOS_ARGS="--faults kill,split"
 chaos: setup
 	chaos/run.sh --duration $(CHAOS_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) $(CHAOS_ARGS)
+
+## The fault-injection run with the Python guest (examples/py-kv) on every node, upgraded live to
+## its version 2 halfway: the same checks (adya, every node's change feed) as make test's run.
+chaos-polyglot: setup polyglot
+	CARGO_FEATURES="$(TEST_FEATURES)" chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \
+	  --node-args "--fsm=$(CURDIR)/target/wasm/py_kv.wasm" \
+	  --upgrade-module target/wasm/py_kv_v2.wasm --upgrade-at 25 --retry session
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

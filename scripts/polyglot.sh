@@ -27,7 +27,8 @@ command -v npm >/dev/null || missing "npm"
 stale() {
   local target=$1
   shift
-  [ ! -e "$target" ] || [ -n "$(find "$@" -newer "$target" -print -quit)" ]
+  # (componentize-py leaves __pycache__ directories beside the sources: not a change.)
+  [ ! -e "$target" ] || [ -n "$(find "$@" -newer "$target" -not -path '*__pycache__*' -print -quit)" ]
 }
 
 py=$tools/venv/bin/componentize-py

@@ -2,7 +2,8 @@
 //! (examples/js-ratelimit, by componentize-js) under the deterministic WASI, in real clusters:
 //! writes through a follower, a leader kill, a node that joins by installing a snapshot, equal
 //! state hashes; the Python guest upgraded live from version 1 to 2 with its state migrated; and
-//! a module over the old 32 MiB cap uploaded, replicated and carried in a snapshot. The polyglot
+//! a module over the old 32 MiB cap uploaded, replicated and carried in a snapshot; the guest
+//! checker passes both. The polyglot
 //! guests are built by scripts/polyglot.sh (`make polyglot`, which `make test` runs first).
 
 mod common;
@@ -240,4 +241,36 @@ async fn a_module_over_32_mib_is_uploaded_replicated_and_carried_in_snapshots() 
     assert_eq!(state.fsm_module_size, big.len() as u64);
     let (code, body) = get_value(&joiner, "key000059", "consistency=stale").await;
     assert_eq!((code, body), (200, "value59".to_string()));
+}
+
+#[test]
+fn the_checker_passes_both() {
+    let (ok, out) = host_command(&["guest", "check", &polyglot("py_kv"), "--generate", "2000"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("ok: deterministic over this script"), "{out}");
+    assert!(out.contains("wasi:cli/environment@0.2."), "{out}");
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        script.path(),
+        r#"{"apply":{"op":"rule","prefix":"api:","capacity":3,"per_second":2}}
+{"apply":{"op":"take","key":"api:alice"}}
+{"apply":{"op":"take","key":"api:alice","cost":2}}
+{"apply":{"op":"take","key":"api:alice"}}
+{"query":{"op":"peek","key":"api:alice"}}
+{"apply":{"op":"take","key":"other"}}
+{"apply":{"op":"forget","key":"api:alice"}}
+{"query":{"op":"rules"}}
+"#,
+    )
+    .unwrap();
+    let script = script.path().to_str().unwrap();
+    let (ok, out) = host_command(&[
+        "guest",
+        "check",
+        &polyglot("js_ratelimit"),
+        "--commands",
+        script,
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("script: 6 commands, 2 queries"), "{out}");
 }
