@@ -6,9 +6,9 @@
 //! and the command's position in it: nothing a node has alone goes in, so every node, and a
 //! replay after a failed call, draws the same bytes.
 
-use super::wasi::Shared;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Most random bytes one `random-bytes` call returns.
 pub const MAX_RANDOM_BYTES: u32 = 4096;
@@ -75,6 +75,71 @@ pub(super) fn entry_seed(e: &EntryContext) -> [u8; 32] {
         .chain_update(e.position.to_le_bytes())
         .finalize()
         .into()
+}
+
+/// What the current call may see: its time, and the random stream of its entry.
+#[derive(Debug, Default)]
+struct Now {
+    mode: Mode,
+    entry: EntryContext,
+    /// The call's random seed, made when the guest first draws (most calls never do).
+    seed: Option<[u8; 32]>,
+    /// 32-byte blocks drawn from `seed` so far in this call.
+    drawn: u64,
+}
+
+/// The call state the store's context shares with WASI's clocks and random generators
+/// ([`super::wasi`]; wasmtime-wasi owns them, so they cannot borrow it).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Shared(Arc<Mutex<Now>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Now> {
+        // Holders never panic while holding it; a poisoned lock still holds valid data.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a call in `mode` for `entry` (default outside apply and query).
+    pub(super) fn begin(&self, mode: Mode, entry: EntryContext) {
+        let mut now = self.lock();
+        now.mode = mode;
+        now.entry = entry;
+        now.seed = None;
+        now.drawn = 0;
+    }
+
+    /// Fills `out` from the call's random stream: SHA-256 of a seed and a block counter. The
+    /// stream is not the one `random-bytes` draws from, and exists in every mode (WASI cannot
+    /// refuse), fixed by what the call runs for; a replay draws what the first run drew.
+    pub(super) fn fill(&self, out: &mut [u8]) {
+        let mut now = self.lock();
+        let tag = match now.mode {
+            Mode::Idle => 0u8,
+            Mode::Apply | Mode::Replay => 1,
+            Mode::Query => 2,
+        };
+        let entry = now.entry;
+        let seed = *now.seed.get_or_insert_with(|| {
+            Sha256::new()
+                .chain_update(b"raftwasm wasi random 1")
+                .chain_update([tag])
+                .chain_update(entry_seed(&entry))
+                .finalize()
+                .into()
+        });
+        for chunk in out.chunks_mut(32) {
+            let block = Sha256::new()
+                .chain_update(seed)
+                .chain_update(now.drawn.to_le_bytes())
+                .finalize();
+            now.drawn += 1;
+            chunk.copy_from_slice(&block[..chunk.len()]);
+        }
+    }
+
+    pub(super) fn unix_ms(&self) -> u64 {
+        self.lock().entry.unix_ms
+    }
 }
 
 /// Which call the store is in.

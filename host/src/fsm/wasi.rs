@@ -17,9 +17,8 @@
 //!
 //! Everything else a component imports is refused when it is loaded.
 
-use super::context::{entry_seed, EntryContext, Mode};
+use super::context::Shared;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -55,71 +54,6 @@ pub fn provides(import: &str) -> bool {
             .and_then(|rest| rest.split_once("@0.2."))
             .is_some()
     })
-}
-
-/// What the current call may see: its time, and the random stream of its entry.
-#[derive(Debug, Default)]
-struct Now {
-    mode: Mode,
-    entry: EntryContext,
-    /// The call's random seed, made when the guest first draws (most calls never do).
-    seed: Option<[u8; 32]>,
-    /// 32-byte blocks drawn from `seed` so far in this call.
-    drawn: u64,
-}
-
-/// The call state the store's context shares with the WASI clocks and random generators
-/// (which wasmtime-wasi owns, so they cannot borrow it).
-#[derive(Debug, Clone, Default)]
-pub(super) struct Shared(Arc<Mutex<Now>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Now> {
-        // Holders never panic while holding it; a poisoned lock still holds valid data.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Starts a call in `mode` for `entry` (default outside apply and query).
-    pub(super) fn begin(&self, mode: Mode, entry: EntryContext) {
-        let mut now = self.lock();
-        now.mode = mode;
-        now.entry = entry;
-        now.seed = None;
-        now.drawn = 0;
-    }
-
-    /// Fills `out` from the call's random stream: SHA-256 of a seed and a block counter. The
-    /// stream is not the one `random-bytes` draws from, and exists in every mode (WASI cannot
-    /// refuse), fixed by what the call runs for; a replay draws what the first run drew.
-    fn fill(&self, out: &mut [u8]) {
-        let mut now = self.lock();
-        let tag = match now.mode {
-            Mode::Idle => 0u8,
-            Mode::Apply | Mode::Replay => 1,
-            Mode::Query => 2,
-        };
-        let entry = now.entry;
-        let seed = *now.seed.get_or_insert_with(|| {
-            Sha256::new()
-                .chain_update(b"raftwasm wasi random 1")
-                .chain_update([tag])
-                .chain_update(entry_seed(&entry))
-                .finalize()
-                .into()
-        });
-        for chunk in out.chunks_mut(32) {
-            let block = Sha256::new()
-                .chain_update(seed)
-                .chain_update(now.drawn.to_le_bytes())
-                .finalize();
-            now.drawn += 1;
-            chunk.copy_from_slice(&block[..chunk.len()]);
-        }
-    }
-
-    fn unix_ms(&self) -> u64 {
-        self.lock().entry.unix_ms
-    }
 }
 
 /// `wasi:clocks/wall-clock`: the call's time.
