@@ -20,7 +20,7 @@ async fn raft_client(node: &Node) -> RaftClient<tonic::transport::Channel> {
 async fn forged_lengths_and_oversized_streams_are_refused() {
     let root = tempfile::tempdir().unwrap();
     // A small guest memory cap and change feed: a snapshot can then be at most 8 MiB of state
-    // plus the largest module plus 1 MiB of changes plus a little framing.
+    // plus the largest module (96 MiB) plus 1 MiB of changes plus a little framing: 106 MiB.
     let opts = [
         "--guest-memory-mib",
         "8",
@@ -55,7 +55,7 @@ async fn forged_lengths_and_oversized_streams_are_refused() {
     let mut messages = vec![RaftMessage {
         payload: bincode::serialize(&header).unwrap(),
     }];
-    messages.extend((0..48).map(|_| RaftMessage {
+    messages.extend((0..112).map(|_| RaftMessage {
         payload: vec![0; 1 << 20],
     }));
     let err = raft
@@ -75,7 +75,7 @@ async fn forged_lengths_and_oversized_streams_are_refused() {
         .put(PutRequest {
             session: None,
             key: "k".into(),
-            value: "v".repeat(40 << 20),
+            value: "v".repeat(100 << 20),
         })
         .await
         .unwrap_err();
