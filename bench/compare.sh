@@ -31,8 +31,14 @@
 # the order of systems and watcher counts flipped every round; it writes its table between the
 # watch markers of BENCHMARKS.md.
 #
-# Installs etcd from Debian's etcd-server package if it is missing (needs root). Stops
-# everything it started, even on failure.
+# The default mode also drives put on both systems with h2load (Debian's nghttp2-client), a
+# client we did not write: the same pre-encoded gRPC frame (an 8-byte key, a 256-byte value:
+# raftwasm's and etcd's PutRequest share field numbers) to raftwasm.v1.Client/Put and
+# etcdserverpb.KV/Put, 1 stream, and 8 connections x 8 streams. Every default-mode run also
+# samples the nodes' CPU (as MODE=sessions does), and the table ends with each node's peak RSS.
+#
+# Installs etcd (etcd-server) and h2load (nghttp2-client) from Debian packages if missing (needs
+# root). Stops everything it started, even on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +56,10 @@ fi
 
 if [ "$MODE" != sessions ] && [ "$MODE" != metrics ] && ! command -v etcd >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
+fi
+if [ "$MODE" = plain ] && ! command -v h2load >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null; }
 fi
 make build >/dev/null
 
@@ -156,6 +166,56 @@ run_cpu() {
     "$((c1 - c0))" "$(getconf CLK_TCK)" >>"$RESULTS"
 }
 
+# The gRPC request body h2load sends to both systems' Put: the 5-byte gRPC prefix and a
+# PutRequest with key (field 1, 8 bytes) and value (field 2, 256 bytes).
+H2FRAME="$WORK/put.frame"
+python3 - "$H2FRAME" <<'PY'
+import struct, sys
+key, value = b"h2load01", b"v" * 256
+msg = b"\x0a" + bytes([len(key)]) + key + b"\x12\x80\x02" + value
+open(sys.argv[1], "wb").write(b"\x00" + struct.pack(">I", len(msg)) + msg)
+PY
+
+# run_h2load SYSTEM GRPC_PATH ENDPOINT CONNECTIONS STREAMS: put through h2load for WARMUP +
+# DURATION seconds, NODE_PIDS' CPU sampled over the measured window as in run_cpu; appends a
+# JSON line shaped like kvbench's (latency percentiles from h2load's per-request log). h2load
+# judges a reply by its HTTP status: a gRPC error (in the trailers) would count as done, so the
+# line also carries how many replies were not HTTP 200 (`errors`) and the run is checked by a
+# read of the key afterwards (kvbench's get on the same leader).
+run_h2load() {
+  local system=$1 path=$2 ep=$3 conns=$4 streams=$5 log="$WORK/h2.log" out="$WORK/h2.out"
+  echo "== $system put x$((conns * streams)) (h2load)" >&2
+  rm -f "$log"
+  h2load -D "$DURATION" --warm-up-time "$WARMUP" -c "$conns" -m "$streams" -t 1 \
+    -d "$H2FRAME" -H 'content-type: application/grpc' -H 'te: trailers' \
+    --log-file "$log" "http://$ep$path" >"$out" 2>&1 & local bench=$!
+  sleep "$WARMUP"; local c0; c0=$(cpu_ticks "${NODE_PIDS[@]}")
+  sleep "$DURATION"; local c1; c1=$(cpu_ticks "${NODE_PIDS[@]}")
+  wait $bench || { cat "$out" >&2; return 1; }
+  python3 - "$log" "$out" "$system" $((conns * streams)) "$DURATION" "$((c1 - c0))" "$(getconf CLK_TCK)" <<'PY' >>"$RESULTS"
+import json, re, sys
+log, out, label, clients, duration, ticks, hz = sys.argv[1:]
+text = open(out).read()
+rate = re.search(r"finished in [^,]+, ([0-9.]+) req/s", text)
+rows = [l.split("\t") for l in open(log) if l.strip()]
+done = sorted(int(r[2]) for r in rows if r[1] == "200")
+def pct(p):
+    return done[min(len(done) - 1, int(p * len(done)))] / 1000 if done else float("nan")
+print(json.dumps({"label": label, "op": "put", "clients": int(clients),
+    "ops_per_sec": float(rate.group(1)) if rate else 0.0, "duration_s": int(duration),
+    "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "p999_ms": pct(0.999),
+    "errors": sum(1 for r in rows if r[1] != "200"), "keyspace": 1,
+    "node_cpu_s": int(ticks) / int(hz)}))
+PY
+}
+
+# peak_rss SYSTEM PID...: each node's peak resident set (VmHWM), one JSON line.
+peak_rss() {
+  local system=$1 pid kb=(); shift
+  for pid in "$@"; do kb+=("$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")"); done
+  echo "{\"system\": \"$system\", \"peak_rss_kb\": [$(IFS=,; echo "${kb[*]}")]}" >>"$WORK/rss.jsonl"
+}
+
 if [ "$MODE" = sessions ]; then
   start_raftwasm plain 0
   echo "leader $LEADER" >&2
@@ -227,27 +287,43 @@ elif [ "$MODE" = tls ]; then
     run etcd-tls etcd "$ETCD_LEADER" get 64 $preload "${TLS_BENCH[@]}"
   done
 else
-  start_raftwasm wasm 0; WASM_LEADER=$LEADER
-  start_raftwasm native 100 --native-fsm; NATIVE_LEADER=$LEADER
-  start_etcd 200; ETCD_LEADER=$LEADER
+  start_raftwasm wasm 0; WASM_LEADER=$LEADER; WASM_PIDS=("${NODE_PIDS[@]}")
+  start_raftwasm native 100 --native-fsm; NATIVE_LEADER=$LEADER; NATIVE_PIDS=("${NODE_PIDS[@]}")
+  start_etcd 200; ETCD_LEADER=$LEADER; ETCD_PIDS=("${NODE_PIDS[@]}")
   echo "leaders: raftwasm $WASM_LEADER, raftwasm-native $NATIVE_LEADER, etcd $ETCD_LEADER" >&2
+  # The same client for all: kvbench, with the nodes' CPU sampled.
+  on() { case $1 in raftwasm) NODE_PIDS=("${WASM_PIDS[@]}");; raftwasm-native) NODE_PIDS=("${NATIVE_PIDS[@]}");; etcd) NODE_PIDS=("${ETCD_PIDS[@]}");; esac; }
 
   # Each workload runs ROUNDS times, the systems alternating within a round; the table shows the
   # round with the median throughput and the range over all rounds (this machine varies ±15%).
   for round in $(seq "$ROUNDS"); do
     echo "== round $round of $ROUNDS" >&2
     for clients in 1 64; do
-      run raftwasm raftwasm "$WASM_LEADER" put $clients
-      run etcd etcd "$ETCD_LEADER" put $clients
-      run raftwasm-native raftwasm "$NATIVE_LEADER" put $clients
+      on raftwasm; run_cpu raftwasm raftwasm "$WASM_LEADER" put $clients
+      on etcd; run_cpu etcd etcd "$ETCD_LEADER" put $clients
+      on raftwasm-native; run_cpu raftwasm-native raftwasm "$NATIVE_LEADER" put $clients
+    done
+    # The independent client: h2load, the systems in flipped order every round.
+    for shape in "1 1" "8 8"; do
+      for system in $([ $((round % 2)) = 1 ] && echo "raftwasm etcd" || echo "etcd raftwasm"); do
+        on $system
+        if [ $system = raftwasm ]; then
+          run_h2load "raftwasm (h2load)" /raftwasm.v1.Client/Put "$WASM_LEADER" $shape
+        else
+          run_h2load "etcd (h2load)" /etcdserverpb.KV/Put "$ETCD_LEADER" $shape
+        fi
+      done
     done
     preload=""
     [ "$round" = 1 ] && preload=--preload
     for clients in 1 64; do
-      run raftwasm raftwasm "$WASM_LEADER" get $clients $preload
-      run etcd etcd "$ETCD_LEADER" get $clients $preload
+      on raftwasm; run_cpu raftwasm raftwasm "$WASM_LEADER" get $clients $preload
+      on etcd; run_cpu etcd etcd "$ETCD_LEADER" get $clients $preload
     done
   done
+  peak_rss raftwasm "${WASM_PIDS[@]}"
+  peak_rss raftwasm-native "${NATIVE_PIDS[@]}"
+  peak_rss etcd "${ETCD_PIDS[@]}"
 fi
 
 python3 - "$RESULTS" "$OUT" "$MODE" <<'PY'
@@ -386,9 +462,21 @@ if mode == "tls":
     section += machine + [""] + table + ["", "Ratios of ops/s within each round (range over rounds):", ""] + lines + [end]
     splice(begin, end, section)
     sys.exit(0)
+table = ["| system (client) | op | clients | ops/s | range | node CPU µs/op | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+for r in rows:
+    table.append("| %s | %s | %d | %d | %s | %.1f | %.2f | %.2f | %.2f | %.2f | %d |" % (
+        r["label"], r["op"], r["clients"], r["ops_per_sec"], r["range"], cpu_us(r), r["p50_ms"],
+        r["p90_ms"], r["p99_ms"], r["p999_ms"], r["errors"]))
+rss = [json.loads(l) for l in open(os.path.join(os.path.dirname(sys.argv[1]), "rss.jsonl")) if l.strip()]
+table += ["", "Peak RSS per node over the whole run (VmHWM): " + "; ".join(
+    "%s %s MB" % (r["system"], " / ".join("%d" % (kb / 1024) for kb in r["peak_rss_kb"])) for r in rss) + "."]
 out = ["# Benchmarks", "",
-       "Written by `bench/compare.sh` (rerun it to refresh). Same machine, same run, same client",
-       "(`kvbench`, gRPC), loopback, fsync on, 3 nodes each, requests sent to the leader,",
+       "Written by `bench/compare.sh` (rerun it to refresh). Same machine, same run, loopback, fsync",
+       "on, 3 nodes each, requests sent to the leader. Clients: `kvbench` (gRPC; ours) and, for puts,",
+       "h2load (nghttp2's, not ours: one pre-encoded PutRequest frame, the same key every time, 1",
+       "stream or 8 connections x 8 streams; its p50/p99 from its per-request log). Node CPU: user +",
+       "system time of the three nodes over the measured window, per operation.",
        "8-byte keys, 256-byte values, keyspace %d, reads linearizable. Each workload ran %d times" % (rows[0]["keyspace"], rows[0]["rounds"]),
        "(%d s each, systems alternating); a row is the run with the median ops/s, and `range` spans" % rows[0]["duration_s"],
        "all its runs.", "",
