@@ -31,6 +31,17 @@ fn polyglot(name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Starts node4 with `opts`, adds it through `via` and waits until it installed a snapshot.
+async fn join_by_snapshot(dir: &Path, via: &Node, opts: &[&str]) -> Node {
+    let joiner = Node::start(dir, "node4", false, opts);
+    add_voter(via, &joiner).await;
+    wait_for("node4 to install a snapshot", || async {
+        (metric_value(&joiner, INSTALLS).await >= 1.0).then_some(())
+    })
+    .await;
+    joiner
+}
+
 /// `POST /v1/apply` of `command`, expecting it applied: the guest's answer as JSON.
 async fn apply(node: &Node, command: &str) -> Value {
     let (code, body) = post_text(node, "/v1/apply", command).await;
@@ -78,13 +89,7 @@ async fn through_faults(
         answers.push(apply(&nodes[f], &command(i)).await);
     }
     nodes[l].restart(false);
-    let joiner = Node::start(dir, "node4", false, &opts);
-    add_voter(&nodes[f], &joiner).await;
-    wait_for("node4 to install a snapshot", || async {
-        (metric_value(&joiner, INSTALLS).await >= 1.0).then_some(())
-    })
-    .await;
-    nodes.push(joiner);
+    nodes.push(join_by_snapshot(dir, &nodes[f], &opts).await);
     wait_for_equal_state(&nodes.iter().collect::<Vec<_>>()).await;
     (nodes, answers)
 }
@@ -115,18 +120,8 @@ async fn a_python_guest_replicates_through_faults_and_upgrades_live() {
         "{code} {body}"
     );
     let v2 = std::fs::read(polyglot("py_kv_v2")).unwrap();
-    let resp = http()
-        .post(nodes[1].url("/v1/fsm"))
-        .body(v2.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status().as_u16(),
-        200,
-        "{}",
-        resp.text().await.unwrap()
-    );
+    let (code, body) = upgrade_fsm(&nodes[1], v2.clone(), false).await;
+    assert_eq!(code, 200, "{body}");
     assert_eq!(
         apply(&nodes[2], incr).await,
         serde_json::json!({"value": 5})
@@ -216,25 +211,10 @@ async fn a_module_over_32_mib_is_uploaded_replicated_and_carried_in_snapshots() 
         40 << 20,
     );
     assert!(big.len() > 40 << 20);
-    let resp = http()
-        .post(nodes[0].url("/v1/fsm"))
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status().as_u16(),
-        200,
-        "{}",
-        resp.text().await.unwrap()
-    );
+    let (code, body) = upgrade_fsm(&nodes[0], big.clone(), false).await;
+    assert_eq!(code, 200, "{body}");
     assert_eq!(put_many(&nodes[1], 0..60, 4).await.len(), 60);
-    let joiner = Node::start(dir.path(), "node4", false, &opts);
-    add_voter(&nodes[0], &joiner).await;
-    wait_for("node4 to install a snapshot", || async {
-        (metric_value(&joiner, INSTALLS).await >= 1.0).then_some(())
-    })
-    .await;
+    let joiner = join_by_snapshot(dir.path(), &nodes[0], &opts).await;
     let mut all: Vec<&Node> = nodes.iter().collect();
     all.push(&joiner);
     let state = wait_for_equal_state(&all).await;

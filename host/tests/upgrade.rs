@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    add_voter, get_value, http, kvclient, three_nodes, wait_for, wait_for_equal_state,
+    add_voter, get_value, http, kvclient, three_nodes, upgrade_fsm, wait_for, wait_for_equal_state,
     wait_for_leader, Node,
 };
 use host::service::Status;
@@ -34,18 +34,6 @@ async fn apply(node: &Node, command: &str) -> (u16, String) {
         resp.status().as_u16(),
         resp.text().await.unwrap_or_default(),
     )
-}
-
-/// POST /v1/fsm with `module` as the body: (HTTP status, JSON body).
-async fn upgrade(node: &Node, module: Vec<u8>, dry_run: bool) -> (u16, serde_json::Value) {
-    let resp = http()
-        .post(node.url(&format!("/v1/fsm?dry_run={dry_run}")))
-        .body(module)
-        .send()
-        .await
-        .expect("POST /v1/fsm");
-    let code = resp.status().as_u16();
-    (code, resp.json().await.unwrap_or_default())
 }
 
 /// Waits until every node runs module `hash` with the same module history.
@@ -272,7 +260,7 @@ async fn rejected_upgrades_leave_the_old_guest_active_everywhere() {
                 .unwrap();
             assert!(resp.status().is_success());
         }
-        let (code, body) = upgrade(via, module, false).await;
+        let (code, body) = upgrade_fsm(via, module, false).await;
         assert_eq!(code, 400, "{what}: {body}");
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains(expected), "{what}: {body}");
@@ -294,7 +282,7 @@ async fn rejected_upgrades_leave_the_old_guest_active_everywhere() {
     }
 
     // A dry run of a good module validates it and changes nothing.
-    let (code, body) = upgrade(&nodes[1], std::fs::read(V2).unwrap(), true).await;
+    let (code, body) = upgrade_fsm(&nodes[1], std::fs::read(V2).unwrap(), true).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["dry_run"], true);
     assert_eq!(body["hash"], module_hash(V2));

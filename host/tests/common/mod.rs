@@ -505,3 +505,21 @@ pub async fn metric_value(node: &Node, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// POST /v1/fsm with `module` as the body: (HTTP status, JSON body). The node compiles the
+/// module before it answers (seconds for a Python or JavaScript guest), so the client waits up
+/// to a minute.
+pub async fn upgrade_fsm(node: &Node, module: Vec<u8>, dry_run: bool) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client");
+    let resp = client
+        .post(node.url(&format!("/v1/fsm?dry_run={dry_run}")))
+        .body(module)
+        .send()
+        .await
+        .expect("POST /v1/fsm");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or_default())
+}
