@@ -468,6 +468,15 @@ for r in rows:
     table.append("| %s | %s | %d | %d | %s | %.1f | %.2f | %.2f | %.2f | %.2f | %d |" % (
         r["label"], r["op"], r["clients"], r["ops_per_sec"], r["range"], cpu_us(r), r["p50_ms"],
         r["p90_ms"], r["p99_ms"], r["p999_ms"], r["errors"]))
+ops_r, cpu_r = per_round(lambda r: r["ops_per_sec"]), per_round(cpu_us)
+table += ["", "raftwasm over etcd within each round (range over rounds), ops/s and node CPU per op:", ""]
+for op, c in [("put", 1), ("put", 64), ("get", 1), ("get", 64)]:
+    for client, suffix in [("kvbench", ""), ("h2load", " (h2load)")]:
+        a, b = "raftwasm" + suffix, "etcd" + suffix
+        if a in ops_r.get((op, c), {}):
+            table.append("- %s x%d, %s: ops/s %s, node CPU per op %s" % (
+                op, c, client, span(ratios(ops_r, op, c, a, b), "%.2f"),
+                span(ratios(cpu_r, op, c, a, b), "%.2f")))
 rss = [json.loads(l) for l in open(os.path.join(os.path.dirname(sys.argv[1]), "rss.jsonl")) if l.strip()]
 table += ["", "Peak RSS per node over the whole run (VmHWM): " + "; ".join(
     "%s %s MB" % (r["system"], " / ".join("%d" % (kb / 1024) for kb in r["peak_rss_kb"])) for r in rss) + "."]
