@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    add_voter, get_value, http, put_many, seg, three_nodes, wait_for, wait_for_equal_state,
-    wait_for_leader, Node,
+    add_voter, get_json, get_value, http, put_many, seg, three_nodes, wait_for,
+    wait_for_equal_state, wait_for_leader, Node,
 };
 use host::failpoints::{ENV as FAILPOINTS, WAL_SYNC_HANGS_WHEN};
 use host::proto::{self, Consistency};
@@ -99,14 +99,7 @@ async fn three_nodes_replicate_forward_and_round_trip_awkward_keys() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let page: serde_json::Value = http()
-        .get(nodes[leader].url("/v1/kv?prefix=dir/&limit=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: serde_json::Value = get_json(&nodes[leader].url("/v1/kv?prefix=dir/&limit=10")).await;
     assert_eq!(page["items"][0]["key"], "dir/a");
     let stale = nodes[follower].url("/v1/kv/dir/a?consistency=stale");
     wait_for("stale read to catch up", || async {

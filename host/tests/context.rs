@@ -43,14 +43,7 @@ async fn probe(node: &Node) -> Probe {
 }
 
 async fn guest_log(node: &Node) -> Vec<Value> {
-    let page: Value = http()
-        .get(node.url("/v1/guest/log"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(&node.url("/v1/guest/log")).await;
     page["lines"].as_array().unwrap().clone()
 }
 

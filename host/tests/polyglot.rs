@@ -133,14 +133,7 @@ async fn a_python_guest_replicates_through_faults_and_upgrades_live() {
         assert_eq!((code, body), (200, "value119".to_string()), "{}", node.name);
     }
     // Its restore migrated the state and said so on stdout, which is the guest's log.
-    let log: Value = http()
-        .get(nodes[0].url("/v1/guest/log"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: Value = get_json(&nodes[0].url("/v1/guest/log")).await;
     assert!(
         log.to_string().contains("restored 120 keys into version 2"),
         "{log}"

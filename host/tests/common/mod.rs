@@ -523,3 +523,9 @@ pub async fn upgrade_fsm(node: &Node, module: Vec<u8>, dry_run: bool) -> (u16, s
     let code = resp.status().as_u16();
     (code, resp.json().await.unwrap_or_default())
 }
+
+/// `GET url`, expecting a JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let resp = http().get(url).send().await.expect("GET");
+    resp.json().await.expect("a JSON body")
+}
