@@ -7,8 +7,10 @@ use std::time::Duration;
 /// Revisions whose changes a node keeps by default: ten times the log entries kept behind a
 /// snapshot by default, so a watcher can resume well after a snapshot.
 pub const DEFAULT_WATCH_HISTORY_ENTRIES: u64 = 10_000;
-/// Bytes of keys and payloads the feed keeps by default.
-pub const DEFAULT_WATCH_HISTORY_BYTES: usize = 64 << 20;
+/// Bytes of memory the feed keeps by default (keys, payloads and each change's bookkeeping):
+/// about 25,000 of guest-kv's puts of 256-byte values, which carry the value and the previous
+/// one. The feed lives in memory, so this is most of what a loaded node holds beyond its state.
+pub const DEFAULT_WATCH_HISTORY_BYTES: usize = 16 << 20;
 /// How long a watcher may leave its stream full before it is cut off, by default.
 pub const DEFAULT_WATCH_SLOW_CUTOFF: Duration = Duration::from_secs(10);
 
@@ -17,7 +19,7 @@ pub const DEFAULT_WATCH_SLOW_CUTOFF: Duration = Duration::from_secs(10);
 pub struct WatchConfig {
     /// Revisions kept behind the applied index (`--watch-history`).
     pub history_entries: u64,
-    /// Bytes kept (`--watch-history-bytes`); past it the oldest revisions go first.
+    /// Bytes of memory kept (`--watch-history-bytes`); past it the oldest revisions go first.
     pub history_bytes: usize,
     /// A watcher whose stream stays full this long is cut off (`--watch-slow-cutoff-ms`).
     pub slow_cutoff: Duration,

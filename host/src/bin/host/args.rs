@@ -63,7 +63,7 @@ pub struct WatchArgs {
     /// Revisions (log entries) whose changes are kept for watchers; at least --snapshot-keep-logs.
     #[arg(long, env = "RAFTWASM_WATCH_HISTORY", default_value_t = config::DEFAULT_WATCH_HISTORY_ENTRIES)]
     pub watch_history: u64,
-    /// Bytes of changes kept for watchers; past it the oldest revisions go first.
+    /// Bytes of memory the change feed keeps for watchers; past it the oldest revisions go first.
     #[arg(long, env = "RAFTWASM_WATCH_HISTORY_BYTES", default_value_t = config::DEFAULT_WATCH_HISTORY_BYTES)]
     pub watch_history_bytes: usize,
     /// A watcher that reads nothing for this long while its stream is full is cut off, ms.

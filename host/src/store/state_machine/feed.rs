@@ -26,9 +26,14 @@ pub struct ChangeEvent {
     pub payload: Vec<u8>,
 }
 
+/// Memory one kept change takes beyond its key and payload: the shared [`ChangeEvent`] with its
+/// reference counts, the queue's slot, and the allocator's header on each of its three
+/// allocations. Counted so that the retention's bytes are what the feed holds of the heap.
+const PER_CHANGE_BYTES: usize = std::mem::size_of::<ChangeEvent>() + 16 + 8 + 3 * 16;
+
 impl ChangeEvent {
     fn bytes(&self) -> usize {
-        self.key.len() + self.payload.len() + 32
+        self.key.capacity() + self.payload.capacity() + PER_CHANGE_BYTES
     }
 }
 
@@ -72,7 +77,8 @@ pub struct Compacted {
 pub struct Retention {
     /// Revisions (log entries) whose changes are kept behind the applied index.
     pub entries: u64,
-    /// Bytes of keys and payloads kept; past it the oldest revisions go first.
+    /// Bytes of memory kept (keys, payloads and each change's bookkeeping); past it the oldest
+    /// revisions go first.
     pub bytes: usize,
 }
 
@@ -357,22 +363,24 @@ mod tests {
 
     #[test]
     fn the_byte_cap_drops_whole_revisions_and_snapshots_carry_the_feed() {
+        // Room for a revision's two changes (of 1 + 1 bytes and their bookkeeping), not four.
+        let cap = 2 * (2 + PER_CHANGE_BYTES) + 10;
         let feed = ChangeFeed::new(Retention {
             entries: 100,
-            bytes: 100,
+            bytes: cap,
         });
         for revision in 1..=3 {
             feed.stage(revision, vec![event("k"), event("l")]);
             feed.seal(revision);
         }
-        // 2 events of 34 bytes per revision: only the last revision fits in 100.
+        // Only the last revision fits.
         let (seen, _) = feed.read(Cursor::after_revision(2), 10, 1 << 20).unwrap();
         assert_eq!(keys(&seen), ["3.0:k", "3.1:l"]);
         assert!(feed.read(Cursor::after_revision(1), 10, 1 << 20).is_err());
 
         let copy = ChangeFeed::new(Retention {
             entries: 100,
-            bytes: 100,
+            bytes: cap,
         });
         copy.restore(&feed.encode(), 3).unwrap();
         assert_eq!(
