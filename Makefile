@@ -19,7 +19,7 @@ CHAOS_ARGS ?=
 # The bounded run inside `make test`: about two minutes in all.
 CHAOS_TEST_DURATION ?= 75
 
-.PHONY: setup build polyglot run test chaos chaos-polyglot fmt-check lint bench bench-compare ci
+.PHONY: setup build polyglot run test chaos chaos-polyglot fmt-check lint bench bench-compare bench-quick ci
 
 ## Install the wasm targets the guests are built for (wasm-component-ld comes with wasm32-wasip2).
 setup:
@@ -74,5 +74,10 @@ bench: setup
 ## raftwasm vs etcd (and vs guest-kv compiled natively) on this machine; writes BENCHMARKS.md.
 bench-compare: setup
 	bench/compare.sh
+
+## The write path's regression guard (under 2 minutes once built): raftwasm over etcd with
+## h2load, put x1 and x64 (ops/s, p50, p99, node CPU per put) and memory per node. Prints only.
+bench-quick: setup
+	bench/quick.sh
 
 ci: test fmt-check lint
