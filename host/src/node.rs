@@ -360,6 +360,9 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     let removals = Removals::default();
     let network = Network::new(peers.clone()).reporting_removals(removals.clone());
     let raft = Raft::new(id, Arc::new(raft_config), network, log, sm.clone()).await?;
+    sm.snapshot_trigger()
+        .set_every(config.raft.snapshot_every_commands);
+    tokio::spawn(snapshot_by_commands(raft.clone(), sm.clone()));
     let events = crate::events::watch(&raft, config.name.clone(), sm.clone(), metrics.clone());
 
     if raft.is_initialized().await? {
@@ -389,6 +392,17 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         peers,
         auth,
     })
+}
+
+/// Builds a snapshot whenever the state machine has applied `--snapshot-every-commands` since
+/// the last one (openraft's own policy counts entries). Ends when the node does.
+async fn snapshot_by_commands(raft: Raft, sm: StateMachine) {
+    loop {
+        sm.snapshot_trigger().wanted().await;
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// openraft's configuration from the node's Raft timing.

@@ -490,3 +490,42 @@ async fn small_log_segments_rotate_are_reused_and_survive_kills() {
         "the busiest node had only {busiest} segments"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_comes_after_enough_commands_however_few_entries_carried_them() {
+    // Entries alone would not snapshot for a million; 16 concurrent writers share entries, so
+    // 600 writes fill far fewer than 600 of them.
+    let root = tempfile::tempdir().unwrap();
+    let by_commands = [
+        "--snapshot-every",
+        "1000000",
+        "--snapshot-every-commands",
+        "500",
+    ];
+    let node = Node::start(root.path(), "solo", true, &by_commands);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(put_many(&node, 0..600, 16).await.len(), 600);
+    let index = wait_for("a snapshot by commands", || async {
+        let index = common::metric_value(&node, "raftwasm_raft_snapshot_index").await;
+        (index > 0.0).then_some(index)
+    })
+    .await;
+    let applied = node.status().await.unwrap().applied_index;
+    assert!(index as u64 <= applied, "{index} <= {applied}");
+
+    // Without it, the same writes leave the node without a snapshot.
+    let root = tempfile::tempdir().unwrap();
+    let only_entries = [
+        "--snapshot-every",
+        "1000000",
+        "--snapshot-every-commands",
+        "0",
+    ];
+    let node = Node::start(root.path(), "solo", true, &only_entries);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(put_many(&node, 0..600, 16).await.len(), 600);
+    assert_eq!(
+        common::metric_value(&node, "raftwasm_raft_snapshot_index").await,
+        0.0
+    );
+}

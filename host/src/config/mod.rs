@@ -56,6 +56,9 @@ pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
 /// Default number of log entries kept behind a snapshot for lagging followers.
 pub const DEFAULT_SNAPSHOT_KEEP_LOGS: u64 = 1_000;
+/// Default number of applied commands between two automatic snapshots (etcd's
+/// `--snapshot-count` default): what a restart replays at most.
+pub const DEFAULT_SNAPSHOT_EVERY_COMMANDS: u64 = 100_000;
 
 /// Default size each write-ahead log segment file is preallocated to.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
@@ -315,6 +318,9 @@ pub struct RaftTiming {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot when the log is purged (`--snapshot-keep-logs`).
     pub snapshot_keep_logs: u64,
+    /// Also build a snapshot once this many commands were applied since the last one, however
+    /// few entries carried them (`--snapshot-every-commands`; 0: only by entries).
+    pub snapshot_every_commands: u64,
 }
 
 impl Default for RaftTiming {
@@ -324,6 +330,7 @@ impl Default for RaftTiming {
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             snapshot_keep_logs: DEFAULT_SNAPSHOT_KEEP_LOGS,
+            snapshot_every_commands: DEFAULT_SNAPSHOT_EVERY_COMMANDS,
         }
     }
 }

@@ -337,6 +337,10 @@ pub struct RaftArgs {
     /// Log entries kept behind a snapshot, so briefly lagging followers need no snapshot.
     #[arg(long, env = "RAFTWASM_SNAPSHOT_KEEP_LOGS", default_value_t = config::DEFAULT_SNAPSHOT_KEEP_LOGS)]
     pub snapshot_keep_logs: u64,
+    /// Also build a snapshot once this many commands were applied since the last (0: only by
+    /// entries): bounds what a restart replays when entries carry large batches.
+    #[arg(long, env = "RAFTWASM_SNAPSHOT_EVERY_COMMANDS", default_value_t = config::DEFAULT_SNAPSHOT_EVERY_COMMANDS)]
+    pub snapshot_every_commands: u64,
 }
 
 /// Where data lives.
@@ -448,6 +452,7 @@ impl From<RaftArgs> for RaftTiming {
             election_timeout_ms: a.election_timeout_ms,
             snapshot_every: a.snapshot_every,
             snapshot_keep_logs: a.snapshot_keep_logs,
+            snapshot_every_commands: a.snapshot_every_commands,
         }
     }
 }

@@ -22,6 +22,7 @@ impl StateMachine {
         let sessions = applied.sessions.encode();
         // The feed changes only under the guest lock held here: it matches the state.
         let feed = self.feed().encode();
+        self.shared.trigger.taken();
         let envelope = snapshot::seal(&Contents {
             module_hash: applied.spec.hash(),
             module: match &applied.spec {

@@ -21,6 +21,7 @@ impl StateMachine {
         applied.sessions.expire(index);
         let mut response = Response::default();
         let mut changed_module = false;
+        let mut commands_applied = 0;
         let at = |position: usize, unix_ms: u64| EntryContext {
             index,
             term: entry.log_id.leader_id.term,
@@ -30,6 +31,7 @@ impl StateMachine {
         match entry.payload {
             EntryPayload::Blank => {}
             EntryPayload::Normal(Request::Commands(commands)) => {
+                commands_applied = commands.len();
                 for (n, command) in commands.iter().enumerate() {
                     // An FsmError means the guest could not be put back after a failed call:
                     // stop applying rather than diverge.
@@ -39,10 +41,12 @@ impl StateMachine {
                 }
             }
             EntryPayload::Normal(Request::Batch(commands)) => {
+                commands_applied = commands.len();
                 let unix_ms = applied.clock_ms;
                 self.apply_batch(&mut applied, &commands, &mut response, |n| at(n, unix_ms))?;
             }
             EntryPayload::Normal(Request::Stamped { unix_ms, commands }) => {
+                commands_applied = commands.len();
                 applied.clock_ms = applied.clock_ms.max(unix_ms);
                 let unix_ms = applied.clock_ms;
                 self.apply_batch(&mut applied, &commands, &mut response, |n| at(n, unix_ms))?;
@@ -62,6 +66,7 @@ impl StateMachine {
             }
         }
         self.feed().seal(index);
+        self.shared.trigger.applied(commands_applied as u64);
         if changed_module {
             self.publish(&applied);
         } else {

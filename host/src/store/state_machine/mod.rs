@@ -20,7 +20,7 @@
 //! `adapter` holds openraft's side: streamed applies and snapshot build, install and read;
 //! `apply` one committed entry; `command` one command through its session; `observe` a guest
 //! call's metrics, log lines and announced changes; `guest_log` the lines guests logged; `feed`
-//! the changes guests announced, for watchers.
+//! the changes guests announced, for watchers; `trigger` asks for snapshots by commands applied.
 
 use super::modules::{migrate, ModuleRejected, Modules};
 use super::offload::{offload, GuestCallError};
@@ -41,10 +41,12 @@ mod feed;
 mod guest_log;
 mod observe;
 mod sessions;
+mod trigger;
 
 pub use feed::{ChangeEvent, ChangeFeed, Compacted, Cursor, Retention};
 pub use guest_log::{GuestLog, NumberedLine, KEPT_GUEST_LINES};
 pub use sessions::Sessions;
+pub use trigger::SnapshotTrigger;
 
 use observe::Observers;
 
@@ -93,6 +95,8 @@ struct Shared {
     guest_log: GuestLog,
     /// The changes guests announced.
     feed: ChangeFeed,
+    /// Counts commands toward the next snapshot.
+    trigger: SnapshotTrigger,
 }
 
 #[derive(Clone)]
@@ -175,6 +179,7 @@ impl StateMachine {
                 metrics,
                 guest_log: GuestLog::default(),
                 feed: ChangeFeed::new(retention),
+                trigger: SnapshotTrigger::default(),
             }),
         };
         if let Some((meta, envelope)) = on_disk {
@@ -225,6 +230,11 @@ impl StateMachine {
     /// The changes guests announced on this node.
     pub fn feed(&self) -> &ChangeFeed {
         &self.shared.feed
+    }
+
+    /// Asks for snapshots by commands applied (never, until told how often).
+    pub fn snapshot_trigger(&self) -> &SnapshotTrigger {
+        &self.shared.trigger
     }
 
     /// What guests logged on this node.
@@ -377,6 +387,7 @@ impl StateMachine {
             .feed
             .restore(contents.feed, index)
             .map_err(|e| snap_err(Some(meta), e))?;
+        self.shared.trigger.taken();
         self.publish(applied);
         Ok(())
     }
