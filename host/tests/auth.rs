@@ -175,6 +175,8 @@ async fn each_permission_is_allowed_and_refused_over_http_grpc_and_kvclient() {
         ),
         (http.get(url("/v1/status")), UPGRADER, 403),
         (http.get(url("/v1/status")), ("admin", "wrong"), 401),
+        (http.get(url("/v1/debug/raft")), READER, 200),
+        (http.get(url("/v1/debug/raft")), UPGRADER, 403),
     ];
     for (i, (req, who, expected)) in cases.into_iter().enumerate() {
         let (status, body) = send(as_user(req, who)).await;

@@ -93,6 +93,18 @@ async fn metrics_move_under_traffic_and_pass_promtool() {
     let (text, after) = scrape(&nodes[l]).await;
     let (follower_text, follower) = scrape(&nodes[f]).await;
 
+    // openraft's own stage timings: the leader proposed and applied the writes just made.
+    let resp = http()
+        .get(nodes[l].url("/v1/debug/raft"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let stats = resp.text().await.unwrap();
+    for line in ["ClientWrite", "submitted→persisted", "proposed→applied"] {
+        assert!(stats.contains(line), "{line} missing from:\n{stats}");
+    }
+
     let kv_puts = r#"raftwasm_requests_total{api="http",code="200",operation="/v1/kv/{*key}"}"#;
     assert!(
         value(&after, kv_puts) - value(&before, kv_puts) >= 200.0,

@@ -127,6 +127,7 @@ pub fn router(service: Service, auth: Authenticator, max_body_bytes: usize) -> R
         .route("/v1/snapshot", post(snapshot))
         .route("/v1/backup", get(ops::backup))
         .route("/v1/guest/log", get(ops::guest_log))
+        .route("/v1/debug/raft", get(ops::raft_stats))
         .route("/v1/watch", get(watch::watch))
         .route("/ui", get(dashboard::page))
         .route("/v1/dashboard", get(dashboard::view))

@@ -1,7 +1,8 @@
 //! Routes for operators: `GET /metrics` (Prometheus text format; needs `read` when there is a
 //! users file), `GET /livez` and `GET /readyz` (no credentials needed: probes carry none),
 //! `GET /v1/backup` (a backup file, streamed; needs `admin`), `GET /v1/guest/log` (what guests
-//! logged on this node; needs `read`), and the middleware that counts and times every request by
+//! logged on this node; needs `read`), `GET /v1/debug/raft` (openraft's stage timings and batch
+//! sizes on this node, as text; needs `read`), and the middleware that counts and times every request by
 //! its route.
 
 use super::error::ApiResult;
@@ -25,6 +26,15 @@ pub(super) async fn metrics(
 ) -> ApiResult<Response> {
     let text = g.service.scrape(&caller)?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
+}
+
+/// openraft's runtime statistics on this node, as text.
+pub(super) async fn raft_stats(
+    State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    let text = g.service.raft_stats(&caller).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 /// A backup file of the whole state, streamed as it is read (from the leader).

@@ -18,12 +18,14 @@
 //! - `upgrade`: replacing the guest module through the log.
 //! - `guest_log`: the lines guests logged on this node.
 //! - `changes`: watches of the changes guests announced, by key or prefix, from a revision.
+//! - `debug`: openraft's own stage timings and batch sizes.
 
 mod backup;
 mod batcher;
 mod changes;
 mod convert;
 mod dashboard;
+mod debug;
 mod error;
 mod forward;
 mod guest_log;
