@@ -529,3 +529,18 @@ async fn a_snapshot_comes_after_enough_commands_however_few_entries_carried_them
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_lone_voter_leads_without_waiting_out_an_election_timeout() {
+    // An election timeout far beyond the test's deadline: the restarted node must campaign at
+    // start (openraft does, for a lone voter), or its first write and read wait it out.
+    let root = tempfile::tempdir().unwrap();
+    let slow = ["--election-timeout-ms", "600000"];
+    let mut node = Node::start(root.path(), "solo", true, &slow);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(put_many(&node, 0..10, 2).await.len(), 10);
+    node.kill();
+    node.restart(false);
+    wait_for_leader(&[&node]).await;
+    assert_eq!(get(&node, "key000003").await, (200, "value3".to_string()));
+}

@@ -212,7 +212,10 @@ pub fn read(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, SnapshotError
         .ok_or_else(|| corrupt("truncated metadata"))?;
     let meta: SnapshotMeta = serde_json::from_slice(&bytes[12..meta_end])
         .map_err(|e| corrupt(&format!("bad metadata: {e}")))?;
-    Ok(Some((meta, bytes[meta_end..].to_vec())))
+    // In place: a copy of a large snapshot would cost as much memory again.
+    let mut envelope = bytes;
+    envelope.drain(..meta_end);
+    Ok(Some((meta, envelope)))
 }
 
 #[cfg(test)]

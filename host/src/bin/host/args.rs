@@ -10,12 +10,15 @@ use host::config::{
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// One raftwasm node: Raft over gRPC, a wasm state machine, an HTTP gateway.
+/// One raftwasm node: Raft over gRPC, a wasm state machine, an HTTP gateway. A flag given twice
+/// takes its last value, as Go's flag package (the original kvserver's) does, so a wrapper
+/// script's defaults can be overridden by appending.
 #[derive(Debug, Parser)]
 #[command(
     version,
     subcommand_negates_reqs = true,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]

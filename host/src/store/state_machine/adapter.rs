@@ -138,7 +138,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         joined(offload(move || sm.check_snapshot(&m, &e)).await)?;
         self.persist(meta, &envelope).await?;
         let (sm, m) = (self.clone(), meta.clone());
-        joined(offload(move || sm.restore_into(&mut sm.lock(), &m, &envelope)).await)?;
+        // The check and the write are done with it: the buffer is ours alone again.
+        let envelope = Arc::try_unwrap(envelope).unwrap_or_else(|shared| (*shared).clone());
+        joined(offload(move || sm.restore_into(&mut sm.lock(), &m, envelope)).await)?;
         if let Some(m) = self.metrics() {
             m.raft().snapshot(SnapshotWork::Install, started.elapsed());
         }

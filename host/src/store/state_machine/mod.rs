@@ -184,7 +184,7 @@ impl StateMachine {
         };
         if let Some((meta, envelope)) = on_disk {
             let mut applied = sm.lock();
-            sm.restore_into(&mut applied, &meta, &envelope)?;
+            sm.restore_into(&mut applied, &meta, envelope)?;
         }
         if let Some(m) = sm.metrics() {
             m.guest().module(&sm.status().module_hash);
@@ -355,21 +355,29 @@ impl StateMachine {
         .await?)
     }
 
-    /// Replaces `applied` with a snapshot's module and state.
+    /// Replaces `applied` with a snapshot's module and state. Takes the envelope to reuse its
+    /// buffer for the guest state (the checkpoint a rollback restores), so a large state is not
+    /// copied once more on its way in.
     fn restore_into(
         &self,
         applied: &mut Applied,
         meta: &SnapshotMeta,
-        envelope: &[u8],
+        envelope: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let contents = snapshot::open(envelope).map_err(|e| snap_err(Some(meta), e))?;
+        let contents = snapshot::open(&envelope).map_err(|e| snap_err(Some(meta), e))?;
         let spec = self.spec_for(applied, meta, &contents)?;
         let mut fsm = spec.start().map_err(sm_err)?;
         let sessions = Sessions::decode(contents.sessions).map_err(|e| snap_err(Some(meta), e))?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        let outcome = fsm
-            .restore(Arc::new(contents.state.to_vec()))
-            .map_err(sm_err)?;
+        let (modules, clock_ms, feed) =
+            (contents.modules, contents.clock_ms, contents.feed.to_vec());
+        // Where the state lies in the envelope: `open` hands out slices of it.
+        let start = contents.state.as_ptr() as usize - envelope.as_ptr() as usize;
+        let end = start + contents.state.len();
+        let mut state = envelope;
+        state.truncate(end);
+        state.drain(..start);
+        let outcome = fsm.restore(Arc::new(state)).map_err(sm_err)?;
         outcome
             .result
             .map_err(|e| snap_err(Some(meta), format!("guest refused the snapshot: {e}")))?;
@@ -378,14 +386,14 @@ impl StateMachine {
         }
         applied.fsm = fsm;
         applied.spec = spec;
-        applied.modules = contents.modules;
+        applied.modules = modules;
         applied.sessions = sessions;
-        applied.clock_ms = contents.clock_ms;
+        applied.clock_ms = clock_ms;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         self.shared
             .feed
-            .restore(contents.feed, index)
+            .restore(&feed, index)
             .map_err(|e| snap_err(Some(meta), e))?;
         self.shared.trigger.taken();
         self.publish(applied);
