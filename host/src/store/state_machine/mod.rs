@@ -183,8 +183,15 @@ impl StateMachine {
             }),
         };
         if let Some((meta, envelope)) = on_disk {
+            let (started, bytes) = (std::time::Instant::now(), envelope.len());
             let mut applied = sm.lock();
             sm.restore_into(&mut applied, &meta, envelope)?;
+            tracing::info!(
+                index = meta.last_log_id.map_or(0, |l| l.index),
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "restored the snapshot on disk"
+            );
         }
         if let Some(m) = sm.metrics() {
             m.guest().module(&sm.status().module_hash);
