@@ -15,30 +15,16 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_SAMPLED=${SECONDS_SAMPLED:-12}
 BASE_PORT=${BASE_PORT:-23000}
 command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
-make build >/dev/null
+NEED_ETCD=0
+NEED_H2LOAD=0
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-P=$BASE_PORT
-for i in 1 2 3; do
-  extra=(); [ "$i" = 1 ] && extra=(--bs)
-  ./target/release/host --id "n$i" --address "127.0.0.1:$((P + i))" --http "127.0.0.1:$((P + 10 + i))" \
-    --data-dir "$WORK/n$i" "${extra[@]}" >/dev/null 2>"$WORK/n$i.log" & PIDS+=($!)
-done
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((P + 11))/v1/status" | grep -q '"state":"Leader"' && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$((P + 11))/AddVoter/127.0.0.1:$((P + 2))/n2" >/dev/null
-curl -sf "http://127.0.0.1:$((P + 11))/AddVoter/127.0.0.1:$((P + 3))/n3" >/dev/null
-NODES=$(IFS=,; echo "${PIDS[*]}")
+start_raftwasm profile 0
+NODES=$(IFS=,; echo "${NODE_PIDS[*]}")
 
 for round in $(seq "$ROUNDS"); do
-  ./target/release/kvbench --target raftwasm --endpoints "127.0.0.1:$((P + 1))" --op put --clients 64 \
+  $KVBENCH --target raftwasm --endpoints "$LEADER" --op put --clients 64 \
     --connections 8 --key-size 8 --value-size 256 --keyspace 10000 \
     --duration $((SECONDS_SAMPLED + 6)) --warmup 2 --label profile >"$WORK/bench.json" 2>/dev/null &
   bench=$!

@@ -55,6 +55,17 @@ def cpu_us(r):
     """Node CPU per operation (runs made by run_cpu)."""
     ops = r["ops_per_sec"] * r["duration_s"]
     return r["node_cpu_s"] * 1e6 / ops if ops else float("nan")
+def memory(system, label):
+    """A system's nodes' resident memory in KiB: idle, at the end of its put x64 runs under
+    `label` (the highest round, per node) and at its peak, from rss.jsonl and the runs."""
+    rss = [json.loads(l) for l in open(os.path.join(os.path.dirname(sys.argv[1]), "rss.jsonl")) if l.strip()]
+    idle = next((r["idle_rss_kb"] for r in rss if r["system"] == system and "idle_rss_kb" in r), [])
+    peak = next((r["peak_rss_kb"] for r in rss if r["system"] == system and "peak_rss_kb" in r), [])
+    loaded = [r["node_rss_kb"] for r in runs if r["label"] == label and r["op"] == "put"
+              and r["clients"] == 64 and "node_rss_kb" in r]
+    return idle, [max(col) for col in zip(*loaded)], peak
+def mbs(kbs, sep=" / "):
+    return sep.join("%d" % (kb / 1024) for kb in kbs) or "?"
 def span(v, fmt):
     return (fmt % min(v)) + ("–" + fmt % max(v) if len(v) > 1 else "") if v else "?"
 if mode == "quick":
@@ -75,15 +86,9 @@ if mode == "quick":
             print("  %-8s put x%-2d ops/s %s   p50 ms %s   p99 ms %s   node CPU µs/put %s" % (
                 label.split(" ")[0], c, span(ops[k][label], "%d"), span(p50[k][label], "%.2f"),
                 span(p99[k][label], "%.2f"), span(cpu[k][label], "%.1f")))
-    rss = [json.loads(l) for l in open(os.path.join(os.path.dirname(sys.argv[1]), "rss.jsonl")) if l.strip()]
     print("resident memory per node, MB (idle / end of put x64, highest round / peak):")
     for system, label in (("raftwasm", a), ("etcd", b)):
-        idle = next(r["idle_rss_kb"] for r in rss if r["system"] == system and "idle_rss_kb" in r)
-        peak = next(r["peak_rss_kb"] for r in rss if r["system"] == system and "peak_rss_kb" in r)
-        loaded = [r["node_rss_kb"] for r in runs if r["label"] == label and r["clients"] == 64]
-        highest = [max(col) for col in zip(*loaded)]
-        mb = lambda kbs: " ".join("%d" % (kb / 1024) for kb in kbs)
-        print("  %-8s %s / %s / %s" % (system, mb(idle), mb(highest), mb(peak)))
+        print("  %-8s %s" % (system, " / ".join(mbs(kbs, " ") for kbs in memory(system, label))))
     sys.exit(0)
 if mode in ("sessions", "metrics"):
     new, old = {"sessions": ("raftwasm-sessions", "raftwasm"),
@@ -181,20 +186,12 @@ for op, c in [("put", 1), ("put", 64), ("get", 1), ("get", 64)]:
             table.append("- %s x%d, %s: ops/s %s, node CPU per op %s" % (
                 op, c, client, span(ratios(ops_r, op, c, a, b), "%.2f"),
                 span(ratios(cpu_r, op, c, a, b), "%.2f")))
-rss = [json.loads(l) for l in open(os.path.join(os.path.dirname(sys.argv[1]), "rss.jsonl")) if l.strip()]
-def mbs(kbs):
-    return " / ".join("%d" % (kb / 1024) for kb in kbs)
 table += ["", "Resident memory per node, MB (the three nodes of each system):", "",
           "| system | idle (VmRSS) | end of put x64 (VmRSS, highest round) | peak over the run (VmHWM) |",
           "|---|---:|---:|---:|"]
-for system in [r["system"] for r in rss if "peak_rss_kb" in r]:
-    idle = next((r["idle_rss_kb"] for r in rss if r["system"] == system and "idle_rss_kb" in r), [])
-    peak = next(r["peak_rss_kb"] for r in rss if r["system"] == system and "peak_rss_kb" in r)
+for system in ("raftwasm", "raftwasm-native", "etcd"):
     label = system + (" (h2load)" if system != "raftwasm-native" else "")
-    loaded = [r["node_rss_kb"] for r in runs if r["label"] == label and r["op"] == "put"
-              and r["clients"] == 64 and "node_rss_kb" in r]
-    highest = [max(col) for col in zip(*loaded)] if loaded else []
-    table.append("| %s | %s | %s | %s |" % (system, mbs(idle), mbs(highest) or "?", mbs(peak)))
+    table.append("| %s | %s | %s | %s |" % ((system,) + tuple(mbs(kbs) for kbs in memory(system, label))))
 out = ["# Benchmarks", "",
        "Written by `bench/compare.sh` (rerun it to refresh). Same machine, same run, loopback, fsync",
        "on, 3 nodes each, requests sent to the leader. Clients: `kvbench` (gRPC; ours) and, for puts,",
