@@ -6,12 +6,16 @@
 use super::{Service, ServiceError, Status};
 use crate::auth::{Caller, Permission, Scope};
 use crate::config::validate_node_name;
-use crate::types::{node_id, Member, NodeId, RaftMetrics};
+use crate::types::{node_id, Member, NodeId, RaftMetrics, TypeConfig};
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::errors::ForwardReason;
+use openraft::raft::ClientWriteResponse;
 use openraft::ChangeMembers;
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::time::Duration;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 
 /// How long AddNode waits for a new node to answer before refusing it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -96,12 +100,11 @@ impl Service {
         self.audit(caller, &format!("add learner {name} at {addr}"), index);
         if !learner_only {
             let promote = ChangeMembers::AddVoterIds(BTreeSet::from([node_id(name)]));
-            let changed = timeout(
-                self.inner.limits.request_timeout,
-                self.inner.raft.change_membership(promote, false),
-            )
-            .await
-            .map_err(|_| self.timed_out("promotion to voter was not committed"))??;
+            let changed = self
+                .committed("promotion to voter was not committed", || {
+                    self.inner.raft.change_membership(promote.clone(), false)
+                })
+                .await?;
             self.audit(
                 caller,
                 &format!("promote {name} to voter"),
@@ -215,13 +218,47 @@ impl Service {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        let changed = timeout(
-            self.inner.limits.request_timeout,
-            self.inner.raft.change_membership(change, false),
-        )
-        .await
-        .map_err(|_| self.timed_out("membership change was not committed"))??;
+        let changed = self
+            .committed("membership change was not committed", || {
+                self.inner.raft.change_membership(change.clone(), false)
+            })
+            .await?;
         self.audit(caller, &format!("remove {name}"), changed.log_id.index);
         Ok(self.local_status())
+    }
+
+    /// Runs the membership change `change` until it commits, within the request timeout. A
+    /// leader elected a moment ago refuses writes until a quorum has acknowledged it (openraft's
+    /// leader lease; a removal that follows a hand-over lands exactly then): nothing was written,
+    /// so the change is tried again once a quorum answers.
+    async fn committed<F, Fut>(
+        &self,
+        what: &str,
+        change: F,
+    ) -> Result<ClientWriteResponse<TypeConfig>, ServiceError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<
+            Output = Result<
+                ClientWriteResponse<TypeConfig>,
+                RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+            >,
+        >,
+    {
+        let deadline = Instant::now() + self.inner.limits.request_timeout;
+        let mut rx = self.inner.raft.metrics();
+        let recheck = Duration::from_millis(self.inner.raft.config().heartbeat_interval);
+        loop {
+            match timeout_at(deadline, change()).await {
+                Err(_) => return Err(self.timed_out(what)),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))))
+                    if f.reason == ForwardReason::LeaseExpired && Instant::now() < deadline =>
+                {
+                    // A quorum's acknowledgement shows up as a replication metrics change.
+                    let _ = timeout(recheck, rx.changed()).await;
+                }
+                Ok(result) => return result.map_err(Into::into),
+            }
+        }
     }
 }
