@@ -336,6 +336,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         source,
     };
     std::fs::create_dir_all(&dir).map_err(storage)?;
+    crate::fsm::spill_checkpoints_in(&dir);
     let metrics = Metrics::new()?;
     let segment_bytes = config.storage.wal_segment_bytes;
     let log =

@@ -353,6 +353,56 @@ fn the_journal_checkpoints_itself_and_rollback_still_sees_every_command() {
 }
 
 #[test]
+fn a_large_checkpoint_is_spilled_to_disk_and_rollback_reads_it_back() {
+    // 10 MiB of state: past the size kept in memory, so the checkpoint goes to an unlinked file
+    // in the scratch directory, and a failed call is rolled back from that file.
+    let scratch = tempfile::tempdir().unwrap();
+    host::fsm::spill_checkpoints_in(scratch.path());
+    let mut fsm = load(HOSTILE).start().unwrap();
+    let value = "v".repeat(4096);
+    for i in 0..2560 {
+        let command = format!("set k{i} {value}");
+        fsm.apply(command.as_bytes(), EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap();
+    }
+    let state = fsm.snapshot().unwrap();
+    assert!(state.len() > 10 << 20, "{}", state.len());
+    let spilled: Vec<u64> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| {
+            let fd = fd.ok()?.path();
+            let target = std::fs::read_link(&fd).ok()?;
+            let deleted = target.to_string_lossy().ends_with("(deleted)");
+            (target.starts_with(scratch.path()) && deleted)
+                .then(|| std::fs::metadata(&fd).ok().map(|m| m.len()))
+                .flatten()
+        })
+        .collect();
+    assert_eq!(spilled, vec![state.len() as u64], "one spilled checkpoint");
+    drop(state);
+    fsm.apply(b"set extra 1", EntryContext::default())
+        .unwrap()
+        .result
+        .unwrap();
+    let out = fsm
+        .apply(b"set-then-trap k0 lost", EntryContext::default())
+        .unwrap();
+    assert!(out.result.is_err());
+    let state = fsm.snapshot().unwrap();
+    let text = std::str::from_utf8(&state).unwrap();
+    assert_eq!(text.lines().count(), 2561);
+    assert!(text.lines().any(|l| l == "extra 1"), "the journal replayed");
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("k0 "))
+            .all(|l| l.ends_with(&value)),
+        "k0 kept its value"
+    );
+}
+
+#[test]
 fn restore_failure_keeps_the_current_state() {
     let mut fsm = load(GUEST_KV).start().unwrap();
     apply(&mut fsm, &put("k", "v")).unwrap();

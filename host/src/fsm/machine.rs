@@ -6,7 +6,10 @@
 //! last checkpoint (the bytes of the last successful `snapshot` or `restore`) plus a replay of
 //! every command applied since, which is exactly the state before the failed call. The journal of
 //! commands is bounded: past the checkpoint's size (at least [`JOURNAL_MIN_BYTES`], at most
-//! [`JOURNAL_MAX_BYTES`]) a new checkpoint is taken.
+//! [`JOURNAL_MAX_BYTES`]) a new checkpoint is taken. A checkpoint larger than
+//! [`SPILL_ABOVE_BYTES`] is kept in an unlinked scratch file ([`spill_checkpoints_in`]) rather
+//! than in memory: it is read back only to roll a failed call back, and a node holding a large
+//! state would otherwise carry a second copy of it for nothing.
 
 use super::bindings::Fsm;
 use super::context::{EntryContext, GuestEvent, LogLine, Mode};
@@ -14,7 +17,9 @@ use super::error::{bounded, CallError, FsmError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::module::GuestModule;
 use super::wasi::outside_async;
-use std::sync::Arc;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use wasmtime::{Store, Trap};
 
 /// Bytes of commands (and their entries) kept for replay before a new checkpoint is taken: the
@@ -29,9 +34,90 @@ const JOURNAL_MAX_BYTES: usize = 16 << 20;
 const JOURNAL_KEEP_CAPACITY: usize = 1 << 20;
 /// Journal bytes per command beyond the command itself: its end offset and entry.
 const JOURNAL_PER_COMMAND: usize = std::mem::size_of::<(usize, EntryContext)>();
+/// Checkpoints larger than this go to a scratch file instead of staying in memory.
+const SPILL_ABOVE_BYTES: usize = 8 << 20;
 /// Fuel for replaying a command during a rebuild: it completed once, so it is given room to
 /// complete again even if the fresh instance's allocator makes it a little costlier.
 const REPLAY_FUEL: u64 = u64::MAX / 4;
+
+/// Where large checkpoints are spilled: set once per process (the node's data directory, so
+/// the scratch file sits on the disk the operator sized for the state, not on a `/tmp` that may
+/// be memory); the system's temporary directory until then.
+static SCRATCH_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Spill large rollback checkpoints into `dir` from now on (the first call wins).
+pub fn spill_checkpoints_in(dir: &Path) {
+    let _ = SCRATCH_DIR.set(dir.to_path_buf());
+}
+
+/// The state a failed call is rolled back to, before the journal is replayed on it.
+#[derive(Debug, Default)]
+enum Checkpoint {
+    /// The empty initial state.
+    #[default]
+    Empty,
+    Memory(Arc<Vec<u8>>),
+    /// In an unlinked file (gone with the process or the next checkpoint).
+    Spilled {
+        file: std::fs::File,
+        len: usize,
+    },
+}
+
+impl Checkpoint {
+    fn new(bytes: Arc<Vec<u8>>) -> Checkpoint {
+        if bytes.len() <= SPILL_ABOVE_BYTES {
+            return Checkpoint::Memory(bytes);
+        }
+        let dir = SCRATCH_DIR
+            .get()
+            .cloned()
+            .unwrap_or_else(std::env::temp_dir);
+        let spilled = tempfile::tempfile_in(&dir).and_then(|mut file| {
+            file.write_all(&bytes)?;
+            Ok(file)
+        });
+        match spilled {
+            Ok(file) => Checkpoint::Spilled {
+                file,
+                len: bytes.len(),
+            },
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e,
+                    "cannot spill the rollback checkpoint; it stays in memory");
+                Checkpoint::Memory(bytes)
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Checkpoint::Empty => 0,
+            Checkpoint::Memory(bytes) => bytes.len(),
+            Checkpoint::Spilled { len, .. } => *len,
+        }
+    }
+
+    /// The checkpoint's bytes (`None`: the empty state).
+    fn load(&mut self) -> std::io::Result<Option<Arc<Vec<u8>>>> {
+        match self {
+            Checkpoint::Empty => Ok(None),
+            Checkpoint::Memory(bytes) => Ok(Some(bytes.clone())),
+            Checkpoint::Spilled { file, len } => {
+                let mut bytes = Vec::with_capacity(*len);
+                file.seek(SeekFrom::Start(0))?;
+                file.take(*len as u64).read_to_end(&mut bytes)?;
+                if bytes.len() != *len {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} of {len} bytes", bytes.len()),
+                    ));
+                }
+                Ok(Some(Arc::new(bytes)))
+            }
+        }
+    }
+}
 
 /// What one call produced, and the fuel it burned (equal on every node for equal histories).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +133,8 @@ pub struct GuestFsm {
     module: GuestModule,
     store: Store<StoreState>,
     fsm: Fsm,
-    /// State to rebuild from after a failed call; `None` means the empty initial state.
-    checkpoint: Option<Arc<Vec<u8>>>,
+    /// State to rebuild from after a failed call.
+    checkpoint: Checkpoint,
     /// Commands applied since `checkpoint`, in order (successful or refused by the guest: both
     /// ran, and both must run again for the replay to reach the same state). Stored back to back
     /// in one buffer, with their end offsets and their entries (a replay must see the same
@@ -102,7 +188,7 @@ impl GuestFsm {
             module,
             store,
             fsm,
-            checkpoint: None,
+            checkpoint: Checkpoint::Empty,
             journal: Vec::new(),
             journal_ends: Vec::new(),
             next_checkpoint_at: JOURNAL_MIN_BYTES,
@@ -208,7 +294,7 @@ impl GuestFsm {
         match result {
             Ok(bytes) => {
                 let bytes = Arc::new(bytes);
-                self.set_checkpoint(Some(bytes.clone()));
+                self.set_checkpoint(bytes.clone());
                 Ok(bytes)
             }
             Err(failure) => {
@@ -230,7 +316,7 @@ impl GuestFsm {
             Ok(Ok(())) => {
                 self.store = store;
                 self.fsm = fsm;
-                self.set_checkpoint(Some(state));
+                self.set_checkpoint(state);
                 Ok(())
             }
             Ok(Err(error)) => Err(CallError::Guest { error }),
@@ -255,8 +341,10 @@ impl GuestFsm {
         self.journal.len() + self.journal_ends.len() * JOURNAL_PER_COMMAND
     }
 
-    fn set_checkpoint(&mut self, checkpoint: Option<Arc<Vec<u8>>>) {
-        self.checkpoint = checkpoint;
+    fn set_checkpoint(&mut self, checkpoint: Arc<Vec<u8>>) {
+        // The old one goes first: never two spilled copies on disk at once.
+        self.checkpoint = Checkpoint::Empty;
+        self.checkpoint = Checkpoint::new(checkpoint);
         self.journal.clear();
         self.journal_ends.clear();
         if self.journal.capacity() > JOURNAL_KEEP_CAPACITY {
@@ -265,7 +353,7 @@ impl GuestFsm {
         if self.journal_ends.capacity() * JOURNAL_PER_COMMAND > JOURNAL_KEEP_CAPACITY {
             self.journal_ends = Vec::new();
         }
-        let size = self.checkpoint.as_ref().map_or(0, |c| c.len());
+        let size = self.checkpoint.len();
         self.next_checkpoint_at = size.clamp(JOURNAL_MIN_BYTES, JOURNAL_MAX_BYTES);
     }
 
@@ -273,10 +361,14 @@ impl GuestFsm {
     /// the journal.
     fn rebuild(&mut self) -> Result<(), FsmError> {
         let (mut store, fsm) = self.module.new_instance()?;
-        if let Some(state) = &self.checkpoint {
+        let checkpoint = self
+            .checkpoint
+            .load()
+            .map_err(|e| FsmError::Rebuild(format!("reading the spilled checkpoint: {e}")))?;
+        if let Some(state) = checkpoint {
             let budget = self.module.limits().fuel_per_snapshot;
             let (result, _) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
-                fsm.restore(store, state)
+                fsm.restore(store, &state)
             });
             match result {
                 Ok(Ok(())) => {}

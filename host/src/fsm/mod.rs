@@ -45,6 +45,6 @@ pub use bindings::{Shape, WorldVersion};
 pub use code_cache::CodeCache;
 pub use context::{EntryContext, GuestEvent, Level, LogLine};
 pub use error::{bounded, CallError, FsmError, GuestError, LoadError, MAX_GUEST_MESSAGE_BYTES};
-pub use machine::{GuestFsm, Outcome};
+pub use machine::{spill_checkpoints_in, GuestFsm, Outcome};
 pub use module::GuestModule;
 pub use spec::{Machine, MachineSpec, NATIVE_GUEST_KV_NAME};
