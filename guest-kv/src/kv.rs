@@ -9,6 +9,7 @@ use crate::schema::{
 use std::borrow::Cow;
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::ops::Bound;
 
 /// Items a scan returns when the query gives no `limit`.
@@ -336,34 +337,46 @@ impl Kv {
     pub fn snapshot(&self) -> Vec<u8> {
         let size: usize = self.map.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
         let mut out = Vec::with_capacity(12 + size);
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
-        for (k, v) in &self.map {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v.as_bytes());
-        }
+        // Writing into memory cannot fail.
+        let _ = self.write_snapshot(&mut out);
         out
     }
 
+    /// [`Kv::snapshot`]'s bytes, written to `out` as they are encoded (nothing held beside the
+    /// map).
+    pub fn write_snapshot(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        out.write_all(SNAPSHOT_MAGIC)?;
+        out.write_all(&(self.map.len() as u64).to_le_bytes())?;
+        for (k, v) in &self.map {
+            out.write_all(&(k.len() as u32).to_le_bytes())?;
+            out.write_all(k.as_bytes())?;
+            out.write_all(&(v.len() as u32).to_le_bytes())?;
+            out.write_all(v.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Rebuilds a map from [`Kv::snapshot`] bytes, refusing anything that is not exactly such bytes.
-    pub fn restore(bytes: &[u8]) -> Result<Kv, KvError> {
+    pub fn restore(mut bytes: &[u8]) -> Result<Kv, KvError> {
+        Kv::read_snapshot(&mut bytes)
+    }
+
+    /// [`Kv::restore`] from a stream, read as the map is built.
+    pub fn read_snapshot(input: &mut dyn Read) -> Result<Kv, KvError> {
         let bad = |why: &str| KvError::InvalidInput(format!("bad snapshot: {why}"));
-        let rest = bytes
-            .strip_prefix(SNAPSHOT_MAGIC)
+        let mut reader = Reader { input };
+        let mut magic = [0u8; 4];
+        reader
+            .exact(&mut magic)
+            .filter(|()| &magic == SNAPSHOT_MAGIC)
             .ok_or_else(|| bad("missing GKV1 header"))?;
-        let mut reader = Reader { rest };
-        let count = u64::from_le_bytes(
-            reader
-                .take(8)
-                .ok_or_else(|| bad("truncated count"))?
-                .try_into()
-                .unwrap_or_default(),
-        );
+        let mut count = [0u8; 8];
+        reader
+            .exact(&mut count)
+            .ok_or_else(|| bad("truncated count"))?;
         let mut map = BTreeMap::new();
         let mut last: Option<String> = None;
-        for _ in 0..count {
+        for _ in 0..u64::from_le_bytes(count) {
             let key = reader
                 .string()
                 .ok_or_else(|| bad("truncated or non-UTF-8 key"))?;
@@ -376,7 +389,7 @@ impl Kv {
             last = Some(key.clone());
             map.insert(key, value);
         }
-        if !reader.rest.is_empty() {
+        if reader.exact(&mut [0u8; 1]).is_some() {
             return Err(bad("trailing bytes"));
         }
         Ok(Kv { map })
@@ -384,22 +397,26 @@ impl Kv {
 }
 
 struct Reader<'a> {
-    rest: &'a [u8],
+    input: &'a mut dyn Read,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.rest.len() < n {
-            return None;
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Some(head)
+impl Reader<'_> {
+    /// Fills `out`, or `None` if the input ends (or fails) first.
+    fn exact(&mut self, out: &mut [u8]) -> Option<()> {
+        self.input.read_exact(out).ok()
     }
 
     fn string(&mut self) -> Option<String> {
-        let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
+        let mut len = [0u8; 4];
+        self.exact(&mut len)?;
+        let len = u32::from_le_bytes(len) as usize;
+        // Sized up front only up to a bound, so a corrupt length cannot make it allocate more
+        // than the input holds; the map keeps exactly the value's bytes.
+        let mut bytes = Vec::with_capacity(len.min(1 << 16));
+        let read = self.input.take(len as u64).read_to_end(&mut bytes).ok()?;
+        (read == len).then_some(())?;
+        bytes.shrink_to_fit();
+        String::from_utf8(bytes).ok()
     }
 }
 

@@ -8,7 +8,7 @@
 //! - [`schema`]: commands, queries and responses (serde types).
 //! - [`kv`]: the map and its operations, plain Rust, usable natively (the benchmark baseline).
 //! - the WebAssembly export (only on `wasm32`, with the default `component` feature): the map
-//!   as a `raftwasm:fsm@0.2.0` component on the guest SDK. `examples/guest-kv-raw` exports the
+//!   as a `raftwasm:fsm@0.3.0` component on the guest SDK. `examples/guest-kv-raw` exports the
 //!   same map on raw `wit-bindgen` bindings; `cargo bench --bench fsm` compares the two.
 
 pub mod kv;
@@ -93,6 +93,15 @@ mod export {
 
         fn restore(bytes: &[u8]) -> Result<Self, Error> {
             Kv::restore(bytes).map(GuestKv).map_err(error)
+        }
+
+        // Streamed: a node holding a large map never holds its encoding too.
+        fn write_snapshot(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+            self.0.write_snapshot(out)
+        }
+
+        fn read_snapshot(input: &mut dyn std::io::Read) -> Result<Self, Error> {
+            Kv::read_snapshot(input).map(GuestKv).map_err(error)
         }
     }
 

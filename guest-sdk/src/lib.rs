@@ -40,8 +40,11 @@
 //!   variable-length integers), and restore decodes it; override
 //!   [`StateMachine::snapshot`] and [`StateMachine::restore`] for a layout of your own, or to
 //!   migrate an earlier version's state (restore is where an upgrade meets the old state);
+//!   the bytes travel to and from the host in pieces, and a large state can override
+//!   [`StateMachine::write_snapshot`] and [`StateMachine::read_snapshot`] to encode and decode
+//!   as it goes, so the guest never holds an encoded copy beside the state (guest-kv does);
 //! - the [`Context`] of each call: the entry being applied, its time and deterministic random
-//!   bytes, replicated through the log (`raftwasm:fsm@0.2.0`), and a log.
+//!   bytes, replicated through the log (`raftwasm:fsm@0.3.0`), and a log.
 //!
 //! Determinism is still the guest's to keep: iterate `BTreeMap`s, not `HashMap`s (whose order
 //! differs between instances), take time and randomness only from the [`Context`], and change
@@ -49,9 +52,11 @@
 
 mod context;
 mod error;
+mod stream;
 
 pub use context::{Context, Level};
 pub use error::Error;
+pub use stream::{SnapshotReader, SnapshotWriter};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -103,6 +108,24 @@ pub trait StateMachine: Default + Serialize + DeserializeOwned + 'static {
     fn restore(bytes: &[u8]) -> Result<Self, Error> {
         decode_state(bytes)
     }
+
+    /// Writes the whole state to `out`, the host's snapshot stream, as it is encoded. By default
+    /// [`StateMachine::snapshot`]'s bytes in one go; override it (with
+    /// [`StateMachine::read_snapshot`]) for a large state, so the guest never holds an encoded
+    /// copy of it. The bytes must be those `snapshot` would return.
+    fn write_snapshot(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.snapshot())
+    }
+
+    /// The state read from `input`, the host's restore stream (the bytes some `write_snapshot`
+    /// or `snapshot` produced). By default reads them all, then [`StateMachine::restore`].
+    fn read_snapshot(input: &mut dyn std::io::Read) -> Result<Self, Error> {
+        let mut bytes = Vec::new();
+        input
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::internal(format!("reading the snapshot: {e}")))?;
+        Self::restore(&bytes)
+    }
 }
 
 /// The default snapshot encoding of a state: bincode with variable-length integers.
@@ -130,7 +153,7 @@ pub mod __private {
 
     pub mod bindings {
         wit_bindgen::generate!({
-            path: "../wit/0.2.0",
+            path: "../wit/0.3.0",
             world: "fsm",
             pub_export_macro: true,
             export_macro_name: "__export_fsm",
@@ -155,14 +178,23 @@ pub mod __private {
         Ok(S::encode_response(&response))
     }
 
-    pub fn restore<S: StateMachine>(bytes: &[u8]) -> Result<S, WitError> {
-        Ok(S::restore(bytes)?)
+    pub fn snapshot<S: StateMachine>(state: &S) {
+        use std::io::Write;
+        let mut out = crate::SnapshotWriter::new();
+        // The host refuses a write only outside `snapshot`: a trap is the one answer left.
+        if let Err(e) = state.write_snapshot(&mut out).and_then(|()| out.flush()) {
+            panic!("writing the snapshot: {e}");
+        }
+    }
+
+    pub fn restore<S: StateMachine>() -> Result<S, WitError> {
+        Ok(S::read_snapshot(&mut crate::SnapshotReader::new())?)
     }
 }
 
 extern crate self as raftwasm_guest;
 
-/// Exports a [`StateMachine`] as the guest's `raftwasm:fsm@0.2.0` component: one instance of
+/// Exports a [`StateMachine`] as the guest's `raftwasm:fsm@0.3.0` component: one instance of
 /// the state, created with `Default`, lives for the life of the guest.
 #[macro_export]
 macro_rules! export {
@@ -188,14 +220,12 @@ macro_rules! export {
                     STATE.with_borrow(|s| $crate::__private::query(s, &request))
                 }
 
-                fn snapshot() -> ::std::vec::Vec<u8> {
-                    STATE.with_borrow(|s| <$state as $crate::StateMachine>::snapshot(s))
+                fn snapshot() {
+                    STATE.with_borrow(|s| $crate::__private::snapshot(s))
                 }
 
-                fn restore(
-                    state: ::std::vec::Vec<u8>,
-                ) -> ::core::result::Result<(), $crate::__private::WitError> {
-                    let restored = $crate::__private::restore::<$state>(&state)?;
+                fn restore() -> ::core::result::Result<(), $crate::__private::WitError> {
+                    let restored = $crate::__private::restore::<$state>()?;
                     STATE.set(restored);
                     Ok(())
                 }

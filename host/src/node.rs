@@ -311,6 +311,13 @@ pub fn load_machine(config: &NodeConfig) -> Result<MachineSpec, LoadError> {
     })
 }
 
+/// Creates the data directory, where guests' large rollback checkpoints are spilled too.
+fn prepare_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    crate::fsm::spill_checkpoints_in(dir);
+    Ok(())
+}
+
 /// Validates the configuration, opens storage and starts Raft (without serving); bootstraps if
 /// configured to. `advertise` is the gRPC address other nodes and clients use to reach it.
 pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, NodeError> {
@@ -335,8 +342,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         dir: dir.clone(),
         source,
     };
-    std::fs::create_dir_all(&dir).map_err(storage)?;
-    crate::fsm::spill_checkpoints_in(&dir);
+    prepare_data_dir(&dir).map_err(storage)?;
     let metrics = Metrics::new()?;
     let segment_bytes = config.storage.wal_segment_bytes;
     let log =

@@ -555,3 +555,44 @@ fn snapshots_larger_than_wasmtimes_default_copy_limit_round_trip() {
         Some(100 * 1024)
     );
 }
+
+#[test]
+fn a_streamed_snapshot_leaves_no_encoded_copy_in_the_guests_memory() {
+    // Linear memory never shrinks: a guest that built its snapshot (or received a restore's
+    // state) as one buffer would keep room for a second copy of its state for good. guest-kv
+    // streams both through the 0.3.0 context, so its memory stays near its live state.
+    let limits = GuestLimits {
+        memory_mib: 256,
+        ..GuestLimits::default()
+    };
+    let module = GuestModule::from_file(Path::new(GUEST_KV), limits).unwrap();
+    assert_eq!(module.world(), host::fsm::WorldVersion::V0_3);
+    let mut fsm = module.start().unwrap();
+    let value = "x".repeat(1024);
+    for i in 0..24_000 {
+        apply(&mut fsm, &put(&format!("k{i:06}"), &value)).unwrap();
+    }
+    let snap = fsm.snapshot().unwrap();
+    let grown = fsm.memory_bytes();
+    assert!(
+        grown < snap.len() as u64 * 3 / 2,
+        "after a snapshot of {} bytes: {grown} bytes of guest memory",
+        snap.len()
+    );
+    let mut copy = module.start().unwrap();
+    copy.restore(snap.clone()).unwrap().result.unwrap();
+    let restored = copy.memory_bytes();
+    assert!(
+        restored < snap.len() as u64 * 3 / 2,
+        "after restoring {} bytes: {restored} bytes of guest memory",
+        snap.len()
+    );
+    assert_eq!(*copy.snapshot().unwrap(), *snap);
+    // The same bytes as guest-kv's own encoding, compiled natively.
+    let mut native = guest_kv::Kv::default();
+    for i in 0..24_000 {
+        let command = put(&format!("k{i:06}"), &value).encode();
+        native.apply_bytes(&command).unwrap();
+    }
+    assert_eq!(native.snapshot(), *snap);
+}

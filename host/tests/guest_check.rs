@@ -20,10 +20,10 @@ fn script(lines: &str) -> tempfile::NamedTempFile {
 fn deterministic_guests_pass_with_their_world_and_figures() {
     let (ok, out) = check(env!("RAFTWASM_GUEST_KV_WASM"), &["--generate", "20000"]);
     assert!(ok, "{out}");
-    assert!(out.contains("world: raftwasm:fsm@0.2.0"), "{out}");
+    assert!(out.contains("world: raftwasm:fsm@0.3.0"), "{out}");
     // It announces its changes to watchers (emit).
     assert!(
-        out.contains("imports: raftwasm:fsm/context@0.2.0\n"),
+        out.contains("imports: raftwasm:fsm/context@0.3.0\n"),
         "{out}"
     );
     assert!(out.contains("fuel per command: min "), "{out}");
@@ -42,7 +42,7 @@ fn deterministic_guests_pass_with_their_world_and_figures() {
         &["--commands", bank.path().to_str().unwrap()],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("world: raftwasm:fsm@0.2.0"), "{out}");
+    assert!(out.contains("world: raftwasm:fsm@0.3.0"), "{out}");
     assert!(out.contains("script: 5 commands, 2 queries"), "{out}");
 
     let leases = script(
@@ -57,7 +57,7 @@ fn deterministic_guests_pass_with_their_world_and_figures() {
     );
     assert!(ok, "{out}");
     assert!(
-        out.contains("imports: raftwasm:fsm/context@0.2.0\n"),
+        out.contains("imports: raftwasm:fsm/context@0.3.0\n"),
         "{out}"
     );
 }

@@ -58,7 +58,7 @@ fn a_new_guest_builds_as_it_is_and_passes_the_check() {
         script.to_str().unwrap(),
     ]);
     assert!(ok, "{out}");
-    assert!(out.contains("world: raftwasm:fsm@0.2.0"), "{out}");
+    assert!(out.contains("world: raftwasm:fsm@0.3.0"), "{out}");
 }
 
 fn sha256_hex(path: &str) -> String {

@@ -1,12 +1,14 @@
 //! The only place the WIT worlds are turned into Rust: one `bindgen!` call per version of
 //! `raftwasm:fsm` the host runs (0.1.0: exports only; 0.2.0: the same exports, plus the
-//! `context` import), an [`Fsm`] over either, linking (with deterministic WASI, [`super::wasi`]),
-//! and conversions from generated types to the host's own ([`GuestError`]).
+//! `context` import; 0.3.0: snapshot and restore streamed through `context`), an [`Fsm`] over
+//! any of them, linking (with deterministic WASI, [`super::wasi`]), and conversions from
+//! generated types to the host's own ([`GuestError`]).
 
 use super::context::Level;
 use super::error::{bounded, GuestError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::wasi;
+use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::Store;
 
@@ -24,13 +26,22 @@ mod v2 {
     });
 }
 
+mod v3 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.3.0",
+        world: "fsm",
+    });
+}
+
 use v2::raftwasm::fsm::context as wit_context;
+use v3::raftwasm::fsm::context as wit_context3;
 
 /// The world version a component targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorldVersion {
     V0_1,
     V0_2,
+    V0_3,
 }
 
 impl WorldVersion {
@@ -39,6 +50,7 @@ impl WorldVersion {
         match self {
             WorldVersion::V0_1 => "raftwasm:fsm@0.1.0",
             WorldVersion::V0_2 => "raftwasm:fsm@0.2.0",
+            WorldVersion::V0_3 => "raftwasm:fsm@0.3.0",
         }
     }
 }
@@ -48,29 +60,37 @@ impl WorldVersion {
 pub(super) enum FsmPre {
     V1(v1::FsmPre<StoreState>),
     V2(v2::FsmPre<StoreState>),
+    V3(v3::FsmPre<StoreState>),
 }
 
 /// One instance's exports.
 pub(super) enum Fsm {
     V1(v1::Fsm),
     V2(v2::Fsm),
+    V3(v3::Fsm),
 }
 
 /// A guest's error, as either world's bindings type it.
 type Guest<T> = wasmtime::Result<Result<T, GuestError>>;
 
 impl FsmPre {
-    /// Links `component` (the 0.2.0 context when it exports 0.2.0's state machine, and
+    /// Links `component` (the context of the world whose state machine it exports, and
     /// deterministic WASI 0.2) and checks its exports. Anything else it imports refuses it.
     pub(super) fn link(
         linker: &mut Linker<StoreState>,
         component: &Component,
     ) -> Result<FsmPre, LinkError> {
         let version = exported_version(component);
-        if version == Some(WorldVersion::V0_2) {
-            wit_context::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)
-                .map_err(|e| LinkError::Exports(format!("{e:#}")))?;
-        }
+        let linked = match version {
+            Some(WorldVersion::V0_2) => {
+                wit_context::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)
+            }
+            Some(WorldVersion::V0_3) => {
+                wit_context3::add_to_linker::<StoreState, HasSelf<StoreState>>(linker, |s| s)
+            }
+            _ => Ok(()),
+        };
+        linked.map_err(|e| LinkError::Exports(format!("{e:#}")))?;
         wasi::add_to_linker(linker).map_err(|e| LinkError::Exports(format!("{e:#}")))?;
         let provided = shape(component, version.unwrap_or(WorldVersion::V0_1));
         if let Some((name, _)) = provided.imports.iter().find(|(_, ok)| !ok) {
@@ -84,6 +104,9 @@ impl FsmPre {
             Some(WorldVersion::V0_2) => v2::FsmPre::new(pre)
                 .map(FsmPre::V2)
                 .map_err(|e| LinkError::Exports(format!("{e:#}"))),
+            Some(WorldVersion::V0_3) => v3::FsmPre::new(pre)
+                .map(FsmPre::V3)
+                .map_err(|e| LinkError::Exports(format!("{e:#}"))),
             _ => v1::FsmPre::new(pre)
                 .map(FsmPre::V1)
                 .map_err(|e| LinkError::Exports(format!("{e:#}"))),
@@ -94,6 +117,7 @@ impl FsmPre {
         match self {
             FsmPre::V1(_) => WorldVersion::V0_1,
             FsmPre::V2(_) => WorldVersion::V0_2,
+            FsmPre::V3(_) => WorldVersion::V0_3,
         }
     }
 
@@ -101,6 +125,7 @@ impl FsmPre {
         Ok(match self {
             FsmPre::V1(pre) => Fsm::V1(pre.instantiate(store)?),
             FsmPre::V2(pre) => Fsm::V2(pre.instantiate(store)?),
+            FsmPre::V3(pre) => Fsm::V3(pre.instantiate(store)?),
         })
     }
 }
@@ -129,6 +154,7 @@ pub(super) fn shape(component: &Component, version: WorldVersion) -> Shape {
     let ty = component.component_type();
     let provided = |name: &str| {
         (version == WorldVersion::V0_2 && name == "raftwasm:fsm/context@0.2.0")
+            || (version == WorldVersion::V0_3 && name == "raftwasm:fsm/context@0.3.0")
             || wasi::provides(name)
     };
     Shape {
@@ -143,15 +169,18 @@ pub(super) fn shape(component: &Component, version: WorldVersion) -> Shape {
     }
 }
 
-/// The world whose state machine `component` exports, if either.
+/// The newest world whose state machine `component` exports, if any.
 fn exported_version(component: &Component) -> Option<WorldVersion> {
     let engine = component.engine();
     let ty = component.component_type();
     let mut found = None;
     for (name, _) in ty.exports(engine) {
         match name {
-            "raftwasm:fsm/state-machine@0.2.0" => return Some(WorldVersion::V0_2),
-            "raftwasm:fsm/state-machine@0.1.0" => found = Some(WorldVersion::V0_1),
+            "raftwasm:fsm/state-machine@0.3.0" => return Some(WorldVersion::V0_3),
+            "raftwasm:fsm/state-machine@0.2.0" => found = Some(WorldVersion::V0_2),
+            "raftwasm:fsm/state-machine@0.1.0" => {
+                found = found.or(Some(WorldVersion::V0_1));
+            }
             _ => {}
         }
     }
@@ -169,6 +198,10 @@ impl Fsm {
                 .raftwasm_fsm_state_machine()
                 .call_apply(store, command)?
                 .map_err(GuestError::from),
+            Fsm::V3(f) => f
+                .raftwasm_fsm_state_machine()
+                .call_apply(store, command)?
+                .map_err(GuestError::from),
         })
     }
 
@@ -182,6 +215,10 @@ impl Fsm {
                 .raftwasm_fsm_state_machine()
                 .call_query(store, request)?
                 .map_err(GuestError::from),
+            Fsm::V3(f) => f
+                .raftwasm_fsm_state_machine()
+                .call_query(store, request)?
+                .map_err(GuestError::from),
         })
     }
 
@@ -189,10 +226,16 @@ impl Fsm {
         match self {
             Fsm::V1(f) => f.raftwasm_fsm_state_machine().call_snapshot(store),
             Fsm::V2(f) => f.raftwasm_fsm_state_machine().call_snapshot(store),
+            Fsm::V3(f) => {
+                store.data_mut().stream.begin_snapshot();
+                let done = f.raftwasm_fsm_state_machine().call_snapshot(&mut *store);
+                let written = store.data_mut().stream.take_snapshot();
+                done.map(|()| written)
+            }
         }
     }
 
-    pub(super) fn restore(&self, store: &mut Store<StoreState>, state: &[u8]) -> Guest<()> {
+    pub(super) fn restore(&self, store: &mut Store<StoreState>, state: &Arc<Vec<u8>>) -> Guest<()> {
         Ok(match self {
             Fsm::V1(f) => f
                 .raftwasm_fsm_state_machine()
@@ -202,6 +245,12 @@ impl Fsm {
                 .raftwasm_fsm_state_machine()
                 .call_restore(store, state)?
                 .map_err(GuestError::from),
+            Fsm::V3(f) => {
+                store.data_mut().stream.begin_restore(state.clone());
+                let done = f.raftwasm_fsm_state_machine().call_restore(&mut *store);
+                store.data_mut().stream.end_restore();
+                done?.map_err(GuestError::from)
+            }
         })
     }
 }
@@ -225,6 +274,17 @@ impl From<v1::exports::raftwasm::fsm::state_machine::Error> for GuestError {
 impl From<v2::exports::raftwasm::fsm::state_machine::Error> for GuestError {
     fn from(e: v2::exports::raftwasm::fsm::state_machine::Error) -> Self {
         use v2::exports::raftwasm::fsm::state_machine::Error as E;
+        match e {
+            E::InvalidInput(m) => guest_error(GuestError::InvalidInput, m),
+            E::Rejected(m) => guest_error(GuestError::Rejected, m),
+            E::Internal(m) => guest_error(GuestError::Internal, m),
+        }
+    }
+}
+
+impl From<v3::exports::raftwasm::fsm::state_machine::Error> for GuestError {
+    fn from(e: v3::exports::raftwasm::fsm::state_machine::Error) -> Self {
+        use v3::exports::raftwasm::fsm::state_machine::Error as E;
         match e {
             E::InvalidInput(m) => guest_error(GuestError::InvalidInput, m),
             E::Rejected(m) => guest_error(GuestError::Rejected, m),
@@ -261,5 +321,44 @@ impl wit_context::Host for StoreState {
 
     fn emit(&mut self, key: String, payload: Vec<u8>) -> Result<(), String> {
         self.context.emit(key, payload)
+    }
+}
+
+/// The 0.3.0 context: 0.2.0's, and the snapshot stream.
+impl wit_context3::Host for StoreState {
+    fn current_entry(&mut self) -> wit_context3::Entry {
+        let e = wit_context::Host::current_entry(self);
+        wit_context3::Entry {
+            index: e.index,
+            term: e.term,
+            unix_ms: e.unix_ms,
+        }
+    }
+
+    fn random_bytes(&mut self, len: u32) -> Result<Vec<u8>, String> {
+        self.context.random_bytes(len)
+    }
+
+    fn log(&mut self, level: wit_context3::Level, message: String) {
+        let level = match level {
+            wit_context3::Level::Trace => wit_context::Level::Trace,
+            wit_context3::Level::Debug => wit_context::Level::Debug,
+            wit_context3::Level::Info => wit_context::Level::Info,
+            wit_context3::Level::Warn => wit_context::Level::Warn,
+            wit_context3::Level::Error => wit_context::Level::Error,
+        };
+        wit_context::Host::log(self, level, message);
+    }
+
+    fn emit(&mut self, key: String, payload: Vec<u8>) -> Result<(), String> {
+        self.context.emit(key, payload)
+    }
+
+    fn snapshot_write(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        self.stream.write(&bytes)
+    }
+
+    fn restore_read(&mut self, max: u32) -> Result<Vec<u8>, String> {
+        self.stream.read(max)
     }
 }

@@ -49,13 +49,13 @@ pub enum LoadError {
     Compile { name: String, reason: String },
     /// The component does not export the `raftwasm:fsm/state-machine` interface as the WIT says.
     #[error(
-        "guest module {name} does not implement a raftwasm:fsm world (0.1.0 or 0.2.0): {reason}"
+        "guest module {name} does not implement a raftwasm:fsm world (0.1.0, 0.2.0 or 0.3.0): {reason}"
     )]
     WrongExports { name: String, reason: String },
     /// The component imports something the host does not provide.
     #[error(
         "guest module {name} imports {import}, which the host does not provide (it provides \
-         raftwasm:fsm/context@0.2.0 and deterministic WASI 0.2: cli, clocks, filesystem, io, \
+         raftwasm:fsm/context@0.2.0 and @0.3.0 and deterministic WASI 0.2: cli, clocks, filesystem, io, \
          random, sockets)"
     )]
     Import { name: String, import: String },

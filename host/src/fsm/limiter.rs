@@ -1,9 +1,11 @@
 //! The per-store data every guest instance carries: the limiter that enforces the memory cap (and
 //! the table and instance caps) and remembers that it did, so a failed call is reported as
 //! [`super::CallError::MemoryLimit`] rather than as a generic trap; and the context of the call
-//! the store is in, which a 0.2.0 guest imports, and the deterministic WASI a guest may import.
+//! the store is in, which a 0.2.0 or 0.3.0 guest imports (the latter with its snapshot stream),
+//! and the deterministic WASI a guest may import.
 
 use super::context::{CallContext, Level};
+use super::stream::SnapshotStream;
 use super::wasi::{WasiState, MAX_OUTPUT_BYTES};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtxView, WasiView};
@@ -18,6 +20,8 @@ const MAX_INSTANCES: usize = 64;
 pub(super) struct StoreState {
     pub(super) limiter: GuestLimiter,
     pub(super) context: CallContext,
+    /// What a 0.3.0 guest's `snapshot` writes or `restore` reads.
+    pub(super) stream: SnapshotStream,
     wasi: WasiState,
 }
 
@@ -38,6 +42,7 @@ impl StoreState {
         StoreState {
             limiter: GuestLimiter::new(memory_bytes),
             context,
+            stream: SnapshotStream::new(memory_bytes.saturating_mul(2)),
             wasi,
         }
     }

@@ -8,8 +8,8 @@
 //! - one memory cap, enforced by the store's limiter, fails the call with
 //!   [`CallError::MemoryLimit`];
 //! - NaN canonicalization on, deterministic relaxed SIMD, no threads, a fixed wasm stack size;
-//! - the guest gets no clock, randomness, filesystem or network of the node's. A 0.2.0 guest may
-//!   import the `context`: the entry being applied, its time and random bytes, all derived
+//! - the guest gets no clock, randomness, filesystem or network of the node's. A 0.2.0 or 0.3.0 guest
+//!   may import the `context`: the entry being applied, its time and random bytes, all derived
 //!   from the log, so the same on every node ([`context`]). A guest built against WASI 0.2
 //!   (`wasm32-wasip2`, componentize-py, componentize-js) gets a deterministic WASI whose clocks
 //!   and random read the same entry, with nothing of the node behind it ([`wasi`]). A guest
@@ -21,7 +21,8 @@
 //! Layout:
 //! - `bindings`: the `bindgen!` calls (one per world version), and conversions out of the
 //!   generated types.
-//! - `context`: what a 0.2.0 guest imports: entry, time, random bytes, log.
+//! - `context`: what a 0.2.0 or 0.3.0 guest imports: entry, time, random bytes, log.
+//! - `stream`: a 0.3.0 guest's snapshot and restore, in pieces.
 //! - `wasi`: deterministic WASI 0.2 for guests built against it.
 //! - `module`: engine configuration, loading and validating a component ([`GuestModule`]).
 //! - `code_cache`: compiled code kept on disk by module and engine ([`CodeCache`]).
@@ -38,6 +39,7 @@ mod limiter;
 mod machine;
 pub mod module;
 mod spec;
+mod stream;
 mod wasi;
 
 pub use crate::config::GuestLimits;
