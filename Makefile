@@ -55,7 +55,7 @@ chaos: setup
 ## its version 2 halfway: the same checks (adya, every node's change feed) as make test's run.
 chaos-polyglot: setup polyglot
 	CARGO_FEATURES="$(TEST_FEATURES)" chaos/run.sh --duration $(CHAOS_TEST_DURATION) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED),) \
-	  --node-args "--fsm=$(CURDIR)/target/wasm/py_kv.wasm" \
+	  --node-args "--fsm=$(CURDIR)/target/wasm/py_kv.wasm --snapshot-every=400 --snapshot-keep-logs=50 --watch-history-bytes=268435456" \
 	  --upgrade-module target/wasm/py_kv_v2.wasm --upgrade-at 25 --retry session
 
 fmt-check:

@@ -63,9 +63,13 @@ for i in $(seq 1 "$NODES"); do
   IPS+=("$NET.$i")
 done
 
+# The checker follows every node's change feed from the first revision and needs all of it: a
+# node that falls behind resumes its watch at its last revision, which a node's default 16 MiB of
+# history can have dropped by then (a 75 s run had: resume at 13,136, oldest kept 14,262), and
+# the checker would count that as a broken feed; 256 MiB covers a run.
 # Run copies, so a rebuild during a long run cannot swap the binary under restarted nodes.
 mkdir -p "$WORK/bin"
 cp ./target/release/host ./target/release/chaos "$WORK/bin/"
 "$WORK/bin/chaos" --host "$WORK/bin/host" --work "$WORK" \
   --namespaces "$(IFS=,; echo "${NSS[*]}")" --ips "$(IFS=,; echo "${IPS[*]}")" \
-  --node-args "--snapshot-every=400 --snapshot-keep-logs=50" "$@"
+  --node-args "--snapshot-every=400 --snapshot-keep-logs=50 --watch-history-bytes=268435456" "$@"
