@@ -375,7 +375,6 @@ impl Kv {
             .exact(&mut count)
             .ok_or_else(|| bad("truncated count"))?;
         let mut map = BTreeMap::new();
-        let mut last: Option<String> = None;
         for _ in 0..u64::from_le_bytes(count) {
             let key = reader
                 .string()
@@ -383,10 +382,9 @@ impl Kv {
             let value = reader
                 .string()
                 .ok_or_else(|| bad("truncated or non-UTF-8 value"))?;
-            if key.is_empty() || last.as_ref().is_some_and(|l| *l >= key) {
+            if key.is_empty() || map.last_key_value().is_some_and(|(l, _)| *l >= key) {
                 return Err(bad("keys not strictly ascending"));
             }
-            last = Some(key.clone());
             map.insert(key, value);
         }
         if reader.exact(&mut [0u8; 1]).is_some() {
@@ -410,12 +408,19 @@ impl Reader<'_> {
         let mut len = [0u8; 4];
         self.exact(&mut len)?;
         let len = u32::from_le_bytes(len) as usize;
-        // Sized up front only up to a bound, so a corrupt length cannot make it allocate more
-        // than the input holds; the map keeps exactly the value's bytes.
-        let mut bytes = Vec::with_capacity(len.min(1 << 16));
-        let read = self.input.take(len as u64).read_to_end(&mut bytes).ok()?;
-        (read == len).then_some(())?;
-        bytes.shrink_to_fit();
+        // Up to 64 KiB read in place; a longer one in steps, so a corrupt length cannot make it
+        // allocate more than the input holds. Either way the map keeps exactly the bytes.
+        let bytes = if len <= 1 << 16 {
+            let mut bytes = vec![0; len];
+            self.exact(&mut bytes)?;
+            bytes
+        } else {
+            let mut bytes = Vec::with_capacity(1 << 16);
+            let read = self.input.take(len as u64).read_to_end(&mut bytes).ok()?;
+            (read == len).then_some(())?;
+            bytes.shrink_to_fit();
+            bytes
+        };
         String::from_utf8(bytes).ok()
     }
 }

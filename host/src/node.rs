@@ -376,6 +376,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
         if config.bootstrap {
             tracing::info!(node = %config.name, "already initialized; --bs ignored");
         }
+        elect_if_sole_voter(&raft).await;
     } else if config.bootstrap {
         bootstrap(config, &advertise, &raft, &sm).await?;
     }
@@ -408,6 +409,23 @@ async fn snapshot_by_commands(raft: Raft, sm: StateMachine) {
         sm.snapshot_trigger().wanted().await;
         if raft.trigger().snapshot().await.is_err() {
             return;
+        }
+    }
+}
+
+/// A restarted node that is its cluster's only voter campaigns at once instead of after an
+/// election timeout (1-2 s by default): no other node can lead, so the wait would only delay
+/// its first read and write.
+async fn elect_if_sole_voter(raft: &Raft) {
+    let sole = {
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(m.id) && voters.next().is_none()
+    };
+    if sole {
+        if let Err(e) = raft.trigger().elect(false).await {
+            tracing::warn!(error = %e, "could not start an election as the only voter");
         }
     }
 }

@@ -7,7 +7,9 @@
 use super::context::Level;
 use super::error::{bounded, GuestError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
+use super::stream::Sink;
 use super::wasi;
+use std::io::Write;
 use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::Store;
@@ -222,17 +224,37 @@ impl Fsm {
         })
     }
 
-    pub(super) fn snapshot(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Vec<u8>> {
-        match self {
-            Fsm::V1(f) => f.raftwasm_fsm_state_machine().call_snapshot(store),
-            Fsm::V2(f) => f.raftwasm_fsm_state_machine().call_snapshot(store),
+    /// Writes the guest's state to `sink`; returns the sink and the state's length. (A 0.1.0 or
+    /// 0.2.0 guest returns its state as one list, which is then copied to the sink.)
+    pub(super) fn snapshot(
+        &self,
+        store: &mut Store<StoreState>,
+        sink: Sink,
+    ) -> wasmtime::Result<(Sink, usize)> {
+        let whole = match self {
+            Fsm::V1(f) => f.raftwasm_fsm_state_machine().call_snapshot(store)?,
+            Fsm::V2(f) => f.raftwasm_fsm_state_machine().call_snapshot(store)?,
             Fsm::V3(f) => {
-                store.data_mut().stream.begin_snapshot();
+                store.data_mut().stream.begin_snapshot(sink);
                 let done = f.raftwasm_fsm_state_machine().call_snapshot(&mut *store);
-                let written = store.data_mut().stream.take_snapshot();
-                done.map(|()| written)
+                let taken = store.data_mut().stream.take_snapshot();
+                done?;
+                return taken.ok_or_else(|| wasmtime::Error::msg("the snapshot stream was lost"));
             }
-        }
+        };
+        let len = whole.len();
+        let sink = match sink {
+            Sink::Memory(out) if out.is_empty() => Sink::Memory(whole),
+            Sink::Memory(mut out) => {
+                out.extend_from_slice(&whole);
+                Sink::Memory(out)
+            }
+            Sink::File(mut file) => {
+                file.write_all(&whole)?;
+                Sink::File(file)
+            }
+        };
+        Ok((sink, len))
     }
 
     pub(super) fn restore(&self, store: &mut Store<StoreState>, state: &Arc<Vec<u8>>) -> Guest<()> {

@@ -16,8 +16,9 @@ use super::context::{EntryContext, GuestEvent, LogLine, Mode};
 use super::error::{bounded, CallError, FsmError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::module::GuestModule;
+use super::stream::Sink;
 use super::wasi::outside_async;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use wasmtime::{Store, Trap};
@@ -50,6 +51,16 @@ pub fn spill_checkpoints_in(dir: &Path) {
     let _ = SCRATCH_DIR.set(dir.to_path_buf());
 }
 
+/// A new unlinked scratch file in the spill directory.
+fn scratch_file() -> std::io::Result<std::fs::File> {
+    let dir = SCRATCH_DIR
+        .get()
+        .cloned()
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::tempfile_in(&dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
+}
+
 /// The state a failed call is rolled back to, before the journal is replayed on it.
 #[derive(Debug, Default)]
 enum Checkpoint {
@@ -69,11 +80,7 @@ impl Checkpoint {
         if bytes.len() <= SPILL_ABOVE_BYTES {
             return Checkpoint::Memory(bytes);
         }
-        let dir = SCRATCH_DIR
-            .get()
-            .cloned()
-            .unwrap_or_else(std::env::temp_dir);
-        let spilled = tempfile::tempfile_in(&dir).and_then(|mut file| {
+        let spilled = scratch_file().and_then(|mut file| {
             file.write_all(&bytes)?;
             Ok(file)
         });
@@ -83,9 +90,29 @@ impl Checkpoint {
                 len: bytes.len(),
             },
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e,
-                    "cannot spill the rollback checkpoint; it stays in memory");
+                tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
                 Checkpoint::Memory(bytes)
+            }
+        }
+    }
+
+    /// A checkpoint of `state`, which stays where it is (a slice of a snapshot envelope).
+    fn copy_of(state: &[u8]) -> Checkpoint {
+        if state.len() <= SPILL_ABOVE_BYTES {
+            return Checkpoint::Memory(Arc::new(state.to_vec()));
+        }
+        let spilled = scratch_file().and_then(|mut file| {
+            file.write_all(state)?;
+            Ok(file)
+        });
+        match spilled {
+            Ok(file) => Checkpoint::Spilled {
+                file,
+                len: state.len(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
+                Checkpoint::Memory(Arc::new(state.to_vec()))
             }
         }
     }
@@ -287,16 +314,69 @@ impl GuestFsm {
 
     /// The guest's full state. Also becomes the rollback checkpoint.
     pub fn snapshot(&mut self) -> Result<Arc<Vec<u8>>, FsmError> {
+        let mut state = Vec::new();
+        self.snapshot_into(&mut state)?;
+        Ok(Arc::new(state))
+    }
+
+    /// Appends the guest's full state to `out` (which may hold the head of a snapshot envelope
+    /// already, so the state is never copied into one). Also becomes the rollback checkpoint.
+    /// On failure `out` is left empty.
+    pub fn snapshot_into(&mut self, out: &mut Vec<u8>) -> Result<(), FsmError> {
+        let start = out.len();
+        match self.write_snapshot(Sink::Memory(std::mem::take(out)))? {
+            (Sink::Memory(written), _) => {
+                *out = written;
+                self.set_checkpoint(|| Checkpoint::copy_of(&out[start..]));
+                Ok(())
+            }
+            (Sink::File(_), _) => Err(FsmError::Snapshot(CallError::Trap {
+                message: "internal: the snapshot went to a file".into(),
+            })),
+        }
+    }
+
+    /// Takes a new rollback checkpoint. A guest whose last checkpoint was spilled (over
+    /// [`SPILL_ABOVE_BYTES`]) writes the new one straight into a scratch file: the host never
+    /// holds it in memory.
+    fn checkpoint(&mut self) -> Result<(), FsmError> {
+        let file = match self.checkpoint.len() > SPILL_ABOVE_BYTES {
+            true => scratch_file()
+                .map_err(|e| tracing::warn!(error = %e, "cannot spill the rollback checkpoint"))
+                .ok(),
+            false => None,
+        };
+        let Some(file) = file else {
+            return self.snapshot().map(|_| ());
+        };
+        let sink = Sink::File(BufWriter::with_capacity(1 << 20, file));
+        let checkpoint = match self.write_snapshot(sink)? {
+            (Sink::File(writer), len) => {
+                let file = writer.into_inner().map_err(|e| {
+                    FsmError::Snapshot(CallError::Trap {
+                        message: format!("writing the checkpoint: {}", e.error()),
+                    })
+                })?;
+                Checkpoint::Spilled { file, len }
+            }
+            (Sink::Memory(state), _) => Checkpoint::new(Arc::new(state)),
+        };
+        self.set_checkpoint(|| checkpoint);
+        Ok(())
+    }
+
+    /// Runs the guest's `snapshot` into `sink`; a failed call is rolled back.
+    fn write_snapshot(&mut self, sink: Sink) -> Result<(Sink, usize), FsmError> {
         let budget = self.module.limits().fuel_per_snapshot;
+        let sink = std::cell::Cell::new(Some(sink));
         let (result, _) = call(&mut self.store, &self.fsm, budget, IDLE, &|fsm, store| {
-            fsm.snapshot(store)
+            let sink = sink
+                .take()
+                .ok_or_else(|| wasmtime::Error::msg("snapshot called twice"))?;
+            fsm.snapshot(store, sink)
         });
         match result {
-            Ok(bytes) => {
-                let bytes = Arc::new(bytes);
-                self.set_checkpoint(bytes.clone());
-                Ok(bytes)
-            }
+            Ok(written) => Ok(written),
             Err(failure) => {
                 self.rebuild()?;
                 Err(FsmError::Snapshot(failure))
@@ -316,7 +396,7 @@ impl GuestFsm {
             Ok(Ok(())) => {
                 self.store = store;
                 self.fsm = fsm;
-                self.set_checkpoint(state);
+                self.set_checkpoint(|| Checkpoint::new(state));
                 Ok(())
             }
             Ok(Err(error)) => Err(CallError::Guest { error }),
@@ -330,7 +410,7 @@ impl GuestFsm {
         self.journal_ends.push((self.journal.len(), entry));
         if self.journal_bytes() > self.next_checkpoint_at {
             // A failed checkpoint leaves the journal in place; the state is unaffected.
-            if let Err(e) = self.snapshot() {
+            if let Err(e) = self.checkpoint() {
                 self.next_checkpoint_at = self.journal_bytes() + JOURNAL_MAX_BYTES;
                 tracing::warn!(error = %e, "checkpoint of the guest state failed");
             }
@@ -341,10 +421,11 @@ impl GuestFsm {
         self.journal.len() + self.journal_ends.len() * JOURNAL_PER_COMMAND
     }
 
-    fn set_checkpoint(&mut self, checkpoint: Arc<Vec<u8>>) {
-        // The old one goes first: never two spilled copies on disk at once.
+    /// Replaces the checkpoint with the one `make` builds (after dropping the old one: never
+    /// two spilled copies on disk at once, except while a checkpoint streams to its file).
+    fn set_checkpoint(&mut self, make: impl FnOnce() -> Checkpoint) {
         self.checkpoint = Checkpoint::Empty;
-        self.checkpoint = Checkpoint::new(checkpoint);
+        self.checkpoint = make();
         self.journal.clear();
         self.journal_ends.clear();
         if self.journal.capacity() > JOURNAL_KEEP_CAPACITY {

@@ -142,6 +142,17 @@ impl Machine {
         }
     }
 
+    /// Appends the state to `out` (see [`GuestFsm::snapshot_into`]).
+    pub fn snapshot_into(&mut self, out: &mut Vec<u8>) -> Result<(), FsmError> {
+        match self {
+            Machine::Wasm(fsm) => fsm.snapshot_into(out),
+            Machine::Native(kv, _) => {
+                out.extend_from_slice(&kv.snapshot());
+                Ok(())
+            }
+        }
+    }
+
     pub fn restore(&mut self, state: Arc<Vec<u8>>) -> Result<Outcome<()>, FsmError> {
         match self {
             Machine::Wasm(fsm) => fsm.restore(state),

@@ -1,12 +1,25 @@
 //! The snapshot stream of a `raftwasm:fsm@0.3.0` guest: `snapshot` writes its state to the host
 //! in pieces (`snapshot-write`) and `restore` reads it back in pieces (`restore-read`), so the
 //! guest never holds a serialized copy of its whole state in its linear memory, which never
-//! shrinks. The host side still sees the snapshot as one buffer, as for older guests.
+//! shrinks. On the host side the pieces go where the caller says ([`Sink`]): appended to a
+//! buffer that already holds the head of a snapshot envelope, or straight into a rollback
+//! checkpoint's scratch file, so the host holds no extra copy either.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
 /// Most bytes one `restore-read` returns.
 pub const MAX_READ_BYTES: u32 = 1 << 20;
+
+/// Where a `snapshot` call's pieces go.
+#[derive(Debug)]
+pub(super) enum Sink {
+    /// Appended to this buffer (after whatever it holds already).
+    Memory(Vec<u8>),
+    /// Written to this file.
+    File(BufWriter<File>),
+}
 
 /// What the current call streams, if anything.
 #[derive(Debug)]
@@ -14,8 +27,9 @@ pub(super) struct SnapshotStream {
     /// Most bytes one snapshot may hold: a guest looping on `snapshot-write` would otherwise
     /// grow the host's buffer without bound while its own memory stays small.
     max_bytes: usize,
-    /// The snapshot being written (only during `snapshot`).
-    out: Option<Vec<u8>>,
+    /// Where the snapshot being written goes, and how many bytes it has so far (only during
+    /// `snapshot`).
+    out: Option<(Sink, usize)>,
     /// The state being restored and how far the guest has read it (only during `restore`).
     input: Option<(Arc<Vec<u8>>, usize)>,
 }
@@ -29,15 +43,15 @@ impl SnapshotStream {
         }
     }
 
-    /// A `snapshot` call starts: writes are collected from now on.
-    pub(super) fn begin_snapshot(&mut self) {
+    /// A `snapshot` call starts: writes go to `sink` from now on.
+    pub(super) fn begin_snapshot(&mut self, sink: Sink) {
         self.input = None;
-        self.out = Some(Vec::new());
+        self.out = Some((sink, 0));
     }
 
-    /// The `snapshot` call ended: what it wrote.
-    pub(super) fn take_snapshot(&mut self) -> Vec<u8> {
-        self.out.take().unwrap_or_default()
+    /// The `snapshot` call ended: the sink, and how many bytes the call wrote to it.
+    pub(super) fn take_snapshot(&mut self) -> Option<(Sink, usize)> {
+        self.out.take()
     }
 
     /// A `restore` call of `state` starts.
@@ -52,17 +66,23 @@ impl SnapshotStream {
     }
 
     pub(super) fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let out = self
+        let (sink, written) = self
             .out
             .as_mut()
             .ok_or("snapshot-write is only available in snapshot")?;
-        if out.len().saturating_add(bytes.len()) > self.max_bytes {
+        if written.saturating_add(bytes.len()) > self.max_bytes {
             return Err(format!(
                 "the snapshot exceeds {} bytes (twice the guest's memory cap)",
                 self.max_bytes
             ));
         }
-        out.extend_from_slice(bytes);
+        match sink {
+            Sink::Memory(out) => out.extend_from_slice(bytes),
+            Sink::File(file) => file
+                .write_all(bytes)
+                .map_err(|e| format!("the host could not store the snapshot: {e}"))?,
+        }
+        *written += bytes.len();
         Ok(())
     }
 
@@ -87,12 +107,15 @@ mod tests {
         let mut s = SnapshotStream::new(6);
         assert!(s.write(b"x").is_err());
         assert!(s.read(4).is_err());
-        s.begin_snapshot();
+        s.begin_snapshot(Sink::Memory(b"head".to_vec()));
         s.write(b"ab").unwrap();
         s.write(b"cd").unwrap();
         assert!(s.read(4).is_err());
         assert!(s.write(b"efg").is_err(), "over the cap");
-        assert_eq!(s.take_snapshot(), b"abcd");
+        match s.take_snapshot() {
+            Some((Sink::Memory(out), 4)) => assert_eq!(out, b"headabcd"),
+            other => panic!("unexpected {other:?}"),
+        }
         assert!(s.write(b"x").is_err());
         s.begin_restore(Arc::new(b"abcde".to_vec()));
         assert_eq!(s.read(2).unwrap(), b"ab");

@@ -63,27 +63,69 @@ pub struct Contents<'a> {
     pub feed: &'a [u8],
 }
 
-/// Wraps guest state with the module that produced it and the module history.
+/// Wraps guest state with the module that produced it and the module history, in one go (the
+/// node itself streams the state in between [`begin`] and [`finish`]).
+#[cfg(test)]
 pub fn seal(contents: &Contents<'_>) -> Vec<u8> {
-    let history = serde_json::to_vec(&contents.modules).unwrap_or_default();
-    let mut out =
-        Vec::with_capacity(contents.state.len() + contents.module.len() + history.len() + 72);
+    let mut out = begin(
+        &contents.module_hash,
+        contents.module,
+        &contents.modules,
+        contents.state.len(),
+    );
+    let state_at = out.len();
+    out.extend_from_slice(contents.state);
+    finish(
+        out,
+        state_at,
+        contents.sessions,
+        contents.clock_ms,
+        contents.feed,
+    )
+}
+
+/// The head of an envelope, up to where the guest state goes: append the state to it, then
+/// [`finish`] it with the head's length. `state_hint` is the expected state size (to size the
+/// buffer once; 0 if unknown).
+pub fn begin(
+    module_hash: &str,
+    module: &[u8],
+    modules: &[ModuleRecord],
+    state_hint: usize,
+) -> Vec<u8> {
+    let history = serde_json::to_vec(modules).unwrap_or_default();
+    let mut out = Vec::with_capacity(state_hint + module.len() + history.len() + 72);
     out.extend_from_slice(ENVELOPE_MAGIC);
     let mut hash = [0u8; 32];
     // A module hash is always 64 hex digits (see `GuestModule::hash`).
-    let _ = hex::decode_to_slice(&contents.module_hash, &mut hash);
+    let _ = hex::decode_to_slice(module_hash, &mut hash);
     out.extend_from_slice(&hash);
-    out.extend_from_slice(&(contents.module.len() as u64).to_le_bytes());
-    out.extend_from_slice(contents.module);
+    out.extend_from_slice(&(module.len() as u64).to_le_bytes());
+    out.extend_from_slice(module);
     out.extend_from_slice(&(history.len() as u32).to_le_bytes());
     out.extend_from_slice(&history);
-    out.extend_from_slice(&(contents.state.len() as u64).to_le_bytes());
-    out.extend_from_slice(contents.state);
-    out.extend_from_slice(&(contents.sessions.len() as u64).to_le_bytes());
-    out.extend_from_slice(contents.sessions);
-    out.extend_from_slice(&contents.clock_ms.to_le_bytes());
-    out.extend_from_slice(&(contents.feed.len() as u64).to_le_bytes());
-    out.extend_from_slice(contents.feed);
+    // The state's length, filled in by `finish`.
+    out.extend_from_slice(&[0; 8]);
+    out
+}
+
+/// Completes an envelope [`begin`] started (`state_at`: the head's length) once the guest
+/// state has been appended to it.
+pub fn finish(
+    mut out: Vec<u8>,
+    state_at: usize,
+    sessions: &[u8],
+    clock_ms: u64,
+    feed: &[u8],
+) -> Vec<u8> {
+    let state_len = (out.len() - state_at) as u64;
+    out[state_at - 8..state_at].copy_from_slice(&state_len.to_le_bytes());
+    out.reserve(sessions.len() + feed.len() + 28);
+    out.extend_from_slice(&(sessions.len() as u64).to_le_bytes());
+    out.extend_from_slice(sessions);
+    out.extend_from_slice(&clock_ms.to_le_bytes());
+    out.extend_from_slice(&(feed.len() as u64).to_le_bytes());
+    out.extend_from_slice(feed);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out

@@ -5,7 +5,7 @@ use super::{observe, sm_err, snap_err, StateMachine};
 use crate::fsm::MachineSpec;
 use crate::metrics::raft::SnapshotWork;
 use crate::store::offload::offload;
-use crate::store::snapshot::{self, Contents};
+use crate::store::snapshot;
 use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -15,26 +15,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 impl StateMachine {
-    /// The guest's state sealed with its module, and what it covers. Blocking.
+    /// The guest's state sealed with its module, and what it covers. Blocking. The guest
+    /// writes its state straight into the envelope: a large state is held once, not twice.
     fn seal(&self) -> Result<(Vec<u8>, SnapshotMeta), io::Error> {
         let mut applied = self.lock();
-        let state = observe::snapshot(&mut applied.fsm, self.metrics()).map_err(sm_err)?;
+        let module: &[u8] = match &applied.spec {
+            MachineSpec::Wasm(m) => m.bytes(),
+            MachineSpec::NativeGuestKv => &[],
+        };
+        let mut out = snapshot::begin(&applied.spec.hash(), module, &applied.modules, 0);
+        let state_at = out.len();
+        observe::snapshot_into(&mut applied.fsm, self.metrics(), &mut out).map_err(sm_err)?;
         let sessions = applied.sessions.encode();
         // The feed changes only under the guest lock held here: it matches the state.
         let feed = self.feed().encode();
         self.shared.trigger.taken();
-        let envelope = snapshot::seal(&Contents {
-            module_hash: applied.spec.hash(),
-            module: match &applied.spec {
-                MachineSpec::Wasm(m) => m.bytes(),
-                MachineSpec::NativeGuestKv => &[],
-            },
-            modules: applied.modules.clone(),
-            state: &state,
-            sessions: &sessions,
-            clock_ms: applied.clock_ms,
-            feed: &feed,
-        });
+        let envelope = snapshot::finish(out, state_at, &sessions, applied.clock_ms, &feed);
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership.clone(),
@@ -46,14 +42,14 @@ impl StateMachine {
     /// snapshots in a task of their own, so a build sealed before an install (or another build)
     /// can finish after it, and writing it then would put an older snapshot on disk than the log
     /// was purged for (a restart could not replay the gap).
-    async fn persist(&self, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), io::Error> {
+    async fn persist(&self, meta: &SnapshotMeta, envelope: Arc<Vec<u8>>) -> Result<(), io::Error> {
         let mut on_disk = self.shared.snapshot_file.lock().await;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         if on_disk.is_some_and(|disk| disk >= index) {
             tracing::info!(index, on_disk = ?*on_disk, "snapshot not written: one as new is on disk");
             return Ok(());
         }
-        let (dir, meta2, env) = (self.shared.dir.clone(), meta.clone(), envelope.to_vec());
+        let (dir, meta2, env) = (self.shared.dir.clone(), meta.clone(), envelope);
         offload(move || snapshot::write(&dir, &meta2, &env))
             .await
             .map_err(|e| snap_err(Some(meta), e))?
@@ -85,7 +81,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let started = Instant::now();
         let sm = self.clone();
         let (envelope, meta) = joined(offload(move || sm.seal()).await)?;
-        self.persist(&meta, &envelope).await?;
+        let envelope = Arc::new(envelope);
+        self.persist(&meta, envelope.clone()).await?;
+        // Written: the buffer is ours alone again.
+        let envelope = Arc::try_unwrap(envelope).unwrap_or_else(|shared| (*shared).clone());
         if let Some(m) = self.metrics() {
             m.raft().snapshot(SnapshotWork::Build, started.elapsed());
         }
@@ -136,7 +135,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let envelope = Arc::new(envelope);
         let (sm, m, e) = (self.clone(), meta.clone(), envelope.clone());
         joined(offload(move || sm.check_snapshot(&m, &e)).await)?;
-        self.persist(meta, &envelope).await?;
+        self.persist(meta, envelope.clone()).await?;
         let (sm, m) = (self.clone(), meta.clone());
         // The check and the write are done with it: the buffer is ours alone again.
         let envelope = Arc::try_unwrap(envelope).unwrap_or_else(|shared| (*shared).clone());

@@ -54,15 +54,27 @@ pub(super) fn call(
     outcome
 }
 
-/// Takes the guest's whole state, timed: the guest is held, and applies wait, that long.
+/// Takes the guest's whole state, timed (see [`snapshot_into`]).
 pub(super) fn snapshot(
     fsm: &mut Machine,
     metrics: Option<&Metrics>,
 ) -> Result<Arc<Vec<u8>>, FsmError> {
+    let mut state = Vec::new();
+    snapshot_into(fsm, metrics, &mut state)?;
+    Ok(Arc::new(state))
+}
+
+/// Appends the guest's whole state to `out`, timed: the guest is held, and applies wait, that
+/// long.
+pub(super) fn snapshot_into(
+    fsm: &mut Machine,
+    metrics: Option<&Metrics>,
+    out: &mut Vec<u8>,
+) -> Result<(), FsmError> {
     let started = Instant::now();
-    let state = fsm.snapshot();
-    if let (Some(m), Ok(_)) = (metrics, &state) {
+    let done = fsm.snapshot_into(out);
+    if let (Some(m), Ok(_)) = (metrics, &done) {
         m.guest().snapshot_took(started.elapsed());
     }
-    state
+    done
 }
