@@ -373,10 +373,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     let events = crate::events::watch(&raft, config.name.clone(), sm.clone(), metrics.clone());
 
     if raft.is_initialized().await? {
-        if config.bootstrap {
-            tracing::info!(node = %config.name, "already initialized; --bs ignored");
-        }
-        elect_if_sole_voter(&raft).await;
+        restarted(config, &raft).await;
     } else if config.bootstrap {
         bootstrap(config, &advertise, &raft, &sm).await?;
     }
@@ -413,10 +410,13 @@ async fn snapshot_by_commands(raft: Raft, sm: StateMachine) {
     }
 }
 
-/// A restarted node that is its cluster's only voter campaigns at once instead of after an
-/// election timeout (1-2 s by default): no other node can lead, so the wait would only delay
-/// its first read and write.
-async fn elect_if_sole_voter(raft: &Raft) {
+/// A node started on an initialized data directory: `--bs` has nothing to do, and a node that
+/// is its cluster's only voter campaigns at once instead of after an election timeout (1-2 s by
+/// default): no other node can lead, so the wait would only delay its first read and write.
+async fn restarted(config: &NodeConfig, raft: &Raft) {
+    if config.bootstrap {
+        tracing::info!(node = %config.name, "already initialized; --bs ignored");
+    }
     let sole = {
         let m = raft.metrics();
         let m = m.borrow_watched();

@@ -6,21 +6,19 @@
 //! last checkpoint (the bytes of the last successful `snapshot` or `restore`) plus a replay of
 //! every command applied since, which is exactly the state before the failed call. The journal of
 //! commands is bounded: past the checkpoint's size (at least [`JOURNAL_MIN_BYTES`], at most
-//! [`JOURNAL_MAX_BYTES`]) a new checkpoint is taken. A checkpoint larger than
-//! [`SPILL_ABOVE_BYTES`] is kept in an unlinked scratch file ([`spill_checkpoints_in`]) rather
-//! than in memory: it is read back only to roll a failed call back, and a node holding a large
-//! state would otherwise carry a second copy of it for nothing.
+//! [`JOURNAL_MAX_BYTES`]) a new checkpoint is taken. Where a checkpoint is kept: see
+//! [`super::checkpoint`].
 
 use super::bindings::Fsm;
+use super::checkpoint::{scratch_file, Checkpoint, SPILL_ABOVE_BYTES};
 use super::context::{EntryContext, GuestEvent, LogLine, Mode};
 use super::error::{bounded, CallError, FsmError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::module::GuestModule;
 use super::stream::Sink;
 use super::wasi::outside_async;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::io::BufWriter;
+use std::sync::Arc;
 use wasmtime::{Store, Trap};
 
 /// Bytes of commands (and their entries) kept for replay before a new checkpoint is taken: the
@@ -35,116 +33,9 @@ const JOURNAL_MAX_BYTES: usize = 16 << 20;
 const JOURNAL_KEEP_CAPACITY: usize = 1 << 20;
 /// Journal bytes per command beyond the command itself: its end offset and entry.
 const JOURNAL_PER_COMMAND: usize = std::mem::size_of::<(usize, EntryContext)>();
-/// Checkpoints larger than this go to a scratch file instead of staying in memory.
-const SPILL_ABOVE_BYTES: usize = 8 << 20;
 /// Fuel for replaying a command during a rebuild: it completed once, so it is given room to
 /// complete again even if the fresh instance's allocator makes it a little costlier.
 const REPLAY_FUEL: u64 = u64::MAX / 4;
-
-/// Where large checkpoints are spilled: set once per process (the node's data directory, so
-/// the scratch file sits on the disk the operator sized for the state, not on a `/tmp` that may
-/// be memory); the system's temporary directory until then.
-static SCRATCH_DIR: OnceLock<PathBuf> = OnceLock::new();
-
-/// Spill large rollback checkpoints into `dir` from now on (the first call wins).
-pub fn spill_checkpoints_in(dir: &Path) {
-    let _ = SCRATCH_DIR.set(dir.to_path_buf());
-}
-
-/// A new unlinked scratch file in the spill directory.
-fn scratch_file() -> std::io::Result<std::fs::File> {
-    let dir = SCRATCH_DIR
-        .get()
-        .cloned()
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::tempfile_in(&dir)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
-}
-
-/// The state a failed call is rolled back to, before the journal is replayed on it.
-#[derive(Debug, Default)]
-enum Checkpoint {
-    /// The empty initial state.
-    #[default]
-    Empty,
-    Memory(Arc<Vec<u8>>),
-    /// In an unlinked file (gone with the process or the next checkpoint).
-    Spilled {
-        file: std::fs::File,
-        len: usize,
-    },
-}
-
-impl Checkpoint {
-    fn new(bytes: Arc<Vec<u8>>) -> Checkpoint {
-        if bytes.len() <= SPILL_ABOVE_BYTES {
-            return Checkpoint::Memory(bytes);
-        }
-        let spilled = scratch_file().and_then(|mut file| {
-            file.write_all(&bytes)?;
-            Ok(file)
-        });
-        match spilled {
-            Ok(file) => Checkpoint::Spilled {
-                file,
-                len: bytes.len(),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
-                Checkpoint::Memory(bytes)
-            }
-        }
-    }
-
-    /// A checkpoint of `state`, which stays where it is (a slice of a snapshot envelope).
-    fn copy_of(state: &[u8]) -> Checkpoint {
-        if state.len() <= SPILL_ABOVE_BYTES {
-            return Checkpoint::Memory(Arc::new(state.to_vec()));
-        }
-        let spilled = scratch_file().and_then(|mut file| {
-            file.write_all(state)?;
-            Ok(file)
-        });
-        match spilled {
-            Ok(file) => Checkpoint::Spilled {
-                file,
-                len: state.len(),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
-                Checkpoint::Memory(Arc::new(state.to_vec()))
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Checkpoint::Empty => 0,
-            Checkpoint::Memory(bytes) => bytes.len(),
-            Checkpoint::Spilled { len, .. } => *len,
-        }
-    }
-
-    /// The checkpoint's bytes (`None`: the empty state).
-    fn load(&mut self) -> std::io::Result<Option<Arc<Vec<u8>>>> {
-        match self {
-            Checkpoint::Empty => Ok(None),
-            Checkpoint::Memory(bytes) => Ok(Some(bytes.clone())),
-            Checkpoint::Spilled { file, len } => {
-                let mut bytes = Vec::with_capacity(*len);
-                file.seek(SeekFrom::Start(0))?;
-                file.take(*len as u64).read_to_end(&mut bytes)?;
-                if bytes.len() != *len {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("{} of {len} bytes", bytes.len()),
-                    ));
-                }
-                Ok(Some(Arc::new(bytes)))
-            }
-        }
-    }
-}
 
 /// What one call produced, and the fuel it burned (equal on every node for equal histories).
 #[derive(Debug, Clone, PartialEq, Eq)]

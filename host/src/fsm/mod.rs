@@ -32,6 +32,7 @@
 //! - `error`: what callers match on.
 
 mod bindings;
+mod checkpoint;
 mod code_cache;
 pub mod context;
 mod error;
@@ -44,9 +45,10 @@ mod wasi;
 
 pub use crate::config::GuestLimits;
 pub use bindings::{Shape, WorldVersion};
+pub use checkpoint::spill_checkpoints_in;
 pub use code_cache::CodeCache;
 pub use context::{EntryContext, GuestEvent, Level, LogLine};
 pub use error::{bounded, CallError, FsmError, GuestError, LoadError, MAX_GUEST_MESSAGE_BYTES};
-pub use machine::{spill_checkpoints_in, GuestFsm, Outcome};
+pub use machine::{GuestFsm, Outcome};
 pub use module::GuestModule;
 pub use spec::{Machine, MachineSpec, NATIVE_GUEST_KV_NAME};
