@@ -352,53 +352,83 @@ fn the_journal_checkpoints_itself_and_rollback_still_sees_every_command() {
     );
 }
 
+/// Sizes of the unlinked files this process holds open in `dir`, smallest first.
+fn scratch_files(dir: &std::path::Path) -> Vec<u64> {
+    let mut sizes: Vec<u64> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| {
+            let fd = fd.ok()?.path();
+            let target = std::fs::read_link(&fd).ok()?;
+            let deleted = target.to_string_lossy().ends_with("(deleted)");
+            (target.starts_with(dir) && deleted)
+                .then(|| std::fs::metadata(&fd).ok().map(|m| m.len()))
+                .flatten()
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes
+}
+
 #[test]
-fn a_large_checkpoint_is_spilled_to_disk_and_rollback_reads_it_back() {
-    // 10 MiB of state: past the size kept in memory, so the checkpoint goes to an unlinked file
-    // in the scratch directory, and a failed call is rolled back from that file.
+fn a_large_checkpoint_and_its_journal_are_spilled_to_disk_and_rollback_reads_them_back() {
+    // 18 MiB of state: past the size kept in memory, so the checkpoint goes to an unlinked file
+    // in the scratch directory. Then 17.4 MiB of overwrites: past the 16 MiB an in-memory
+    // journal may hold, within the state's size, so no checkpoint is taken and the journal is
+    // in a file of its own. A failed call is rolled back from both.
     let scratch = tempfile::tempdir().unwrap();
     host::fsm::spill_checkpoints_in(scratch.path());
-    let mut fsm = load(HOSTILE).start().unwrap();
+    // Room for the hostile guest's buffered snapshot and restore beside its 18 MiB map.
+    let limits = GuestLimits {
+        memory_mib: 256,
+        ..test_limits()
+    };
+    let mut fsm = GuestModule::from_file(Path::new(HOSTILE), limits)
+        .unwrap()
+        .start()
+        .unwrap();
     let value = "v".repeat(4096);
-    for i in 0..2560 {
+    for i in 0..4608 {
         let command = format!("set k{i} {value}");
         fsm.apply(command.as_bytes(), EntryContext::default())
             .unwrap()
             .result
             .unwrap();
     }
-    let state = fsm.snapshot().unwrap();
-    assert!(state.len() > 10 << 20, "{}", state.len());
-    let spilled: Vec<u64> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|fd| {
-            let fd = fd.ok()?.path();
-            let target = std::fs::read_link(&fd).ok()?;
-            let deleted = target.to_string_lossy().ends_with("(deleted)");
-            (target.starts_with(scratch.path()) && deleted)
-                .then(|| std::fs::metadata(&fd).ok().map(|m| m.len()))
-                .flatten()
-        })
-        .collect();
-    assert_eq!(spilled, vec![state.len() as u64], "one spilled checkpoint");
-    drop(state);
-    fsm.apply(b"set extra 1", EntryContext::default())
-        .unwrap()
-        .result
-        .unwrap();
+    let state_len = fsm.snapshot().unwrap().len() as u64;
+    assert!(state_len > 18 << 20, "{state_len}");
+    assert_eq!(
+        scratch_files(scratch.path()),
+        vec![0, state_len],
+        "one spilled checkpoint and an empty journal beside it"
+    );
+    let newer = "w".repeat(4096);
+    for i in 0..4400 {
+        let command = format!("set k{i} {newer}");
+        fsm.apply(command.as_bytes(), EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap();
+    }
+    let files = scratch_files(scratch.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(
+        files[1], state_len,
+        "the checkpoint is the one taken: {files:?}"
+    );
+    // All but what its 1 MiB write buffer holds.
+    assert!(files[0] > 16 << 20, "the journal is on disk: {files:?}");
     let out = fsm
         .apply(b"set-then-trap k0 lost", EntryContext::default())
         .unwrap();
     assert!(out.result.is_err());
     let state = fsm.snapshot().unwrap();
     let text = std::str::from_utf8(&state).unwrap();
-    assert_eq!(text.lines().count(), 2561);
-    assert!(text.lines().any(|l| l == "extra 1"), "the journal replayed");
-    assert!(
-        text.lines()
-            .filter(|l| l.starts_with("k0 "))
-            .all(|l| l.ends_with(&value)),
-        "k0 kept its value"
+    assert_eq!(text.lines().count(), 4608);
+    let rewritten = |l: &&str| l.ends_with(&newer);
+    assert_eq!(
+        text.lines().filter(rewritten).count(),
+        4400,
+        "the journal replayed"
     );
 }
 

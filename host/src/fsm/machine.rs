@@ -4,15 +4,16 @@
 //! Rollback: wasmtime poisons an instance after a trap, and a call that fails halfway may have
 //! changed guest memory. So after any failed call the instance is dropped and rebuilt from the
 //! last checkpoint (the bytes of the last successful `snapshot` or `restore`) plus a replay of
-//! every command applied since, which is exactly the state before the failed call. The journal of
-//! commands is bounded: past the checkpoint's size (at least [`JOURNAL_MIN_BYTES`], at most
-//! [`JOURNAL_MAX_BYTES`]) a new checkpoint is taken. Where a checkpoint is kept: see
-//! [`super::checkpoint`].
+//! the [`Journal`] of every command applied since, which is exactly the state before the failed
+//! call. The journal is bounded: past the checkpoint's size (at least [`JOURNAL_MIN_BYTES`];
+//! at most [`JOURNAL_MAX_BYTES`] while it is kept in memory) a new checkpoint is taken. Where
+//! they are kept: see [`super::checkpoint`] and [`super::journal`].
 
 use super::bindings::Fsm;
 use super::checkpoint::{scratch_file, Checkpoint, SPILL_ABOVE_BYTES};
 use super::context::{EntryContext, GuestEvent, LogLine, Mode};
 use super::error::{bounded, CallError, FsmError, MAX_GUEST_MESSAGE_BYTES};
+use super::journal::Journal;
 use super::limiter::StoreState;
 use super::module::GuestModule;
 use super::stream::Sink;
@@ -22,17 +23,14 @@ use std::sync::Arc;
 use wasmtime::{Store, Trap};
 
 /// Bytes of commands (and their entries) kept for replay before a new checkpoint is taken: the
-/// checkpoint's own size, within these bounds. A checkpoint costs one guest `snapshot`, about
-/// as much work as replaying a journal of the state's size, and the journal is memory a node
-/// holds beside the guest's own, so it stays small: a checkpoint of guest-kv with 10,000 keys
-/// (3 MB, a few ms) comes every 13,000-odd puts of 256-byte values.
+/// checkpoint's own size, at least [`JOURNAL_MIN_BYTES`]. A checkpoint costs one guest
+/// `snapshot`, about as much work as replaying a journal of the state's size, so a rollback
+/// costs at most about two restores of the state. A journal kept in memory (beside a small
+/// checkpoint) is memory a node holds beside the guest's own, so it stays under
+/// [`JOURNAL_MAX_BYTES`]: a checkpoint of guest-kv with 10,000 keys (3 MB, a few ms) comes every
+/// 13,000-odd puts of 256-byte values.
 const JOURNAL_MIN_BYTES: usize = 4 << 20;
 const JOURNAL_MAX_BYTES: usize = 16 << 20;
-/// A journal buffer larger than this is given back at a checkpoint rather than kept for reuse,
-/// so an idle node does not hold the last burst's journal.
-const JOURNAL_KEEP_CAPACITY: usize = 1 << 20;
-/// Journal bytes per command beyond the command itself: its end offset and entry.
-const JOURNAL_PER_COMMAND: usize = std::mem::size_of::<(usize, EntryContext)>();
 /// Fuel for replaying a command during a rebuild: it completed once, so it is given room to
 /// complete again even if the fresh instance's allocator makes it a little costlier.
 const REPLAY_FUEL: u64 = u64::MAX / 4;
@@ -53,12 +51,8 @@ pub struct GuestFsm {
     fsm: Fsm,
     /// State to rebuild from after a failed call.
     checkpoint: Checkpoint,
-    /// Commands applied since `checkpoint`, in order (successful or refused by the guest: both
-    /// ran, and both must run again for the replay to reach the same state). Stored back to back
-    /// in one buffer, with their end offsets and their entries (a replay must see the same
-    /// context), so recording a command allocates nothing.
-    journal: Vec<u8>,
-    journal_ends: Vec<(usize, EntryContext)>,
+    /// Commands applied since `checkpoint`.
+    journal: Journal,
     /// Journal size at which the next checkpoint is attempted. Moves on by
     /// [`JOURNAL_MAX_BYTES`] after a failed checkpoint, so a guest that cannot snapshot (say, at
     /// its memory cap) is not asked again on every command.
@@ -71,7 +65,7 @@ impl std::fmt::Debug for GuestFsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuestFsm")
             .field("module", &self.module)
-            .field("journal_len", &self.journal_ends.len())
+            .field("journal", &self.journal)
             .finish()
     }
 }
@@ -107,8 +101,7 @@ impl GuestFsm {
             store,
             fsm,
             checkpoint: Checkpoint::Empty,
-            journal: Vec::new(),
-            journal_ends: Vec::new(),
+            journal: Journal::default(),
             next_checkpoint_at: JOURNAL_MIN_BYTES,
             events: Vec::new(),
         })
@@ -297,36 +290,32 @@ impl GuestFsm {
     }
 
     fn record(&mut self, command: &[u8], entry: EntryContext) {
-        self.journal.extend_from_slice(command);
-        self.journal_ends.push((self.journal.len(), entry));
-        if self.journal_bytes() > self.next_checkpoint_at {
+        let recorded = self.journal.push(command, entry);
+        if let Err(e) = &recorded {
+            tracing::warn!(error = %e, "cannot write the rollback journal; taking a checkpoint");
+        }
+        if recorded.is_err() || self.journal.bytes() > self.next_checkpoint_at {
             // A failed checkpoint leaves the journal in place; the state is unaffected.
             if let Err(e) = self.checkpoint() {
-                self.next_checkpoint_at = self.journal_bytes() + JOURNAL_MAX_BYTES;
+                self.next_checkpoint_at = self.journal.bytes() + JOURNAL_MAX_BYTES;
                 tracing::warn!(error = %e, "checkpoint of the guest state failed");
             }
         }
     }
 
-    fn journal_bytes(&self) -> usize {
-        self.journal.len() + self.journal_ends.len() * JOURNAL_PER_COMMAND
-    }
-
     /// Replaces the checkpoint with the one `make` builds (after dropping the old one: never
-    /// two spilled copies on disk at once, except while a checkpoint streams to its file).
+    /// two spilled copies on disk at once, except while a checkpoint streams to its file) and
+    /// starts a new journal, spilled beside a spilled checkpoint.
     fn set_checkpoint(&mut self, make: impl FnOnce() -> Checkpoint) {
         self.checkpoint = Checkpoint::Empty;
         self.checkpoint = make();
-        self.journal.clear();
-        self.journal_ends.clear();
-        if self.journal.capacity() > JOURNAL_KEEP_CAPACITY {
-            self.journal = Vec::new();
-        }
-        if self.journal_ends.capacity() * JOURNAL_PER_COMMAND > JOURNAL_KEEP_CAPACITY {
-            self.journal_ends = Vec::new();
-        }
         let size = self.checkpoint.len();
-        self.next_checkpoint_at = size.clamp(JOURNAL_MIN_BYTES, JOURNAL_MAX_BYTES);
+        self.journal
+            .clear(matches!(self.checkpoint, Checkpoint::Spilled { .. }));
+        self.next_checkpoint_at = match self.journal.is_spilled() {
+            true => size.max(JOURNAL_MAX_BYTES),
+            false => size.clamp(JOURNAL_MIN_BYTES, JOURNAL_MAX_BYTES),
+        };
     }
 
     /// Drops the (possibly poisoned) instance and rebuilds the state from the checkpoint plus
@@ -353,20 +342,17 @@ impl GuestFsm {
                 Err(e) => return Err(FsmError::Rebuild(format!("restoring the checkpoint: {e}"))),
             }
         }
-        let mut start = 0;
-        for (i, &(end, entry)) in self.journal_ends.iter().enumerate() {
-            let command = &self.journal[start..end];
-            start = end;
-            let replay = (Mode::Replay, entry);
-            let (result, _) = call(&mut store, &fsm, REPLAY_FUEL, replay, &|fsm, store| {
-                fsm.apply(store, command)
-            });
-            if let Err(e) = result {
-                return Err(FsmError::Rebuild(format!(
-                    "replaying command {i} since the checkpoint: {e}"
-                )));
-            }
-        }
+        self.journal
+            .replay(|i, command, entry| {
+                let replay = (Mode::Replay, entry);
+                let (result, _) = call(&mut store, &fsm, REPLAY_FUEL, replay, &|fsm, store| {
+                    fsm.apply(store, command)
+                });
+                result
+                    .map(|_| ())
+                    .map_err(|e| format!("replaying command {i} since the checkpoint: {e}"))
+            })
+            .map_err(FsmError::Rebuild)?;
         self.store = store;
         self.fsm = fsm;
         Ok(())

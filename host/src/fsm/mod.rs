@@ -36,6 +36,7 @@ mod checkpoint;
 mod code_cache;
 pub mod context;
 mod error;
+mod journal;
 mod limiter;
 mod machine;
 pub mod module;
