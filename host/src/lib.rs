@@ -47,6 +47,7 @@ pub mod proto;
 pub mod restore;
 pub mod seed;
 pub mod service;
+pub mod snapshot_data;
 pub mod store;
 pub mod tls;
 pub mod types;

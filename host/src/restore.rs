@@ -90,7 +90,7 @@ pub async fn restore(config: &NodeConfig, from: &Path) -> Result<BackupHeader, R
     let vote = Vote::new_committed(header.term, leader);
     let snapshot = Snapshot {
         meta,
-        snapshot: envelope.to_vec(),
+        snapshot: envelope.to_vec().into(),
     };
     drop(bytes);
     raft.install_full_snapshot(vote, snapshot)

@@ -130,7 +130,7 @@ pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type Membership = openraft::Membership<NodeId, Member>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 /// A snapshot's bytes (a sealed envelope, see `store::snapshot`), kept in memory.
-pub type SnapshotData = Vec<u8>;
+pub use crate::snapshot_data::SnapshotData;
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotData>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 /// A receiver of openraft's metrics, as `Raft::metrics` hands them out.

@@ -181,7 +181,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SimStateMachine {
         };
         Ok(Snapshot {
             meta,
-            snapshot: self.kv.snapshot(),
+            snapshot: self.kv.snapshot().into(),
         })
     }
 }
@@ -259,6 +259,7 @@ impl RaftStateMachine<TypeConfig> for SimStateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        let snapshot = snapshot.into_bytes()?;
         self.kv = Kv::restore(&snapshot).map_err(|e| io::Error::other(format!("{e:?}")))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();

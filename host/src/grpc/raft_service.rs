@@ -272,7 +272,7 @@ where
         }
         let snapshot = Snapshot {
             meta: header.meta,
-            snapshot: data,
+            snapshot: data.into(),
         };
         let result: Result<_, RaftError<TypeConfig>> = self
             .raft

@@ -11,7 +11,7 @@ pub use removal::{not_member_index, not_member_status, Removals, NOT_MEMBER_HEAD
 use crate::config::MAX_GRPC_MESSAGE_BYTES;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::RaftMessage;
-use crate::types::{Member, NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use crate::types::{Member, NodeId, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::Fatal;
 use openraft::error::{
@@ -356,12 +356,8 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             meta: snapshot.meta,
         })
         .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
-        let data = snapshot.snapshot;
-        let mut messages = vec![RaftMessage { payload: header }];
-        messages.extend(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| RaftMessage {
-            payload: c.to_vec(),
-        }));
-        let mut request = tonic::Request::new(futures::stream::iter(messages));
+        let mut request =
+            tonic::Request::new(snapshot_stream(header, snapshot.snapshot, self.target));
         request.set_timeout(option.hard_ttl());
         let addr = self.addr.clone();
         let target = self.target;
@@ -380,6 +376,42 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             )))
         })
     }
+}
+
+/// The messages of a snapshot stream: `header`, then `data` a chunk at a time, each read (off
+/// the async threads) only as the stream is polled. A chunk that cannot be read ends the stream
+/// early, which the receiver refuses as a truncated snapshot.
+fn snapshot_stream(
+    header: Vec<u8>,
+    data: SnapshotData,
+    target: NodeId,
+) -> impl futures::Stream<Item = RaftMessage> + Send + 'static {
+    let head = futures::stream::iter([RaftMessage { payload: header }]);
+    let data = Arc::new(data);
+    let chunks = futures::stream::unfold(0u64, move |at| {
+        let data = data.clone();
+        async move {
+            if at >= data.len() {
+                return None;
+            }
+            let read = tokio::task::spawn_blocking(move || data.read_at(at, SNAPSHOT_CHUNK_BYTES));
+            match read.await {
+                Ok(Ok(payload)) => {
+                    let next = at + payload.len() as u64;
+                    Some((RaftMessage { payload }, next))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(target, error = %e, "cannot read the snapshot being sent");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(target, error = %e, "cannot read the snapshot being sent");
+                    None
+                }
+            }
+        }
+    });
+    futures::StreamExt::chain(head, chunks)
 }
 
 type AppendStreamResult<'s> = Result<

@@ -87,10 +87,14 @@ impl Service {
             .await
             .map_err(ServiceError::internal)?
             .ok_or_else(|| ServiceError::internal("no snapshot after building one"))?;
-        let header = BackupHeader::new(snapshot.meta, &snapshot.snapshot, &self.inner.name)
+        let (meta, data) = (snapshot.meta, snapshot.snapshot);
+        let state = tokio::task::spawn_blocking(move || data.into_bytes())
+            .await
+            .map_err(ServiceError::internal)?
             .map_err(ServiceError::internal)?;
+        let header =
+            BackupHeader::new(meta, &state, &self.inner.name).map_err(ServiceError::internal)?;
         self.audit(caller, "backup", header.index);
-        let state = snapshot.snapshot;
         // The header, then the state copied a chunk at a time as the reader takes it.
         let chunks = futures::stream::unfold(
             (Some(header.encode()), state, 0),

@@ -12,10 +12,12 @@
 //! `RWSNAP02` no session table. The file adds the openraft
 //! metadata in front: `RWMETA01`, its JSON length (u32 LE), the JSON, then the envelope.
 
-use crate::types::{ModuleRecord, SnapshotMeta};
+use crate::types::{ModuleRecord, SnapshotData, SnapshotMeta};
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 const ENVELOPE_MAGIC: &[u8; 8] = b"RWSNAP05";
@@ -234,6 +236,40 @@ pub fn write(dir: &Path, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), Sna
     Ok(())
 }
 
+/// The metadata of `dir/snapshot.bin`, if there is one, and where its envelope lies in it
+/// (not read, not checked).
+pub fn locate(dir: &Path) -> Result<Option<(SnapshotMeta, SnapshotData)>, SnapshotError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let corrupt = |why: &str| SnapshotError::Corrupt(format!("{}: {why}", path.display()));
+    let size = file.metadata().map_err(io(&path))?.len();
+    let mut head = [0u8; 12];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|_| corrupt("missing RWMETA01 header"))?;
+    if &head[..8] != FILE_MAGIC {
+        return Err(corrupt("missing RWMETA01 header"));
+    }
+    let meta_len = u32::from_le_bytes(head[8..12].try_into().map_err(|_| corrupt("short"))?);
+    let meta_end = 12 + u64::from(meta_len);
+    if meta_end > size {
+        return Err(corrupt("truncated metadata"));
+    }
+    let mut meta = vec![0u8; meta_len as usize];
+    file.read_exact_at(&mut meta, 12).map_err(io(&path))?;
+    let meta: SnapshotMeta =
+        serde_json::from_slice(&meta).map_err(|e| corrupt(&format!("bad metadata: {e}")))?;
+    let envelope = SnapshotData::File {
+        file: Arc::new(file),
+        offset: meta_end,
+        len: size - meta_end,
+    };
+    Ok(Some((meta, envelope)))
+}
+
 /// Reads `dir/snapshot.bin`, if there is one: its metadata and envelope (not yet opened).
 pub fn read(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, SnapshotError> {
     let path = dir.join(SNAPSHOT_FILE);
@@ -297,10 +333,14 @@ mod tests {
     fn file_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).unwrap().is_none());
+        assert!(locate(dir.path()).unwrap().is_none());
         let meta = SnapshotMeta::default();
         write(dir.path(), &meta, &seal(&contents(b"abc"))).unwrap();
         let (back, env) = read(dir.path()).unwrap().unwrap();
         assert_eq!(back, meta);
         assert_eq!(open(&env).unwrap().state, b"abc");
+        let (back, located) = locate(dir.path()).unwrap().unwrap();
+        assert_eq!(back, meta);
+        assert_eq!(located.into_bytes().unwrap(), env);
     }
 }

@@ -90,7 +90,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         }
         Ok(Snapshot {
             meta,
-            snapshot: envelope,
+            snapshot: envelope.into(),
         })
     }
 }
@@ -132,7 +132,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // it: after a crash in between, restart restores this snapshot, never an older one with a
         // log that no longer reaches it.
         let started = Instant::now();
-        let envelope = Arc::new(envelope);
+        let envelope = Arc::new(joined(offload(move || envelope.into_bytes()).await)?);
         let (sm, m, e) = (self.clone(), meta.clone(), envelope.clone());
         joined(offload(move || sm.check_snapshot(&m, &e)).await)?;
         self.persist(meta, envelope.clone()).await?;
@@ -146,10 +146,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The snapshot on disk, located but not read: openraft asks for it at every start only
+    /// for its metadata, and a leader sends it a chunk at a time.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let _guard = self.shared.snapshot_file.lock().await;
         let dir = self.shared.dir.clone();
-        let read = offload(move || snapshot::read(&dir))
+        let read = offload(move || snapshot::locate(&dir))
             .await
             .map_err(|e| snap_err(None, e))?
             .map_err(|e| snap_err(None, e))?;
