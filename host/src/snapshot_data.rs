@@ -14,8 +14,8 @@ use std::sync::Arc;
 /// The bytes of a snapshot envelope, wherever they are.
 #[derive(Debug, Clone)]
 pub enum SnapshotData {
-    /// In memory.
-    Bytes(Vec<u8>),
+    /// In memory (shared: a guest restores from it while a rollback checkpoint keeps it).
+    Bytes(Arc<Vec<u8>>),
     /// `len` bytes from `offset` of an open file (the open handle keeps them readable after the
     /// file is replaced by a newer snapshot).
     File {
@@ -27,7 +27,7 @@ pub enum SnapshotData {
 
 impl From<Vec<u8>> for SnapshotData {
     fn from(bytes: Vec<u8>) -> Self {
-        SnapshotData::Bytes(bytes)
+        SnapshotData::Bytes(Arc::new(bytes))
     }
 }
 
@@ -58,10 +58,29 @@ impl SnapshotData {
         }
     }
 
+    /// `len` bytes from `at` (fewer at the end) as data of their own: for a file, the same file
+    /// (nothing is read); in memory, a copy.
+    pub fn region(&self, at: u64, len: u64) -> SnapshotData {
+        let start = at.min(self.len());
+        let end = self.len().min(start.saturating_add(len));
+        match self {
+            SnapshotData::Bytes(bytes) => {
+                SnapshotData::from(bytes[start as usize..end as usize].to_vec())
+            }
+            SnapshotData::File { file, offset, .. } => SnapshotData::File {
+                file: file.clone(),
+                offset: offset + start,
+                len: end - start,
+            },
+        }
+    }
+
     /// The whole envelope in one buffer. Blocking for a file.
     pub fn into_bytes(self) -> io::Result<Vec<u8>> {
         match self {
-            SnapshotData::Bytes(bytes) => Ok(bytes),
+            SnapshotData::Bytes(bytes) => {
+                Ok(Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone()))
+            }
             data @ SnapshotData::File { .. } => {
                 let len = usize::try_from(data.len()).map_err(io::Error::other)?;
                 data.read_at(0, len)
@@ -87,6 +106,10 @@ mod tests {
         let in_memory = SnapshotData::from(b"ENVELOPE".to_vec());
         for data in [on_disk, in_memory] {
             assert_eq!(data.len(), 8);
+            let inner = data.region(2, 4);
+            assert_eq!(inner.len(), 4);
+            assert_eq!(inner.read_at(1, 10).unwrap(), b"ELO");
+            assert_eq!(data.region(6, 10).into_bytes().unwrap(), b"PE");
             assert_eq!(data.read_at(0, 3).unwrap(), b"ENV");
             assert_eq!(data.read_at(5, 100).unwrap(), b"OPE");
             assert_eq!(data.read_at(8, 10).unwrap(), b"");

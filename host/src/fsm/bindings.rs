@@ -9,6 +9,7 @@ use super::error::{bounded, GuestError, MAX_GUEST_MESSAGE_BYTES};
 use super::limiter::StoreState;
 use super::stream::Sink;
 use super::wasi;
+use crate::snapshot_data::SnapshotData;
 use std::io::Write;
 use std::sync::Arc;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
@@ -257,15 +258,23 @@ impl Fsm {
         Ok((sink, len))
     }
 
-    pub(super) fn restore(&self, store: &mut Store<StoreState>, state: &Arc<Vec<u8>>) -> Guest<()> {
+    /// Restores `state`: 0.3.0 guests read it a piece at a time (from its file, if it is in
+    /// one); earlier ones take it whole.
+    pub(super) fn restore(&self, store: &mut Store<StoreState>, state: &SnapshotData) -> Guest<()> {
+        let whole = || -> wasmtime::Result<Arc<Vec<u8>>> {
+            match state {
+                SnapshotData::Bytes(bytes) => Ok(bytes.clone()),
+                SnapshotData::File { .. } => Ok(Arc::new(state.clone().into_bytes()?)),
+            }
+        };
         Ok(match self {
             Fsm::V1(f) => f
                 .raftwasm_fsm_state_machine()
-                .call_restore(store, state)?
+                .call_restore(store, &whole()?)?
                 .map_err(GuestError::from),
             Fsm::V2(f) => f
                 .raftwasm_fsm_state_machine()
-                .call_restore(store, state)?
+                .call_restore(store, &whole()?)?
                 .map_err(GuestError::from),
             Fsm::V3(f) => {
                 store.data_mut().stream.begin_restore(state.clone());

@@ -3,7 +3,8 @@
 //! ([`spill_checkpoints_in`]) rather than in memory: it is read back only to roll a failed call
 //! back, and a node holding a large state would otherwise carry a second copy of it for nothing.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use crate::snapshot_data::SnapshotData;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -37,9 +38,11 @@ pub(super) enum Checkpoint {
     #[default]
     Empty,
     Memory(Arc<Vec<u8>>),
-    /// In an unlinked file (gone with the process or the next checkpoint).
+    /// `len` bytes from `offset` of a file: an unlinked scratch file (gone with the process or
+    /// the next checkpoint), or the snapshot file the state was restored from.
     Spilled {
-        file: std::fs::File,
+        file: Arc<std::fs::File>,
+        offset: u64,
         len: usize,
     },
 }
@@ -54,14 +57,41 @@ impl Checkpoint {
             Ok(file)
         });
         match spilled {
-            Ok(file) => Checkpoint::Spilled {
-                file,
-                len: bytes.len(),
-            },
+            Ok(file) => Checkpoint::spilled(file, bytes.len()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
                 Checkpoint::Memory(bytes)
             }
+        }
+    }
+
+    /// The `len` bytes a scratch file holds.
+    pub(super) fn spilled(file: std::fs::File, len: usize) -> Checkpoint {
+        Checkpoint::Spilled {
+            file: Arc::new(file),
+            offset: 0,
+            len,
+        }
+    }
+
+    /// A checkpoint of the state a guest was restored from: where it already is (a large state
+    /// in the snapshot file is not copied), or as [`Checkpoint::new`] keeps bytes.
+    pub(super) fn of(state: SnapshotData) -> Checkpoint {
+        if matches!(state, SnapshotData::File { len, .. } if len as usize <= SPILL_ABOVE_BYTES) {
+            match state.clone().into_bytes() {
+                Ok(bytes) => return Checkpoint::Memory(Arc::new(bytes)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the state; the checkpoint refers to its file")
+                }
+            }
+        }
+        match state {
+            SnapshotData::Bytes(bytes) => Checkpoint::new(bytes),
+            SnapshotData::File { file, offset, len } => Checkpoint::Spilled {
+                file,
+                offset,
+                len: len as usize,
+            },
         }
     }
 
@@ -75,10 +105,7 @@ impl Checkpoint {
             Ok(file)
         });
         match spilled {
-            Ok(file) => Checkpoint::Spilled {
-                file,
-                len: state.len(),
-            },
+            Ok(file) => Checkpoint::spilled(file, state.len()),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
                 Checkpoint::Memory(Arc::new(state.to_vec()))
@@ -94,23 +121,17 @@ impl Checkpoint {
         }
     }
 
-    /// The checkpoint's bytes (`None`: the empty state).
-    pub(super) fn load(&mut self) -> std::io::Result<Option<Arc<Vec<u8>>>> {
+    /// The checkpoint's state, to restore (`None`: the empty state). A spilled one is read
+    /// from its file only as the guest restores it.
+    pub(super) fn state(&self) -> Option<SnapshotData> {
         match self {
-            Checkpoint::Empty => Ok(None),
-            Checkpoint::Memory(bytes) => Ok(Some(bytes.clone())),
-            Checkpoint::Spilled { file, len } => {
-                let mut bytes = Vec::with_capacity(*len);
-                file.seek(SeekFrom::Start(0))?;
-                file.take(*len as u64).read_to_end(&mut bytes)?;
-                if bytes.len() != *len {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("{} of {len} bytes", bytes.len()),
-                    ));
-                }
-                Ok(Some(Arc::new(bytes)))
-            }
+            Checkpoint::Empty => None,
+            Checkpoint::Memory(bytes) => Some(SnapshotData::Bytes(bytes.clone())),
+            Checkpoint::Spilled { file, offset, len } => Some(SnapshotData::File {
+                file: file.clone(),
+                offset: *offset,
+                len: *len as u64,
+            }),
         }
     }
 }

@@ -137,4 +137,7 @@ pub enum FsmError {
     /// A fresh instance could not be created.
     #[error("cannot instantiate the guest: {0}")]
     Instantiate(String),
+    /// The state to restore could not be read from its file.
+    #[error("cannot read the state to restore: {0}")]
+    ReadState(std::io::Error),
 }

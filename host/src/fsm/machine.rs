@@ -18,6 +18,7 @@ use super::limiter::StoreState;
 use super::module::GuestModule;
 use super::stream::Sink;
 use super::wasi::outside_async;
+use crate::snapshot_data::SnapshotData;
 use std::io::BufWriter;
 use std::sync::Arc;
 use wasmtime::{Store, Trap};
@@ -241,7 +242,7 @@ impl GuestFsm {
                         message: format!("writing the checkpoint: {}", e.error()),
                     })
                 })?;
-                Checkpoint::Spilled { file, len }
+                Checkpoint::spilled(file, len)
             }
             (Sink::Memory(state), _) => Checkpoint::new(Arc::new(state)),
         };
@@ -271,6 +272,12 @@ impl GuestFsm {
     /// Replaces the whole state with `state` (bytes from some node's [`GuestFsm::snapshot`]).
     /// The restore runs in a fresh instance; on any failure the current state stays as it was.
     pub fn restore(&mut self, state: Arc<Vec<u8>>) -> Result<Outcome<()>, FsmError> {
+        self.restore_from(SnapshotData::Bytes(state))
+    }
+
+    /// [`GuestFsm::restore`] from wherever the state is: a state in a file (a region of the
+    /// snapshot file) is read as the guest takes it, and stays there as the rollback checkpoint.
+    pub fn restore_from(&mut self, state: SnapshotData) -> Result<Outcome<()>, FsmError> {
         let (mut store, fsm) = self.module.new_instance()?;
         let budget = self.module.limits().fuel_per_snapshot;
         let (result, fuel_used) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
@@ -280,7 +287,7 @@ impl GuestFsm {
             Ok(Ok(())) => {
                 self.store = store;
                 self.fsm = fsm;
-                self.set_checkpoint(|| Checkpoint::new(state));
+                self.set_checkpoint(|| Checkpoint::of(state));
                 Ok(())
             }
             Ok(Err(error)) => Err(CallError::Guest { error }),
@@ -322,11 +329,7 @@ impl GuestFsm {
     /// the journal.
     fn rebuild(&mut self) -> Result<(), FsmError> {
         let (mut store, fsm) = self.module.new_instance()?;
-        let checkpoint = self
-            .checkpoint
-            .load()
-            .map_err(|e| FsmError::Rebuild(format!("reading the spilled checkpoint: {e}")))?;
-        if let Some(state) = checkpoint {
+        if let Some(state) = self.checkpoint.state() {
             let budget = self.module.limits().fuel_per_snapshot;
             let (result, _) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
                 fsm.restore(store, &state)

@@ -4,6 +4,7 @@
 
 use super::context::{EntryContext, GuestEvent, LogLine};
 use super::{CallError, FsmError, GuestError, GuestFsm, GuestModule, Outcome};
+use crate::snapshot_data::SnapshotData;
 use guest_kv::schema::Change;
 use guest_kv::{Kv, KvError};
 use sha2::{Digest, Sha256};
@@ -154,9 +155,15 @@ impl Machine {
     }
 
     pub fn restore(&mut self, state: Arc<Vec<u8>>) -> Result<Outcome<()>, FsmError> {
+        self.restore_from(SnapshotData::Bytes(state))
+    }
+
+    /// Restores from wherever the state is (see [`GuestFsm::restore_from`]).
+    pub fn restore_from(&mut self, state: SnapshotData) -> Result<Outcome<()>, FsmError> {
         match self {
-            Machine::Wasm(fsm) => fsm.restore(state),
+            Machine::Wasm(fsm) => fsm.restore_from(state),
             Machine::Native(kv, _) => {
+                let state = state.into_bytes().map_err(FsmError::ReadState)?;
                 let result = Kv::restore(&state)
                     .map(|restored| *kv = restored)
                     .map_err(native_error);

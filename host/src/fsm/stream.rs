@@ -5,9 +5,9 @@
 //! buffer that already holds the head of a snapshot envelope, or straight into a rollback
 //! checkpoint's scratch file, so the host holds no extra copy either.
 
+use crate::snapshot_data::SnapshotData;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::sync::Arc;
 
 /// Most bytes one `restore-read` returns.
 pub const MAX_READ_BYTES: u32 = 1 << 20;
@@ -31,7 +31,7 @@ pub(super) struct SnapshotStream {
     /// `snapshot`).
     out: Option<(Sink, usize)>,
     /// The state being restored and how far the guest has read it (only during `restore`).
-    input: Option<(Arc<Vec<u8>>, usize)>,
+    input: Option<(SnapshotData, u64)>,
 }
 
 impl SnapshotStream {
@@ -55,7 +55,7 @@ impl SnapshotStream {
     }
 
     /// A `restore` call of `state` starts.
-    pub(super) fn begin_restore(&mut self, state: Arc<Vec<u8>>) {
+    pub(super) fn begin_restore(&mut self, state: SnapshotData) {
         self.out = None;
         self.input = Some((state, 0));
     }
@@ -91,9 +91,10 @@ impl SnapshotStream {
             .input
             .as_mut()
             .ok_or("restore-read is only available in restore")?;
-        let end = state.len().min(*at + max.min(MAX_READ_BYTES) as usize);
-        let piece = state[*at..end].to_vec();
-        *at = end;
+        let piece = state
+            .read_at(*at, max.min(MAX_READ_BYTES) as usize)
+            .map_err(|e| format!("the host could not read the state: {e}"))?;
+        *at += piece.len() as u64;
         Ok(piece)
     }
 }
@@ -117,7 +118,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(s.write(b"x").is_err());
-        s.begin_restore(Arc::new(b"abcde".to_vec()));
+        s.begin_restore(SnapshotData::from(b"abcde".to_vec()));
         assert_eq!(s.read(2).unwrap(), b"ab");
         assert_eq!(s.read(10).unwrap(), b"cde");
         assert_eq!(s.read(10).unwrap(), b"");

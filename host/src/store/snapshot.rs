@@ -199,6 +199,132 @@ pub fn open(envelope: &[u8]) -> Result<Contents<'_>, SnapshotError> {
     })
 }
 
+/// An envelope taken apart, owning its parts; the guest state stays where it was (a region of
+/// the snapshot file is not read).
+#[derive(Debug)]
+pub struct Unsealed {
+    pub module_hash: String,
+    pub module: Vec<u8>,
+    pub modules: Vec<ModuleRecord>,
+    pub state: SnapshotData,
+    pub sessions: Vec<u8>,
+    pub clock_ms: u64,
+    pub feed: Vec<u8>,
+}
+
+/// Checks an envelope wherever it is and takes it apart: in memory as [`open`] does, in a file
+/// by reading it through once for the checksum and then only its small parts. Blocking.
+pub fn unseal(envelope: SnapshotData) -> Result<Unsealed, SnapshotError> {
+    let io_err = |e: std::io::Error| SnapshotError::Corrupt(format!("unreadable: {e}"));
+    let current = envelope.read_at(0, 8).map_err(io_err)? == ENVELOPE_MAGIC;
+    if !current || matches!(envelope, SnapshotData::Bytes(_)) {
+        // In memory, or an older layout: take it whole.
+        let bytes = envelope.into_bytes().map_err(io_err)?;
+        let c = open(&bytes)?;
+        let start = c.state.as_ptr() as usize - bytes.as_ptr() as usize;
+        let (module_hash, module, modules) = (c.module_hash, c.module.to_vec(), c.modules);
+        let (sessions, clock_ms, feed) = (c.sessions.to_vec(), c.clock_ms, c.feed.to_vec());
+        let end = start + c.state.len();
+        // The envelope's buffer becomes the state's.
+        let mut state = bytes;
+        state.truncate(end);
+        state.drain(..start);
+        return Ok(Unsealed {
+            module_hash,
+            module,
+            modules,
+            state: SnapshotData::from(state),
+            sessions,
+            clock_ms,
+            feed,
+        });
+    }
+    let corrupt = |why: String| SnapshotError::Corrupt(why);
+    let len = envelope.len();
+    if len < 64 {
+        return Err(corrupt("missing RWSNAP05 header".into()));
+    }
+    let body = len - 4;
+    let mut crc = crc32fast::Hasher::new();
+    let mut at = 0;
+    while at < body {
+        let piece = envelope
+            .read_at(at, (body - at).min(4 << 20) as usize)
+            .map_err(io_err)?;
+        crc.update(&piece);
+        at += piece.len() as u64;
+    }
+    let stored = envelope.read_at(body, 4).map_err(io_err)?;
+    if crc.finalize().to_le_bytes()[..] != stored[..] {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    let mut cursor = Cursor {
+        data: &envelope,
+        at: 8,
+        end: body,
+    };
+    let module_hash = hex::encode(cursor.take(32, "module hash")?);
+    let n = cursor.word("module length")?;
+    let module = cursor.take(n, "module")?;
+    let n = u32::from_le_bytes(
+        cursor
+            .take(4, "history length")?
+            .try_into()
+            .unwrap_or_default(),
+    );
+    let history = cursor.take(u64::from(n), "history")?;
+    let modules: Vec<ModuleRecord> = serde_json::from_slice(&history)
+        .map_err(|e| corrupt(format!("bad module history: {e}")))?;
+    let n = cursor.word("state length")?;
+    let state = cursor.skip(n, "state")?;
+    let n = cursor.word("sessions length")?;
+    let sessions = cursor.take(n, "sessions")?;
+    let clock_ms = cursor.word("clock")?;
+    let n = cursor.word("feed length")?;
+    let feed = cursor.take(n, "change feed")?;
+    if cursor.at != body {
+        return Err(corrupt("trailing bytes".into()));
+    }
+    Ok(Unsealed {
+        module_hash,
+        module,
+        modules,
+        state,
+        sessions,
+        clock_ms,
+        feed,
+    })
+}
+
+/// Reads an envelope's fields in order, within its body.
+struct Cursor<'a> {
+    data: &'a SnapshotData,
+    at: u64,
+    end: u64,
+}
+
+impl Cursor<'_> {
+    fn skip(&mut self, n: u64, what: &str) -> Result<SnapshotData, SnapshotError> {
+        if self.end - self.at < n {
+            return Err(SnapshotError::Corrupt(format!("truncated {what}")));
+        }
+        let region = self.data.region(self.at, n);
+        self.at += n;
+        Ok(region)
+    }
+
+    fn take(&mut self, n: u64, what: &str) -> Result<Vec<u8>, SnapshotError> {
+        self.skip(n, what)?
+            .into_bytes()
+            .map_err(|e| SnapshotError::Corrupt(format!("unreadable {what}: {e}")))
+    }
+
+    fn word(&mut self, what: &str) -> Result<u64, SnapshotError> {
+        let bytes = self.take(8, what)?;
+        Ok(u64::from_le_bytes(bytes.try_into().unwrap_or_default()))
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
         path: path.to_path_buf(),
@@ -341,6 +467,35 @@ mod tests {
         assert_eq!(open(&env).unwrap().state, b"abc");
         let (back, located) = locate(dir.path()).unwrap().unwrap();
         assert_eq!(back, meta);
-        assert_eq!(located.into_bytes().unwrap(), env);
+        assert_eq!(located.clone().into_bytes().unwrap(), env);
+        let on_disk = unseal(located).unwrap();
+        let in_memory = unseal(SnapshotData::from(env.clone())).unwrap();
+        for u in [&on_disk, &in_memory] {
+            let c = contents(b"abc");
+            assert_eq!(u.state.clone().into_bytes().unwrap(), c.state);
+            assert_eq!((u.module_hash.as_str(), &u.module[..]), (HASH, c.module));
+            assert_eq!(u.modules, c.modules);
+            assert_eq!(
+                (&u.sessions[..], u.clock_ms, &u.feed[..]),
+                (c.sessions, c.clock_ms, c.feed)
+            );
+        }
+        assert!(
+            matches!(on_disk.state, SnapshotData::File { .. }),
+            "not read"
+        );
+        // Any damage to the file is refused where it lies, as in memory.
+        for at in [9, 12 + 30, env.len() as u64 / 2, env.len() as u64 + 5] {
+            let path = dir.path().join(SNAPSHOT_FILE);
+            let mut bytes = fs::read(&path).unwrap();
+            let meta_end = bytes.len() - env.len();
+            let i = meta_end + (at as usize).min(env.len() - 1);
+            bytes[i] ^= 0x40;
+            let damaged = dir.path().join("damaged");
+            fs::create_dir_all(&damaged).unwrap();
+            fs::write(damaged.join(SNAPSHOT_FILE), &bytes).unwrap();
+            let (_, data) = locate(&damaged).unwrap().unwrap();
+            assert!(unseal(data).is_err(), "damage at {at} was not noticed");
+        }
     }
 }

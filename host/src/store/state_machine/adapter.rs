@@ -63,7 +63,7 @@ impl StateMachine {
     fn check_snapshot(&self, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), io::Error> {
         let contents = snapshot::open(envelope).map_err(|e| snap_err(Some(meta), e))?;
         if contents.module_hash != self.summary().spec.hash() {
-            self.carried_module(meta, &contents)?;
+            self.carried_module(meta, &contents.module_hash, contents.module)?;
         }
         Ok(())
     }
@@ -139,6 +139,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (sm, m) = (self.clone(), meta.clone());
         // The check and the write are done with it: the buffer is ours alone again.
         let envelope = Arc::try_unwrap(envelope).unwrap_or_else(|shared| (*shared).clone());
+        let envelope = SnapshotData::from(envelope);
         joined(offload(move || sm.restore_into(&mut sm.lock(), &m, envelope)).await)?;
         if let Some(m) = self.metrics() {
             m.raft().snapshot(SnapshotWork::Install, started.elapsed());

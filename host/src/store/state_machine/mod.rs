@@ -24,10 +24,11 @@
 
 use super::modules::{migrate, ModuleRejected, Modules};
 use super::offload::{offload, GuestCallError};
-use super::snapshot::{self, Contents};
+use super::snapshot;
 use crate::fsm::{EntryContext, FsmError, Machine, MachineSpec, Outcome};
 use crate::metrics::guest::Call;
 use crate::metrics::Metrics;
+use crate::snapshot_data::SnapshotData;
 use crate::types::{LogId, ModuleRecord, SnapshotMeta, StoredMembership};
 use sha2::Digest;
 use std::io;
@@ -165,7 +166,7 @@ impl StateMachine {
             sessions: Sessions::default(),
             clock_ms: 0,
         };
-        let on_disk = snapshot::read(&dir).map_err(|e| snap_err(None, e))?;
+        let on_disk = snapshot::locate(&dir).map_err(|e| snap_err(None, e))?;
         let disk_index = on_disk
             .as_ref()
             .map(|(m, _)| m.last_log_id.map_or(0, |l| l.index));
@@ -362,29 +363,23 @@ impl StateMachine {
         .await?)
     }
 
-    /// Replaces `applied` with a snapshot's module and state. Takes the envelope to reuse its
-    /// buffer for the guest state (the checkpoint a rollback restores), so a large state is not
-    /// copied once more on its way in.
+    /// Replaces `applied` with a snapshot's module and state. The envelope may be in memory
+    /// (its buffer becomes the state's) or in the snapshot file, whose state is read only as the
+    /// guest restores it and stays there as the rollback checkpoint: a large state is not copied
+    /// on its way in.
     fn restore_into(
         &self,
         applied: &mut Applied,
         meta: &SnapshotMeta,
-        envelope: Vec<u8>,
+        envelope: SnapshotData,
     ) -> Result<(), io::Error> {
-        let contents = snapshot::open(&envelope).map_err(|e| snap_err(Some(meta), e))?;
-        let spec = self.spec_for(applied, meta, &contents)?;
+        let unsealed = snapshot::unseal(envelope).map_err(|e| snap_err(Some(meta), e))?;
+        let spec = self.spec_for(applied, meta, &unsealed.module_hash, &unsealed.module)?;
         let mut fsm = spec.start().map_err(sm_err)?;
-        let sessions = Sessions::decode(contents.sessions).map_err(|e| snap_err(Some(meta), e))?;
+        let sessions = Sessions::decode(&unsealed.sessions).map_err(|e| snap_err(Some(meta), e))?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        let (modules, clock_ms, feed) =
-            (contents.modules, contents.clock_ms, contents.feed.to_vec());
-        // Where the state lies in the envelope: `open` hands out slices of it.
-        let start = contents.state.as_ptr() as usize - envelope.as_ptr() as usize;
-        let end = start + contents.state.len();
-        let mut state = envelope;
-        state.truncate(end);
-        state.drain(..start);
-        let outcome = fsm.restore(Arc::new(state)).map_err(sm_err)?;
+        let (modules, clock_ms, feed) = (unsealed.modules, unsealed.clock_ms, unsealed.feed);
+        let outcome = fsm.restore_from(unsealed.state).map_err(sm_err)?;
         outcome
             .result
             .map_err(|e| snap_err(Some(meta), format!("guest refused the snapshot: {e}")))?;
@@ -412,25 +407,32 @@ impl StateMachine {
         &self,
         applied: &Applied,
         meta: &SnapshotMeta,
-        contents: &Contents<'_>,
+        module_hash: &str,
+        module: &[u8],
     ) -> Result<MachineSpec, io::Error> {
-        if contents.module_hash == applied.spec.hash() {
+        if module_hash == applied.spec.hash() {
             return Ok(applied.spec.clone());
         }
-        Ok(MachineSpec::Wasm(self.carried_module(meta, contents)?))
+        Ok(MachineSpec::Wasm(self.carried_module(
+            meta,
+            module_hash,
+            module,
+        )?))
     }
 
-    /// Compiles the module a snapshot carries, or says why this node cannot run it.
+    /// Compiles the module a snapshot carries (`module`, whose hash is `module_hash`), or says
+    /// why this node cannot run it.
     fn carried_module(
         &self,
         meta: &SnapshotMeta,
-        contents: &Contents<'_>,
+        module_hash: &str,
+        module: &[u8],
     ) -> Result<crate::fsm::GuestModule, io::Error> {
-        self.shared.modules.compile(contents.module).map_err(|e| {
+        self.shared.modules.compile(module).map_err(|e| {
             snap_err(
                 Some(meta),
                 snapshot::SnapshotError::ModuleMismatch {
-                    found: contents.module_hash.clone(),
+                    found: module_hash.to_string(),
                     reason: e.to_string(),
                 },
             )
