@@ -150,10 +150,13 @@ async fn crash_while_writing_a_snapshot_loses_no_acknowledged_write() {
     wait_for_leader(&[&node]).await;
     let acked = put_many(&node, 200..2_000, 1).await;
     assert!(!node.is_running(), "the failpoint should have fired");
-    assert!(node.data_dir.join("snapshot.bin.tmp").exists());
+    // A built snapshot is written where it will lie, then renamed into place.
+    let unfinished = node.data_dir.join("snapshot.bin.build");
+    assert!(unfinished.exists());
     node.env.clear();
     node.restart(false);
     wait_for_leader(&[&node]).await;
+    assert!(!unfinished.exists(), "the unfinished build is removed at start");
     for i in (0..200).chain(acked) {
         assert_eq!(
             get(&node, &format!("key{i:06}")).await,

@@ -221,6 +221,39 @@ impl GuestFsm {
         }
     }
 
+    /// Writes the guest's full state to `file` from its current position, which is `offset`
+    /// (a snapshot file being built, after its head). That region of the file also becomes the
+    /// rollback checkpoint (read back into memory if it is small). Returns the file, positioned
+    /// after the state, and the state's length.
+    pub fn snapshot_to(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+    ) -> Result<(std::fs::File, u64), FsmError> {
+        let sink = Sink::File(BufWriter::with_capacity(1 << 20, file));
+        let (file, len) = match self.write_snapshot(sink)? {
+            (Sink::File(writer), len) => (writer.into_inner().map_err(|e| e.into_error()), len),
+            (Sink::Memory(_), _) => {
+                return Err(FsmError::Snapshot(CallError::Trap {
+                    message: "internal: the snapshot went to memory".into(),
+                }))
+            }
+        };
+        let written = |e: std::io::Error| {
+            FsmError::Snapshot(CallError::Trap {
+                message: format!("writing the snapshot: {e}"),
+            })
+        };
+        let file = file.map_err(written)?;
+        let region = SnapshotData::File {
+            file: Arc::new(file.try_clone().map_err(written)?),
+            offset,
+            len: len as u64,
+        };
+        self.set_checkpoint(|| Checkpoint::of(region));
+        Ok((file, len as u64))
+    }
+
     /// Takes a new rollback checkpoint. A guest whose last checkpoint was spilled (over
     /// [`SPILL_ABOVE_BYTES`]) writes the new one straight into a scratch file: the host never
     /// holds it in memory.

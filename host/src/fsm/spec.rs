@@ -154,6 +154,26 @@ impl Machine {
         }
     }
 
+    /// Writes the state to `file` at `offset` (see [`GuestFsm::snapshot_to`]).
+    pub fn snapshot_to(
+        &mut self,
+        mut file: std::fs::File,
+        offset: u64,
+    ) -> Result<(std::fs::File, u64), FsmError> {
+        match self {
+            Machine::Wasm(fsm) => fsm.snapshot_to(file, offset),
+            Machine::Native(kv, _) => {
+                let state = kv.snapshot();
+                std::io::Write::write_all(&mut file, &state).map_err(|e| {
+                    FsmError::Snapshot(CallError::Trap {
+                        message: format!("writing the snapshot: {e}"),
+                    })
+                })?;
+                Ok((file, state.len() as u64))
+            }
+        }
+    }
+
     pub fn restore(&mut self, state: Arc<Vec<u8>>) -> Result<Outcome<()>, FsmError> {
         self.restore_from(SnapshotData::Bytes(state))
     }

@@ -7,7 +7,8 @@
 //! - `state_machine`: applying entries, snapshots, the state hash; module switches.
 //! - `modules`: compiled modules by hash, kept on disk once activated; upgrade checks.
 //! - `offload`: the one helper that runs guest calls off the async workers.
-//! - `snapshot`: the snapshot file format; `backup`: the backup file around a snapshot.
+//! - `snapshot`: the snapshot file format; `snapshot_build`: building one in place;
+//!   `backup`: the backup file around a snapshot.
 //! - `verify`: checking a stopped node's log and snapshot (`host wal verify`).
 
 pub mod backup;
@@ -15,6 +16,7 @@ mod log;
 mod modules;
 mod offload;
 mod snapshot;
+mod snapshot_build;
 mod state_machine;
 mod verify;
 pub mod wal;

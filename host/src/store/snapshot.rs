@@ -111,6 +111,7 @@ pub fn begin(
     out
 }
 
+#[cfg(test)]
 /// Completes an envelope [`begin`] started (`state_at`: the head's length) once the guest
 /// state has been appended to it.
 pub fn finish(
@@ -122,15 +123,31 @@ pub fn finish(
 ) -> Vec<u8> {
     let state_len = (out.len() - state_at) as u64;
     out[state_at - 8..state_at].copy_from_slice(&state_len.to_le_bytes());
-    out.reserve(sessions.len() + feed.len() + 28);
+    out.extend_from_slice(&tail(sessions, clock_ms, feed));
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The envelope after the guest state, up to the checksum.
+pub fn tail(sessions: &[u8], clock_ms: u64, feed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sessions.len() + feed.len() + 24);
     out.extend_from_slice(&(sessions.len() as u64).to_le_bytes());
     out.extend_from_slice(sessions);
     out.extend_from_slice(&clock_ms.to_le_bytes());
     out.extend_from_slice(&(feed.len() as u64).to_le_bytes());
     out.extend_from_slice(feed);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// A snapshot file's head: what precedes the envelope.
+pub fn file_head(meta: &SnapshotMeta) -> Result<Vec<u8>, SnapshotError> {
+    let meta_json = serde_json::to_vec(meta).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    let mut head = Vec::with_capacity(12 + meta_json.len());
+    head.extend_from_slice(FILE_MAGIC);
+    head.extend_from_slice(&(meta_json.len() as u32).to_le_bytes());
+    head.extend_from_slice(&meta_json);
+    Ok(head)
 }
 
 /// Checks an envelope's framing and checksum and returns what it holds.
@@ -340,15 +357,12 @@ pub fn verify_envelope(envelope: &[u8]) -> Result<(), SnapshotError> {
 /// Writes `meta` and `envelope` to `dir/snapshot.bin` atomically: temp file, fsync, rename,
 /// fsync of the directory.
 pub fn write(dir: &Path, meta: &SnapshotMeta, envelope: &[u8]) -> Result<(), SnapshotError> {
-    let meta_json = serde_json::to_vec(meta).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    let head = file_head(meta)?;
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     let dest = dir.join(SNAPSHOT_FILE);
     {
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(FILE_MAGIC).map_err(io(&tmp))?;
-        f.write_all(&(meta_json.len() as u32).to_le_bytes())
-            .map_err(io(&tmp))?;
-        f.write_all(&meta_json).map_err(io(&tmp))?;
+        f.write_all(&head).map_err(io(&tmp))?;
         f.write_all(envelope).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }

@@ -6,6 +6,7 @@ use crate::fsm::MachineSpec;
 use crate::metrics::raft::SnapshotWork;
 use crate::store::offload::offload;
 use crate::store::snapshot;
+use crate::store::snapshot_build::{Build, Built};
 use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -15,27 +16,62 @@ use std::sync::Arc;
 use std::time::Instant;
 
 impl StateMachine {
-    /// The guest's state sealed with its module, and what it covers. Blocking. The guest
-    /// writes its state straight into the envelope: a large state is held once, not twice.
-    fn seal(&self) -> Result<(Vec<u8>, SnapshotMeta), io::Error> {
+    /// Builds a snapshot file of the guest's state and what it covers. Blocking. The guest
+    /// writes its state straight into the file; the guest is released before the file is
+    /// checksummed and synced.
+    fn seal(&self) -> Result<(Built, SnapshotMeta), io::Error> {
         let mut applied = self.lock();
-        let module: &[u8] = match &applied.spec {
-            MachineSpec::Wasm(m) => m.bytes(),
-            MachineSpec::NativeGuestKv => &[],
-        };
-        let mut out = snapshot::begin(&applied.spec.hash(), module, &applied.modules, 0);
-        let state_at = out.len();
-        observe::snapshot_into(&mut applied.fsm, self.metrics(), &mut out).map_err(sm_err)?;
-        let sessions = applied.sessions.encode();
-        // The feed changes only under the guest lock held here: it matches the state.
-        let feed = self.feed().encode();
-        self.shared.trigger.taken();
-        let envelope = snapshot::finish(out, state_at, &sessions, applied.clock_ms, &feed);
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership.clone(),
         };
-        Ok((envelope, meta))
+        let module: &[u8] = match &applied.spec {
+            MachineSpec::Wasm(m) => m.bytes(),
+            MachineSpec::NativeGuestKv => &[],
+        };
+        let build = Build::start(
+            &self.shared.dir,
+            &meta,
+            &applied.spec.hash(),
+            module,
+            &applied.modules,
+        )
+        .map_err(|e| snap_err(Some(&meta), e))?;
+        let (file, at) = build.state_writer().map_err(|e| snap_err(Some(&meta), e))?;
+        let (_, state_len) =
+            observe::snapshot_to(&mut applied.fsm, self.metrics(), file, at).map_err(sm_err)?;
+        let sessions = applied.sessions.encode();
+        // The feed changes only under the guest lock held here: it matches the state.
+        let feed = self.feed().encode();
+        let clock_ms = applied.clock_ms;
+        self.shared.trigger.taken();
+        drop(applied);
+        let built = build
+            .finish(state_len, &sessions, clock_ms, &feed)
+            .map_err(|e| snap_err(Some(&meta), e))?;
+        Ok((built, meta))
+    }
+
+    /// Puts a built snapshot file in place, unless the one on disk is as new or newer (see
+    /// [`StateMachine::persist`]). Returns the envelope either way.
+    async fn persist_built(
+        &self,
+        meta: &SnapshotMeta,
+        built: Built,
+    ) -> Result<SnapshotData, io::Error> {
+        let mut on_disk = self.shared.snapshot_file.lock().await;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        if on_disk.is_some_and(|disk| disk >= index) {
+            tracing::info!(index, on_disk = ?*on_disk, "snapshot not written: one as new is on disk");
+            return joined(offload(move || Ok(built.discard())).await);
+        }
+        let dir = self.shared.dir.clone();
+        let envelope = offload(move || built.install(&dir))
+            .await
+            .map_err(|e| snap_err(Some(meta), e))?
+            .map_err(|e| snap_err(Some(meta), format!("cannot write it: {e}")))?;
+        *on_disk = Some(index);
+        Ok(envelope)
     }
 
     /// Writes the snapshot file, unless the one on disk is as new or newer: openraft builds
@@ -80,17 +116,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = Instant::now();
         let sm = self.clone();
-        let (envelope, meta) = joined(offload(move || sm.seal()).await)?;
-        let envelope = Arc::new(envelope);
-        self.persist(&meta, envelope.clone()).await?;
-        // Written: the buffer is ours alone again.
-        let envelope = Arc::try_unwrap(envelope).unwrap_or_else(|shared| (*shared).clone());
+        let (built, meta) = joined(offload(move || sm.seal()).await)?;
+        let envelope = self.persist_built(&meta, built).await?;
         if let Some(m) = self.metrics() {
             m.raft().snapshot(SnapshotWork::Build, started.elapsed());
         }
         Ok(Snapshot {
             meta,
-            snapshot: envelope.into(),
+            snapshot: envelope,
         })
     }
 }

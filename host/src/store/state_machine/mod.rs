@@ -166,6 +166,7 @@ impl StateMachine {
             sessions: Sessions::default(),
             clock_ms: 0,
         };
+        super::snapshot_build::remove_leftover(&dir);
         let on_disk = snapshot::locate(&dir).map_err(|e| snap_err(None, e))?;
         let disk_index = on_disk
             .as_ref()

@@ -64,6 +64,21 @@ pub(super) fn snapshot(
     Ok(Arc::new(state))
 }
 
+/// Writes the guest's whole state to `file` at `offset`, timed (see [`Machine::snapshot_to`]).
+pub(super) fn snapshot_to(
+    fsm: &mut Machine,
+    metrics: Option<&Metrics>,
+    file: std::fs::File,
+    offset: u64,
+) -> Result<(std::fs::File, u64), FsmError> {
+    let started = Instant::now();
+    let done = fsm.snapshot_to(file, offset);
+    if let (Some(m), Ok(_)) = (metrics, &done) {
+        m.guest().snapshot_took(started.elapsed());
+    }
+    done
+}
+
 /// Appends the guest's whole state to `out`, timed: the guest is held, and applies wait, that
 /// long.
 pub(super) fn snapshot_into(
