@@ -156,7 +156,10 @@ async fn crash_while_writing_a_snapshot_loses_no_acknowledged_write() {
     node.env.clear();
     node.restart(false);
     wait_for_leader(&[&node]).await;
-    assert!(!unfinished.exists(), "the unfinished build is removed at start");
+    assert!(
+        !unfinished.exists(),
+        "the unfinished build is removed at start"
+    );
     for i in (0..200).chain(acked) {
         assert_eq!(
             get(&node, &format!("key{i:06}")).await,

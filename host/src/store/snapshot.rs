@@ -236,25 +236,7 @@ pub fn unseal(envelope: SnapshotData) -> Result<Unsealed, SnapshotError> {
     let current = envelope.read_at(0, 8).map_err(io_err)? == ENVELOPE_MAGIC;
     if !current || matches!(envelope, SnapshotData::Bytes(_)) {
         // In memory, or an older layout: take it whole.
-        let bytes = envelope.into_bytes().map_err(io_err)?;
-        let c = open(&bytes)?;
-        let start = c.state.as_ptr() as usize - bytes.as_ptr() as usize;
-        let (module_hash, module, modules) = (c.module_hash, c.module.to_vec(), c.modules);
-        let (sessions, clock_ms, feed) = (c.sessions.to_vec(), c.clock_ms, c.feed.to_vec());
-        let end = start + c.state.len();
-        // The envelope's buffer becomes the state's.
-        let mut state = bytes;
-        state.truncate(end);
-        state.drain(..start);
-        return Ok(Unsealed {
-            module_hash,
-            module,
-            modules,
-            state: SnapshotData::from(state),
-            sessions,
-            clock_ms,
-            feed,
-        });
+        return unseal_bytes(envelope.into_bytes().map_err(io_err)?);
     }
     let corrupt = |why: String| SnapshotError::Corrupt(why);
     let len = envelope.len();
@@ -307,6 +289,27 @@ pub fn unseal(envelope: SnapshotData) -> Result<Unsealed, SnapshotError> {
         module,
         modules,
         state,
+        sessions,
+        clock_ms,
+        feed,
+    })
+}
+
+/// [`unseal`] of an envelope in memory: its buffer becomes the state's.
+fn unseal_bytes(bytes: Vec<u8>) -> Result<Unsealed, SnapshotError> {
+    let c = open(&bytes)?;
+    let start = c.state.as_ptr() as usize - bytes.as_ptr() as usize;
+    let (module_hash, module, modules) = (c.module_hash, c.module.to_vec(), c.modules);
+    let (sessions, clock_ms, feed) = (c.sessions.to_vec(), c.clock_ms, c.feed.to_vec());
+    let end = start + c.state.len();
+    let mut state = bytes;
+    state.truncate(end);
+    state.drain(..start);
+    Ok(Unsealed {
+        module_hash,
+        module,
+        modules,
+        state: SnapshotData::from(state),
         sessions,
         clock_ms,
         feed,
