@@ -62,12 +62,19 @@ impl Build {
         modules: &[ModuleRecord],
     ) -> Result<Build, SnapshotError> {
         let path = dir.join(BUILD_FILE);
+        // A build that failed after the guest wrote its state may have left its file here, and
+        // that state is still the rollback checkpoint, read through an open handle: unlinked,
+        // not overwritten.
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
         // Read as well as written: the checksum is read back from it.
         let mut file = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .map_err(io(&path))?;
         let head = snapshot::file_head(meta)?;
