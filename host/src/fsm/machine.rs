@@ -52,8 +52,8 @@ pub struct GuestFsm {
     fsm: Fsm,
     /// State to rebuild from after a failed call.
     checkpoint: Checkpoint,
-    /// Commands applied since `checkpoint`.
-    journal: Journal,
+    /// Commands applied since `checkpoint` (boxed: a `Machine` holds this or a native map).
+    journal: Box<Journal>,
     /// Journal size at which the next checkpoint is attempted. Moves on by
     /// [`JOURNAL_MAX_BYTES`] after a failed checkpoint, so a guest that cannot snapshot (say, at
     /// its memory cap) is not asked again on every command.
@@ -102,7 +102,7 @@ impl GuestFsm {
             store,
             fsm,
             checkpoint: Checkpoint::Empty,
-            journal: Journal::default(),
+            journal: Box::default(),
             next_checkpoint_at: JOURNAL_MIN_BYTES,
             events: Vec::new(),
         })
