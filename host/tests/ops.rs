@@ -263,8 +263,12 @@ async fn health_probes_follow_readiness() {
         .await;
         assert_eq!(status, ServingStatus::Serving);
     }
-    let (_, samples) = scrape(&leader).await;
-    assert!(value(&samples, "raftwasm_raft_elections_started_total") >= 1.0);
+    // The election is counted by a watcher that lets metrics settle first: it may trail readiness.
+    wait_for("the election counted", || async {
+        let (_, samples) = scrape(&leader).await;
+        (value(&samples, "raftwasm_raft_elections_started_total") >= 1.0).then_some(())
+    })
+    .await;
 }
 
 /// A put on `node`, refused with 503 `not_member`: the error body.
