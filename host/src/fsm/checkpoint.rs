@@ -37,101 +37,88 @@ pub(super) enum Checkpoint {
     /// The empty initial state.
     #[default]
     Empty,
-    Memory(Arc<Vec<u8>>),
-    /// `len` bytes from `offset` of a file: an unlinked scratch file (gone with the process or
-    /// the next checkpoint), or the snapshot file the state was restored from.
-    Spilled {
-        file: Arc<std::fs::File>,
-        offset: u64,
-        len: usize,
-    },
+    /// In memory, or in a file: an unlinked scratch file (gone with the process or the next
+    /// checkpoint), or the snapshot file the state was restored from or built into.
+    State(SnapshotData),
 }
 
 impl Checkpoint {
+    /// A checkpoint of `bytes`: kept as they are, or spilled if they are large.
     pub(super) fn new(bytes: Arc<Vec<u8>>) -> Checkpoint {
         if bytes.len() <= SPILL_ABOVE_BYTES {
-            return Checkpoint::Memory(bytes);
+            return Checkpoint::State(SnapshotData::Bytes(bytes));
         }
-        let spilled = scratch_file().and_then(|mut file| {
-            file.write_all(&bytes)?;
-            Ok(file)
-        });
-        match spilled {
+        match spill(&bytes) {
             Ok(file) => Checkpoint::spilled(file, bytes.len()),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
-                Checkpoint::Memory(bytes)
-            }
-        }
-    }
-
-    /// The `len` bytes a scratch file holds.
-    pub(super) fn spilled(file: std::fs::File, len: usize) -> Checkpoint {
-        Checkpoint::Spilled {
-            file: Arc::new(file),
-            offset: 0,
-            len,
-        }
-    }
-
-    /// A checkpoint of the state a guest was restored from: where it already is (a large state
-    /// in the snapshot file is not copied), or as [`Checkpoint::new`] keeps bytes.
-    pub(super) fn of(state: SnapshotData) -> Checkpoint {
-        if matches!(state, SnapshotData::File { len, .. } if len as usize <= SPILL_ABOVE_BYTES) {
-            match state.clone().into_bytes() {
-                Ok(bytes) => return Checkpoint::Memory(Arc::new(bytes)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the state; the checkpoint refers to its file")
-                }
-            }
-        }
-        match state {
-            SnapshotData::Bytes(bytes) => Checkpoint::new(bytes),
-            SnapshotData::File { file, offset, len } => Checkpoint::Spilled {
-                file,
-                offset,
-                len: len as usize,
-            },
+            Err(_) => Checkpoint::State(SnapshotData::Bytes(bytes)),
         }
     }
 
     /// A checkpoint of `state`, which stays where it is (a slice of a snapshot envelope).
     pub(super) fn copy_of(state: &[u8]) -> Checkpoint {
-        if state.len() <= SPILL_ABOVE_BYTES {
-            return Checkpoint::Memory(Arc::new(state.to_vec()));
-        }
-        let spilled = scratch_file().and_then(|mut file| {
-            file.write_all(state)?;
-            Ok(file)
-        });
-        match spilled {
-            Ok(file) => Checkpoint::spilled(file, state.len()),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
-                Checkpoint::Memory(Arc::new(state.to_vec()))
+        if state.len() > SPILL_ABOVE_BYTES {
+            if let Ok(file) = spill(state) {
+                return Checkpoint::spilled(file, state.len());
             }
+        }
+        Checkpoint::State(SnapshotData::from(state.to_vec()))
+    }
+
+    /// The `len` bytes a scratch file holds.
+    pub(super) fn spilled(file: std::fs::File, len: usize) -> Checkpoint {
+        Checkpoint::State(SnapshotData::File {
+            file: Arc::new(file),
+            offset: 0,
+            len: len as u64,
+        })
+    }
+
+    /// A checkpoint of the state a guest was restored from or wrote: where it already is (a
+    /// large state in the snapshot file is not copied), or as [`Checkpoint::new`] keeps bytes.
+    pub(super) fn of(state: SnapshotData) -> Checkpoint {
+        match state {
+            SnapshotData::Bytes(bytes) => Checkpoint::new(bytes),
+            file if file.len() as usize <= SPILL_ABOVE_BYTES => match file.clone().into_bytes() {
+                Ok(bytes) => Checkpoint::State(SnapshotData::from(bytes)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the state; the checkpoint refers to its file");
+                    Checkpoint::State(file)
+                }
+            },
+            file => Checkpoint::State(file),
         }
     }
 
     pub(super) fn len(&self) -> usize {
         match self {
             Checkpoint::Empty => 0,
-            Checkpoint::Memory(bytes) => bytes.len(),
-            Checkpoint::Spilled { len, .. } => *len,
+            Checkpoint::State(state) => state.len() as usize,
         }
     }
 
-    /// The checkpoint's state, to restore (`None`: the empty state). A spilled one is read
-    /// from its file only as the guest restores it.
+    /// Whether it is in a file rather than in memory.
+    pub(super) fn is_spilled(&self) -> bool {
+        matches!(self, Checkpoint::State(SnapshotData::File { .. }))
+    }
+
+    /// The checkpoint's state, to restore (`None`: the empty state). One in a file is read
+    /// only as the guest restores it.
     pub(super) fn state(&self) -> Option<SnapshotData> {
         match self {
             Checkpoint::Empty => None,
-            Checkpoint::Memory(bytes) => Some(SnapshotData::Bytes(bytes.clone())),
-            Checkpoint::Spilled { file, offset, len } => Some(SnapshotData::File {
-                file: file.clone(),
-                offset: *offset,
-                len: *len as u64,
-            }),
+            Checkpoint::State(state) => Some(state.clone()),
         }
     }
+}
+
+/// `bytes` in a new scratch file (an error is logged: the caller keeps them in memory).
+fn spill(bytes: &[u8]) -> std::io::Result<std::fs::File> {
+    let spilled = scratch_file().and_then(|mut file| {
+        file.write_all(bytes)?;
+        Ok(file)
+    });
+    if let Err(e) = &spilled {
+        tracing::warn!(error = %e, "cannot spill the rollback checkpoint; it stays in memory");
+    }
+    spilled
 }

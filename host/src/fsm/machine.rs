@@ -350,8 +350,7 @@ impl GuestFsm {
         self.checkpoint = Checkpoint::Empty;
         self.checkpoint = make();
         let size = self.checkpoint.len();
-        self.journal
-            .clear(matches!(self.checkpoint, Checkpoint::Spilled { .. }));
+        self.journal.clear(self.checkpoint.is_spilled());
         self.next_checkpoint_at = match self.journal.is_spilled() {
             true => size.max(JOURNAL_MAX_BYTES),
             false => size.clamp(JOURNAL_MIN_BYTES, JOURNAL_MAX_BYTES),

@@ -395,14 +395,10 @@ fn snapshot_stream(
                 return None;
             }
             let read = tokio::task::spawn_blocking(move || data.read_at(at, SNAPSHOT_CHUNK_BYTES));
-            match read.await {
-                Ok(Ok(payload)) => {
+            match read.await.map_err(std::io::Error::other).and_then(|r| r) {
+                Ok(payload) => {
                     let next = at + payload.len() as u64;
                     Some((RaftMessage { payload }, next))
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(target, error = %e, "cannot read the snapshot being sent");
-                    None
                 }
                 Err(e) => {
                     tracing::warn!(target, error = %e, "cannot read the snapshot being sent");

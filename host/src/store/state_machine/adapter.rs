@@ -61,8 +61,7 @@ impl StateMachine {
     ) -> Result<SnapshotData, io::Error> {
         let mut on_disk = self.shared.snapshot_file.lock().await;
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        if on_disk.is_some_and(|disk| disk >= index) {
-            tracing::info!(index, on_disk = ?*on_disk, "snapshot not written: one as new is on disk");
+        if !newer_than_disk(*on_disk, index) {
             return joined(offload(move || Ok(built.discard())).await);
         }
         let dir = self.shared.dir.clone();
@@ -81,8 +80,7 @@ impl StateMachine {
     async fn persist(&self, meta: &SnapshotMeta, envelope: Arc<Vec<u8>>) -> Result<(), io::Error> {
         let mut on_disk = self.shared.snapshot_file.lock().await;
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        if on_disk.is_some_and(|disk| disk >= index) {
-            tracing::info!(index, on_disk = ?*on_disk, "snapshot not written: one as new is on disk");
+        if !newer_than_disk(*on_disk, index) {
             return Ok(());
         }
         let (dir, meta2, env) = (self.shared.dir.clone(), meta.clone(), envelope);
@@ -103,6 +101,19 @@ impl StateMachine {
         }
         Ok(())
     }
+}
+
+/// Whether a snapshot up to `index` may replace the one on disk (up to `on_disk`, if any).
+fn newer_than_disk(on_disk: Option<u64>, index: u64) -> bool {
+    let newer = on_disk.is_none_or(|disk| disk < index);
+    if !newer {
+        tracing::info!(
+            index,
+            ?on_disk,
+            "snapshot not written: one as new is on disk"
+        );
+    }
+    newer
 }
 
 /// An offloaded call's failure as storage errors are reported to openraft.
