@@ -51,3 +51,4 @@ pub mod snapshot_data;
 pub mod store;
 pub mod tls;
 pub mod types;
+pub mod wire_bytes;

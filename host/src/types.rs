@@ -40,6 +40,7 @@ pub struct SessionRef {
 /// One guest command as logged, with its session if it has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
+    #[serde(with = "crate::wire_bytes")]
     pub bytes: Vec<u8>,
     pub session: Option<SessionRef>,
 }
@@ -56,7 +57,11 @@ pub enum Request {
     /// anything fails the old guest stays, on every node. A `seed` entry is a new cluster's first
     /// module: it starts empty (nothing has been applied before it) and is ignored once any
     /// module entry has been applied.
-    Module { bytes: Vec<u8>, seed: bool },
+    Module {
+        #[serde(with = "crate::wire_bytes")]
+        bytes: Vec<u8>,
+        seed: bool,
+    },
     /// A batch of which some commands belong to client sessions (a batch without any is
     /// logged as [`Request::Commands`]).
     Batch(Vec<Command>),
