@@ -5,9 +5,11 @@
 //! `bin/host.rs` maps its flag groups onto these groups one to one; tests and benchmarks build
 //! them directly. [`NodeConfig::validate`] runs before a node starts.
 
+mod runtime;
 mod security;
 mod watch;
 
+pub use runtime::{default_worker_threads, MAX_WORKER_THREADS};
 pub use security::{AuthConfig, TlsConfig};
 pub use watch::{
     WatchConfig, DEFAULT_WATCH_HISTORY_BYTES, DEFAULT_WATCH_HISTORY_ENTRIES,

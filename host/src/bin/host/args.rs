@@ -34,6 +34,16 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Tokio worker threads for the node's async work (guest calls and log writes have threads
+    /// of their own). Default: half the cores, at least 1.
+    #[arg(
+        long,
+        env = "RAFTWASM_WORKER_THREADS",
+        default_value_t = config::default_worker_threads() as u16,
+        value_parser = clap::value_parser!(u16).range(1..=config::MAX_WORKER_THREADS as i64),
+        global = true
+    )]
+    pub worker_threads: u16,
     /// This node's id (letters, digits, '-', '_', '.').
     #[arg(long, env = "RAFTWASM_ID", required = true)]
     pub id: Option<String>,

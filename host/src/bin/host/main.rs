@@ -16,9 +16,17 @@ use std::io::IsTerminal;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = args::Cli::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.worker_threads.into())
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: args::Cli) -> Result<()> {
     init_logging(cli.log_format);
     if let Some(command) = cli.command {
         return run_command(command).await;
