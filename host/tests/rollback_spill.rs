@@ -2,7 +2,7 @@
 //! its own, because the spill directory is set once per process and the test counts the files
 //! in it (other tests' large states would spill there too).
 
-use host::fsm::{EntryContext, GuestLimits, GuestModule};
+use host::fsm::{EntryContext, GuestFsm, GuestLimits, GuestModule};
 use host::snapshot_data::SnapshotData;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -16,6 +16,27 @@ fn scratch() -> (&'static Path, std::sync::MutexGuard<'static, ()>) {
     let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path();
     host::fsm::spill_checkpoints_in(dir);
     (dir, ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The hostile guest with room for its buffered snapshot and restore beside a map of 18 MiB.
+fn hostile() -> GuestModule {
+    let limits = GuestLimits {
+        fuel_per_apply: 10_000_000,
+        fuel_per_snapshot: 1_000_000_000,
+        memory_mib: 256,
+    };
+    GuestModule::from_file(Path::new(HOSTILE), limits).unwrap()
+}
+
+/// Sets keys `k0`..`k{keys - 1}` to `value`, each command applied on its own.
+fn set_keys(fsm: &mut GuestFsm, keys: usize, value: &str) {
+    for i in 0..keys {
+        let command = format!("set k{i} {value}");
+        fsm.apply(command.as_bytes(), EntryContext::default())
+            .unwrap()
+            .result
+            .unwrap();
+    }
 }
 
 /// Sizes of the unlinked files this process holds open in `dir`, smallest first.
@@ -42,24 +63,8 @@ fn a_large_checkpoint_and_its_journal_are_spilled_to_disk_and_rollback_reads_the
     // journal may hold, within the state's size, so no checkpoint is taken and the journal is
     // in a file of its own. A failed call is rolled back from both.
     let (scratch, _one_at_a_time) = scratch();
-    // Room for the hostile guest's buffered snapshot and restore beside its 18 MiB map.
-    let limits = GuestLimits {
-        fuel_per_apply: 10_000_000,
-        fuel_per_snapshot: 1_000_000_000,
-        memory_mib: 256,
-    };
-    let mut fsm = GuestModule::from_file(Path::new(HOSTILE), limits)
-        .unwrap()
-        .start()
-        .unwrap();
-    let value = "v".repeat(4096);
-    for i in 0..4608 {
-        let command = format!("set k{i} {value}");
-        fsm.apply(command.as_bytes(), EntryContext::default())
-            .unwrap()
-            .result
-            .unwrap();
-    }
+    let mut fsm = hostile().start().unwrap();
+    set_keys(&mut fsm, 4608, &"v".repeat(4096));
     let state_len = fsm.snapshot().unwrap().len() as u64;
     assert!(state_len > 18 << 20, "{state_len}");
     assert_eq!(
@@ -68,13 +73,7 @@ fn a_large_checkpoint_and_its_journal_are_spilled_to_disk_and_rollback_reads_the
         "one spilled checkpoint and an empty journal beside it"
     );
     let newer = "w".repeat(4096);
-    for i in 0..4400 {
-        let command = format!("set k{i} {newer}");
-        fsm.apply(command.as_bytes(), EntryContext::default())
-            .unwrap()
-            .result
-            .unwrap();
-    }
+    set_keys(&mut fsm, 4400, &newer);
     let files = scratch_files(scratch);
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(
@@ -103,22 +102,10 @@ fn a_state_restored_from_a_file_is_rolled_back_to_from_that_file() {
     // A guest restored from a region of a file (a snapshot on disk) keeps that region as its
     // checkpoint: no copy of the state goes to the scratch directory, only a journal.
     let (scratch, _one_at_a_time) = scratch();
-    let limits = GuestLimits {
-        fuel_per_apply: 10_000_000,
-        fuel_per_snapshot: 1_000_000_000,
-        memory_mib: 256,
-    };
-    let module = GuestModule::from_file(Path::new(HOSTILE), limits).unwrap();
+    let module = hostile();
     let mut source = module.start().unwrap();
     let value = "v".repeat(4096);
-    for i in 0..3072 {
-        let command = format!("set k{i} {value}");
-        source
-            .apply(command.as_bytes(), EntryContext::default())
-            .unwrap()
-            .result
-            .unwrap();
-    }
+    set_keys(&mut source, 3072, &value);
     let state = source.snapshot().unwrap();
     drop(source);
     let dir = tempfile::tempdir().unwrap();
