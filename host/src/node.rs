@@ -347,6 +347,7 @@ pub async fn start(config: &NodeConfig, advertise: String) -> Result<Started, No
     let segment_bytes = config.storage.wal_segment_bytes;
     let log =
         LogStore::open(&dir, segment_bytes, Some(metrics.storage().clone())).map_err(storage)?;
+    log.set_node(node_id(&config.name));
     let sm = {
         let (dir, spec, metrics) = (dir.clone(), configured.clone(), metrics.clone());
         let retention = Retention {

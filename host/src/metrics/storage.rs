@@ -12,6 +12,7 @@ pub struct StorageMetrics {
     segments: IntGauge,
     reused: IntCounter,
     log_bytes: IntGauge,
+    inline: IntCounter,
 }
 
 impl std::fmt::Debug for StorageMetrics {
@@ -61,6 +62,14 @@ impl StorageMetrics {
                     "Bytes the log's segment files take on disk (they are preallocated).",
                 )),
             )?,
+            inline: register(
+                registry,
+                IntCounter::with_opts(Opts::new(
+                    name("wal_inline_writes_total"),
+                    "Appends a follower wrote and synced on the thread that received them \
+                     (its log was idle), not handed to the log's writer thread.",
+                )),
+            )?,
         })
     }
 
@@ -78,6 +87,11 @@ impl StorageMetrics {
     pub fn segments(&self, count: usize, bytes: u64) {
         self.segments.set(count as i64);
         self.log_bytes.set(bytes as i64);
+    }
+
+    /// An append was written on the receiving thread.
+    pub fn inline_write(&self) {
+        self.inline.inc();
     }
 
     /// A new segment reused a deleted one's file.

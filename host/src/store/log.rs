@@ -1,18 +1,20 @@
 //! The Raft log and vote, durable in the write-ahead log of [`super::wal`]
 //! (`<data-dir>/wal/`).
 //!
-//! Writes go through one writer thread that appends everything queued since its last sync as one
-//! batch of records with one `fdatasync`: concurrent appends share fsyncs. `append` returns as
-//! soon as the entries are queued and readable (they sit in `unflushed` until written) and
-//! openraft is told through the flush callback once they are on disk, so nothing is acknowledged
-//! before it is durable. Vote, truncate and purge wait for their sync.
+//! Writes go through [`super::log_writer`]: one writer thread that appends everything queued
+//! since its last sync as one batch with one `fdatasync`, or a follower's append written inline
+//! when the log is idle. `append` returns once the entries are readable (they sit in
+//! `unflushed` until written) and openraft is told through the flush callback once they are on
+//! disk, so nothing is acknowledged before it is durable. Vote, truncate and purge wait for
+//! their sync.
 //!
 //! A data directory written by an older version keeps its log in `raft.redb`; the first open
 //! copies it into a new write-ahead log and renames the database to `raft.redb.imported`.
 
+use super::log_writer::{Done, Unflushed, WriteOp, Writer};
 use super::wal::{Record, Wal, WalReader, DEFAULT_SEGMENT_BYTES};
 use crate::metrics::storage::StorageMetrics;
-use crate::types::{Entry, LogId, TypeConfig, Vote};
+use crate::types::{Entry, LogId, NodeId, TypeConfig, Vote};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::RaftLogReader;
 use std::collections::BTreeMap;
@@ -20,15 +22,13 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Metadata keys in the write-ahead log.
 pub(super) const VOTE_KEY: u8 = 1;
 const COMMITTED_KEY: u8 = 2;
 pub(super) const PURGED_KEY: u8 = 3;
-/// Most queued operations folded into one sync.
-const MAX_BATCH: usize = 4096;
 
 fn read_err(e: impl ToString) -> io::Error {
     io::Error::other(format!("reading the log: {}", e.to_string()))
@@ -37,9 +37,6 @@ fn read_err(e: impl ToString) -> io::Error {
 fn write_err(e: impl ToString) -> io::Error {
     io::Error::other(format!("writing the log: {}", e.to_string()))
 }
-
-/// A batch's outcome, shared by every operation in it (an `io::Error` is not `Clone`).
-type Done = oneshot::Sender<Result<(), Arc<io::Error>>>;
 
 /// An old redb log could not be imported.
 #[derive(Debug, thiserror::Error)]
@@ -50,40 +47,10 @@ struct ImportError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// One queued write; the writer thread syncs a batch of them at once.
-enum WriteOp {
-    Append {
-        entries: Vec<(u64, Vec<u8>)>,
-        callback: IOFlushed<TypeConfig>,
-    },
-    Meta {
-        key: u8,
-        value: Vec<u8>,
-        done: Done,
-    },
-    /// Metadata that is safe to lose (the committed id): written with the next sync, and
-    /// never the reason for one.
-    Lazy {
-        key: u8,
-        value: Vec<u8>,
-    },
-    /// Delete entries with index >= the given one.
-    Truncate {
-        from: u64,
-        done: Done,
-    },
-    /// Delete entries with index <= `upto` and record `record` (the encoded last purged log id).
-    Purge {
-        upto: u64,
-        record: Vec<u8>,
-        done: Done,
-    },
-}
-
 struct Shared {
     wal: WalReader,
-    /// Entries queued for the writer but not yet written, so readers see them at once.
-    unflushed: Mutex<BTreeMap<u64, Entry>>,
+    /// Entries appended but not yet written, so readers see them at once.
+    unflushed: Arc<Unflushed>,
 }
 
 /// openraft's log storage over the write-ahead log. Cheap to clone; clones share the log and
@@ -91,7 +58,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
-    writer: mpsc::Sender<WriteOp>,
+    writer: Writer,
 }
 
 impl Debug for LogStore {
@@ -115,20 +82,22 @@ impl LogStore {
         }
         let mut wal = Wal::open(&dir, segment_bytes)
             .map_err(|e| write_err(format!("{}: {e}", dir.display())))?;
-        if let Some(metrics) = metrics {
-            wal.set_metrics(metrics);
+        if let Some(metrics) = &metrics {
+            wal.set_metrics(metrics.clone());
         }
         let shared = Arc::new(Shared {
             wal: wal.reader(),
-            unflushed: Mutex::new(BTreeMap::new()),
+            unflushed: Arc::default(),
         });
-        let (writer, rx) = mpsc::channel();
-        let for_writer = shared.clone();
-        std::thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || writer_loop(wal, &for_writer, &rx))
-            .map_err(write_err)?;
+        let writer = Writer::start(wal, shared.unflushed.clone(), metrics).map_err(write_err)?;
         Ok(LogStore { shared, writer })
+    }
+
+    /// Tells the log which node it belongs to: from then on, appends of entries another node's
+    /// leader made (this node following) are written on the receiving thread when the log is
+    /// idle (see [`super::log_writer`]).
+    pub fn set_node(&self, node: NodeId) {
+        self.writer.set_node(node);
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: u8) -> Result<Option<T>, io::Error> {
@@ -140,9 +109,7 @@ impl LogStore {
 
     async fn submit(&self, op: impl FnOnce(Done) -> WriteOp) -> Result<(), io::Error> {
         let (done, rx) = oneshot::channel();
-        self.writer
-            .send(op(done))
-            .map_err(|_| write_err("log writer thread stopped"))?;
+        self.writer.send(op(done))?;
         rx.await
             .map_err(|_| write_err("log writer thread stopped"))?
             .map_err(io::Error::other)
@@ -234,82 +201,6 @@ fn import_redb(path: &Path, dir: &Path) -> Result<(), ImportError> {
         .map_err(|x| e(x.into()))
 }
 
-fn writer_loop(mut wal: Wal, shared: &Shared, rx: &mpsc::Receiver<WriteOp>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let sync = batch.iter().any(|op| !matches!(op, WriteOp::Lazy { .. }));
-        let result = write_batch(&mut wal, &batch, sync).map_err(Arc::new);
-        if let Err(e) = &result {
-            // The log refuses every later write (see `Wal`); openraft stops on this error and
-            // the node with it.
-            tracing::error!(error = %e, "writing the log failed; nothing more is acknowledged");
-        }
-        let mut flushed_upto = None;
-        for op in batch {
-            match op {
-                WriteOp::Append { entries, callback } => {
-                    if let Some((last, _)) = entries.last() {
-                        flushed_upto = Some(*last);
-                    }
-                    callback.io_completed(result.clone().map_err(io::Error::other));
-                }
-                WriteOp::Meta { done, .. }
-                | WriteOp::Truncate { done, .. }
-                | WriteOp::Purge { done, .. } => {
-                    let _ = done.send(result.clone());
-                }
-                WriteOp::Lazy { .. } => {
-                    if let Err(e) = &result {
-                        tracing::warn!(error = %e, "saving the committed log id failed");
-                    }
-                }
-            }
-        }
-        if let (Ok(()), Some(upto)) = (&result, flushed_upto) {
-            let mut unflushed = shared.unflushed.lock().unwrap_or_else(|p| p.into_inner());
-            // Entries up to `upto` are now readable from the log files.
-            let rest = unflushed.split_off(&(upto + 1));
-            *unflushed = rest;
-        }
-    }
-}
-
-fn write_batch(wal: &mut Wal, batch: &[WriteOp], sync: bool) -> std::io::Result<()> {
-    let mut records = Vec::new();
-    for op in batch {
-        match op {
-            WriteOp::Append { entries, .. } => {
-                records.extend(entries.iter().map(|(index, bytes)| Record::Entry {
-                    index: *index,
-                    bytes,
-                }));
-            }
-            WriteOp::Meta { key, value, .. } | WriteOp::Lazy { key, value } => {
-                records.push(Record::Meta { key: *key, value })
-            }
-            WriteOp::Truncate { from, .. } => records.push(Record::Truncate { from: *from }),
-            WriteOp::Purge { upto, record, .. } => {
-                records.push(Record::Meta {
-                    key: PURGED_KEY,
-                    value: record,
-                });
-                records.push(Record::Purge { upto: *upto });
-            }
-        }
-    }
-    if sync {
-        wal.write(&records)
-    } else {
-        wal.write_unsynced(&records)
-    }
-}
-
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
@@ -392,12 +283,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// this, each one cost an extra `fdatasync` per batch on every node.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let value = bincode::serialize(&committed).map_err(write_err)?;
-        self.writer
-            .send(WriteOp::Lazy {
-                key: COMMITTED_KEY,
-                value,
-            })
-            .map_err(|_| write_err("log writer thread stopped"))
+        self.writer.send(WriteOp::Lazy {
+            key: COMMITTED_KEY,
+            value,
+        })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -414,6 +303,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut encoded = Vec::new();
+        let mut leader = None;
         {
             let mut unflushed = self
                 .shared
@@ -422,16 +312,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .unwrap_or_else(|p| p.into_inner());
             for entry in entries {
                 let index = entry.log_id.index;
+                leader = Some(entry.log_id.leader_id.node_id);
                 encoded.push((index, bincode::serialize(&entry).map_err(write_err)?));
                 unflushed.insert(index, entry);
             }
         }
-        self.writer
-            .send(WriteOp::Append {
+        match leader {
+            Some(leader) => self.writer.append(encoded, leader, callback),
+            // Nothing to write: said done in order, after what is queued.
+            None => self.writer.send(WriteOp::Append {
                 entries: encoded,
                 callback,
-            })
-            .map_err(|_| write_err("log writer thread stopped"))
+            }),
+        }
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
@@ -536,6 +429,39 @@ mod tests {
             reads += 1;
         }
         writes.join().unwrap();
+    }
+
+    /// A follower's append to an idle log is on disk when `append` returns (written on the
+    /// calling thread); the same append on the leader that made the entry is not written there.
+    #[test]
+    fn a_followers_append_to_an_idle_log_is_written_before_append_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) =
+            <openraft::alias::OneshotOf<TypeConfig> as openraft::async_runtime::Oneshot>::channel();
+        {
+            let store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES, None).unwrap();
+            store.set_node(2);
+            let mut follower = store.clone();
+            rt_block(follower.append([entry(1), entry(2)], IOFlushed::signal(tx))).unwrap();
+            assert!(store.shared.unflushed.lock().unwrap().is_empty());
+            assert_eq!(store.shared.wal.last_index(), Some(2));
+            rt_block(rx).unwrap().unwrap();
+        }
+        let store = LogStore::open(dir.path(), DEFAULT_SEGMENT_BYTES, None).unwrap();
+        store.set_node(1);
+        let got = rt_block(store.clone().try_get_log_entries(0..10)).unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        // Entry 3 was made by this node's own leadership: it goes to the writer thread, and
+        // is readable (from `unflushed` or the files) either way.
+        let (tx, rx) =
+            <openraft::alias::OneshotOf<TypeConfig> as openraft::async_runtime::Oneshot>::channel();
+        rt_block(store.clone().append([entry(3)], IOFlushed::signal(tx))).unwrap();
+        let got = rt_block(store.clone().try_get_log_entries(0..10)).unwrap();
+        assert_eq!(got.len(), 3);
+        rt_block(rx).unwrap().unwrap();
     }
 
     #[test]

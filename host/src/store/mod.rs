@@ -13,6 +13,7 @@
 
 pub mod backup;
 mod log;
+mod log_writer;
 mod modules;
 mod offload;
 mod snapshot;
