@@ -11,7 +11,7 @@
 //! A data directory written by an older version keeps its log in `raft.redb`; the first open
 //! copies it into a new write-ahead log and renames the database to `raft.redb.imported`.
 
-use super::log_writer::{Done, Unflushed, WriteOp, Writer};
+use super::log_writer::{Done, Unflushed, WriteOp, Writer, COMMITTED_KEY, PURGED_KEY, VOTE_KEY};
 use super::wal::{Record, Wal, WalReader, DEFAULT_SEGMENT_BYTES};
 use crate::metrics::storage::StorageMetrics;
 use crate::types::{Entry, LogId, NodeId, TypeConfig, Vote};
@@ -24,11 +24,6 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::oneshot;
-
-/// Metadata keys in the write-ahead log.
-pub(super) const VOTE_KEY: u8 = 1;
-const COMMITTED_KEY: u8 = 2;
-pub(super) const PURGED_KEY: u8 = 3;
 
 fn read_err(e: impl ToString) -> io::Error {
     io::Error::other(format!("reading the log: {}", e.to_string()))

@@ -11,7 +11,6 @@
 //! moving average exceeds [`INLINE_SLOW`], so a slow disk does not keep holding a runtime thread
 //! (one late sync on a shared machine, a few ms, does not pause them).
 
-use super::log::PURGED_KEY;
 use super::wal::{Record, Wal};
 use crate::metrics::storage::StorageMetrics;
 use crate::types::{Entry, NodeId, TypeConfig};
@@ -23,6 +22,10 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// Metadata keys in the write-ahead log.
+pub(super) const VOTE_KEY: u8 = 1;
+pub(super) const COMMITTED_KEY: u8 = 2;
+pub(super) const PURGED_KEY: u8 = 3;
 /// Most queued operations folded into one sync.
 const MAX_BATCH: usize = 4096;
 /// Inline writes pause when their moving average (each new write weighs 1/8) exceeds this; a

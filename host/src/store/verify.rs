@@ -1,7 +1,7 @@
 //! `host wal verify`: checks a stopped node's data directory (its write-ahead log and its
 //! snapshot) without changing anything, and says what it finds.
 
-use super::log::{PURGED_KEY, VOTE_KEY};
+use super::log_writer::{PURGED_KEY, VOTE_KEY};
 use super::snapshot;
 use super::wal::{damage_of, SegmentEnd, Wal};
 use crate::types::{LogId, Vote};
