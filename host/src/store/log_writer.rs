@@ -79,6 +79,10 @@ struct Core {
     queued: AtomicUsize,
     unflushed: Arc<Unflushed>,
     metrics: Option<StorageMetrics>,
+    /// This node, once known: appends of entries made by another node's leader may be inline.
+    node: OnceLock<NodeId>,
+    /// How long inline writes took lately, and until when they are paused.
+    pace: Mutex<Pace>,
 }
 
 /// The log's writer: cheap to clone, clones share the thread. The thread stops once every clone
@@ -87,10 +91,6 @@ struct Core {
 pub(super) struct Writer {
     core: Arc<Core>,
     tx: mpsc::Sender<WriteOp>,
-    /// This node, once known: appends of entries made by another node's leader may be inline.
-    node: Arc<OnceLock<NodeId>>,
-    /// How long inline writes took lately, and until when they are paused.
-    pace: Arc<Mutex<Pace>>,
 }
 
 /// The inline writes' moving average, and the end of a pause.
@@ -136,23 +136,20 @@ impl Writer {
             queued: AtomicUsize::new(0),
             unflushed,
             metrics,
+            node: OnceLock::new(),
+            pace: Mutex::default(),
         });
         let (tx, rx) = mpsc::channel();
         let for_thread = core.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || writer_loop(&for_thread, &rx))?;
-        Ok(Writer {
-            core,
-            tx,
-            node: Arc::default(),
-            pace: Arc::default(),
-        })
+        Ok(Writer { core, tx })
     }
 
     /// Sets this node's id: from then on a follower's appends may be written inline.
     pub(super) fn set_node(&self, node: NodeId) {
-        let _ = self.node.set(node);
+        let _ = self.core.node.set(node);
     }
 
     /// Queues `op` for the writer thread.
@@ -182,7 +179,7 @@ impl Writer {
     /// Writes `op` here if inline writes apply to it and nothing is queued before it; gives it
     /// back otherwise.
     fn try_inline(&self, op: WriteOp, leader: NodeId) -> Option<WriteOp> {
-        let follower = self.node.get().is_some_and(|me| *me != leader);
+        let follower = self.core.node.get().is_some_and(|me| *me != leader);
         let idle = self.core.queued.load(Ordering::Acquire) == 0;
         if !follower || !idle || self.lock_pace().paused(Instant::now()) {
             return Some(op);
@@ -213,7 +210,7 @@ impl Writer {
     }
 
     fn lock_pace(&self) -> std::sync::MutexGuard<'_, Pace> {
-        self.pace.lock().unwrap_or_else(|p| p.into_inner())
+        self.core.pace.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
