@@ -172,6 +172,19 @@ pub(super) fn shape(component: &Component, version: WorldVersion) -> Shape {
     }
 }
 
+/// Whether calls into `component` may block their thread: it imports something other than the
+/// host's `raftwasm:fsm/context` (WASI), and wasmtime-wasi's synchronous WASI finishes some
+/// calls with `block_on` on the thread's Tokio runtime (see [`super::wasi::outside_async`]).
+/// The host's context functions never block.
+pub(super) fn may_block(component: &Component) -> bool {
+    let engine = component.engine();
+    let ty = component.component_type();
+    let blocks = ty
+        .imports(engine)
+        .any(|(name, _)| !name.starts_with("raftwasm:fsm/context@"));
+    blocks
+}
+
 /// The newest world whose state machine `component` exports, if any.
 fn exported_version(component: &Component) -> Option<WorldVersion> {
     let engine = component.engine();

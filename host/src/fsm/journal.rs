@@ -69,6 +69,11 @@ impl Journal {
         self.bytes
     }
 
+    /// What recording `command` adds to [`Journal::bytes`].
+    pub(super) fn recorded_bytes(command: &[u8]) -> usize {
+        command.len() + PER_COMMAND
+    }
+
     pub(super) fn is_spilled(&self) -> bool {
         matches!(self.records, Records::Spilled(_))
     }
@@ -77,7 +82,7 @@ impl Journal {
     /// then fails rather than reach a state short of some commands); the caller should take a
     /// checkpoint at once, which starts a new journal.
     pub(super) fn push(&mut self, command: &[u8], entry: EntryContext) -> std::io::Result<()> {
-        self.bytes += command.len() + PER_COMMAND;
+        self.bytes += Self::recorded_bytes(command);
         self.commands += 1;
         match &mut self.records {
             Records::Memory { commands, ends } => {

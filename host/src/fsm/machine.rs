@@ -128,6 +128,19 @@ impl GuestFsm {
         std::mem::take(&mut self.events)
     }
 
+    /// Whether applying `commands` (in order, as [`GuestFsm::apply`] each) is sure to stay a
+    /// call that cannot block its thread and does no work beyond the guest's own: the module
+    /// imports no WASI (see [`GuestModule::may_block`]), the rollback journal is in memory, and
+    /// recording them falls short of the next checkpoint (a snapshot of the whole state). How
+    /// long the guest itself runs is bounded only by its fuel.
+    pub fn applies_briefly<'a>(&self, commands: impl Iterator<Item = &'a [u8]>) -> bool {
+        if self.module.may_block() || self.journal.is_spilled() {
+            return false;
+        }
+        let recorded: usize = commands.map(Journal::recorded_bytes).sum();
+        self.journal.bytes() + recorded <= self.next_checkpoint_at
+    }
+
     /// Applies one committed command of `entry`. `Ok` carries the deterministic outcome
     /// (response or [`CallError`]); `Err` means the state machine could not be restored after a
     /// failure.
@@ -138,6 +151,7 @@ impl GuestFsm {
     ) -> Result<Outcome<Vec<u8>>, FsmError> {
         let budget = self.module.limits().fuel_per_apply;
         let (result, fuel_used) = call(
+            self.module.may_block(),
             &mut self.store,
             &self.fsm,
             budget,
@@ -178,6 +192,7 @@ impl GuestFsm {
     ) -> Result<Outcome<Vec<u8>>, FsmError> {
         let budget = self.module.limits().fuel_per_apply;
         let (result, fuel_used) = call(
+            self.module.may_block(),
             &mut self.store,
             &self.fsm,
             budget,
@@ -287,12 +302,19 @@ impl GuestFsm {
     fn write_snapshot(&mut self, sink: Sink) -> Result<(Sink, usize), FsmError> {
         let budget = self.module.limits().fuel_per_snapshot;
         let sink = std::cell::Cell::new(Some(sink));
-        let (result, _) = call(&mut self.store, &self.fsm, budget, IDLE, &|fsm, store| {
-            let sink = sink
-                .take()
-                .ok_or_else(|| wasmtime::Error::msg("snapshot called twice"))?;
-            fsm.snapshot(store, sink)
-        });
+        let (result, _) = call(
+            self.module.may_block(),
+            &mut self.store,
+            &self.fsm,
+            budget,
+            IDLE,
+            &|fsm, store| {
+                let sink = sink
+                    .take()
+                    .ok_or_else(|| wasmtime::Error::msg("snapshot called twice"))?;
+                fsm.snapshot(store, sink)
+            },
+        );
         match result {
             Ok(written) => Ok(written),
             Err(failure) => {
@@ -313,9 +335,14 @@ impl GuestFsm {
     pub fn restore_from(&mut self, state: SnapshotData) -> Result<Outcome<()>, FsmError> {
         let (mut store, fsm) = self.module.new_instance()?;
         let budget = self.module.limits().fuel_per_snapshot;
-        let (result, fuel_used) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
-            fsm.restore(store, &state)
-        });
+        let (result, fuel_used) = call(
+            self.module.may_block(),
+            &mut store,
+            &fsm,
+            budget,
+            IDLE,
+            &|fsm, store| fsm.restore(store, &state),
+        );
         let result = match result {
             Ok(Ok(())) => {
                 self.store = store;
@@ -363,9 +390,14 @@ impl GuestFsm {
         let (mut store, fsm) = self.module.new_instance()?;
         if let Some(state) = self.checkpoint.state() {
             let budget = self.module.limits().fuel_per_snapshot;
-            let (result, _) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
-                fsm.restore(store, &state)
-            });
+            let (result, _) = call(
+                self.module.may_block(),
+                &mut store,
+                &fsm,
+                budget,
+                IDLE,
+                &|fsm, store| fsm.restore(store, &state),
+            );
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
@@ -380,9 +412,14 @@ impl GuestFsm {
         self.journal
             .replay(|i, command, entry| {
                 let replay = (Mode::Replay, entry);
-                let (result, _) = call(&mut store, &fsm, REPLAY_FUEL, replay, &|fsm, store| {
-                    fsm.apply(store, command)
-                });
+                let (result, _) = call(
+                    self.module.may_block(),
+                    &mut store,
+                    &fsm,
+                    REPLAY_FUEL,
+                    replay,
+                    &|fsm, store| fsm.apply(store, command),
+                );
                 result
                     .map(|_| ())
                     .map_err(|e| format!("replaying command {i} since the checkpoint: {e}"))
@@ -394,8 +431,10 @@ impl GuestFsm {
     }
 }
 
-/// Runs one guest call for `what` with `budget` fuel and classifies a failure.
+/// Runs one guest call for `what` with `budget` fuel and classifies a failure. A call into a
+/// module that may block (see [`GuestModule::may_block`]) steps out of the async runtime first.
 fn call<R>(
+    blocks: bool,
     store: &mut Store<StoreState>,
     fsm: &Fsm,
     budget: u64,
@@ -413,7 +452,10 @@ fn call<R>(
             0,
         );
     }
-    let result = outside_async(|| f(fsm, store));
+    let result = match blocks {
+        true => outside_async(|| f(fsm, store)),
+        false => f(fsm, store),
+    };
     store.data_mut().log_output();
     let fuel_used = budget.saturating_sub(store.get_fuel().unwrap_or(0));
     let result = result.map_err(|e| {

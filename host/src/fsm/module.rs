@@ -4,7 +4,7 @@
 //! A module is compiled once ([`GuestModule::from_bytes`]); every [`super::GuestFsm`] made from
 //! it (`GuestModule::start`, in `machine`) gets its own store and instance.
 
-use super::bindings::{shape, Fsm, FsmPre, LinkError, Shape, WorldVersion};
+use super::bindings::{may_block, shape, Fsm, FsmPre, LinkError, Shape, WorldVersion};
 use super::code_cache::CodeCache;
 use super::error::{FsmError, LoadError};
 use super::limiter::StoreState;
@@ -44,6 +44,8 @@ struct Inner {
     engine: Engine,
     component: Component,
     pre: FsmPre,
+    /// See [`GuestModule::may_block`].
+    may_block: bool,
 }
 
 /// A compiled, validated guest component. Cheap to clone.
@@ -152,6 +154,7 @@ impl GuestModule {
                 let module = GuestModule {
                     inner: Arc::new(Inner {
                         hash,
+                        may_block: may_block(&component),
                         bytes: Arc::from(bytes),
                         name: name.clone(),
                         limits,
@@ -201,6 +204,13 @@ impl GuestModule {
         shape(&self.inner.component, self.world())
     }
 
+    /// Whether a call into it may block its thread (it imports WASI): such calls must not run
+    /// on an async worker. A call into a module that imports nothing but the host's context
+    /// runs anywhere, and needs no step out of the async runtime.
+    pub fn may_block(&self) -> bool {
+        self.inner.may_block
+    }
+
     /// The limits instances of this module run under.
     pub fn limits(&self) -> GuestLimits {
         self.inner.limits
@@ -218,7 +228,12 @@ impl GuestModule {
         store
             .set_fuel(inner.limits.fuel_per_snapshot)
             .map_err(|e| FsmError::Instantiate(format!("{e:#}")))?;
-        let fsm = outside_async(|| inner.pre.instantiate(&mut store)).map_err(|e| {
+        let instantiate = |store: &mut Store<StoreState>| inner.pre.instantiate(store);
+        let fsm = match inner.may_block {
+            true => outside_async(|| instantiate(&mut store)),
+            false => instantiate(&mut store),
+        };
+        let fsm = fsm.map_err(|e| {
             if store.data().limiter.hit_memory_limit {
                 FsmError::Instantiate(format!(
                     "its initial memory is over the guest memory limit of {} MiB",

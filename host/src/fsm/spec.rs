@@ -82,6 +82,15 @@ impl Machine {
         }
     }
 
+    /// Whether applying `commands` is sure to be a short call that cannot block its thread
+    /// (see [`GuestFsm::applies_briefly`]); the native baseline's always is.
+    pub fn applies_briefly<'a>(&self, commands: impl Iterator<Item = &'a [u8]>) -> bool {
+        match self {
+            Machine::Wasm(fsm) => fsm.applies_briefly(commands),
+            Machine::Native(..) => true,
+        }
+    }
+
     pub fn apply(
         &mut self,
         command: &[u8],

@@ -1,7 +1,7 @@
 //! Guest metrics: how long calls into the state machine take, the fuel they burn, its memory,
 //! the ways calls fail, and which module is active.
 
-use super::{name, register, LATENCY_BUCKETS};
+use super::{counter, name, register, LATENCY_BUCKETS};
 use prometheus::IntGaugeVec;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use prometheus::{Opts, Registry};
@@ -63,6 +63,7 @@ pub struct GuestMetrics {
     /// The hash labelled 1 in `module` now.
     active: Mutex<Option<String>>,
     upgrades: IntCounter,
+    inline: IntCounter,
 }
 
 impl std::fmt::Debug for GuestMetrics {
@@ -71,23 +72,28 @@ impl std::fmt::Debug for GuestMetrics {
     }
 }
 
+/// The failures counter, every kind from zero, so a first failure is a rise a rate() sees.
+fn failures(registry: &Registry) -> prometheus::Result<IntCounterVec> {
+    let failures = register(
+        registry,
+        IntCounterVec::new(
+            Opts::new(
+                name("guest_failures_total"),
+                "Guest calls that did not return, by kind (trap, out_of_fuel, memory_cap); \
+                 each fails the same way on every node.",
+            ),
+            &["kind"],
+        ),
+    )?;
+    for failure in [Failure::Trap, Failure::OutOfFuel, Failure::MemoryCap] {
+        failures.with_label_values(&[failure.label()]);
+    }
+    Ok(failures)
+}
+
 impl GuestMetrics {
     pub(super) fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let failures = register(
-            registry,
-            IntCounterVec::new(
-                Opts::new(
-                    name("guest_failures_total"),
-                    "Guest calls that did not return, by kind (trap, out_of_fuel, memory_cap); \
-                     each fails the same way on every node.",
-                ),
-                &["kind"],
-            ),
-        )?;
-        // Every kind from zero, so a first failure is a rise a rate() sees.
-        for failure in [Failure::Trap, Failure::OutOfFuel, Failure::MemoryCap] {
-            failures.with_label_values(&[failure.label()]);
-        }
+        let failures = failures(registry)?;
         let duration = register(
             registry,
             HistogramVec::new(
@@ -141,12 +147,16 @@ impl GuestMetrics {
                 ),
             )?,
             active: Mutex::new(None),
-            upgrades: register(
+            upgrades: counter(
                 registry,
-                IntCounter::with_opts(Opts::new(
-                    name("guest_upgrades_total"),
-                    "Module upgrades this node applied from the log.",
-                )),
+                "guest_upgrades_total",
+                "Module upgrades this node applied from the log.",
+            )?,
+            inline: counter(
+                registry,
+                "guest_inline_applies_total",
+                "Committed entries applied on the async worker that received them (a brief call \
+                 into a guest that cannot block), not handed to the blocking pool.",
             )?,
         })
     }
@@ -202,5 +212,10 @@ impl GuestMetrics {
     /// An upgrade was applied.
     pub fn upgraded(&self) {
         self.upgrades.inc();
+    }
+
+    /// An entry was applied on an async worker.
+    pub fn inline_apply(&self) {
+        self.inline.inc();
     }
 }

@@ -114,6 +114,18 @@ pub(crate) fn register<M: Collector + Clone + 'static>(
     Ok(metric)
 }
 
+/// Registers a counter named `short` under [`NAMESPACE`] in `registry`.
+pub(crate) fn counter(
+    registry: &Registry,
+    short: &str,
+    help: &str,
+) -> prometheus::Result<prometheus::IntCounter> {
+    register(
+        registry,
+        prometheus::IntCounter::with_opts(prometheus::Opts::new(name(short), help)),
+    )
+}
+
 /// A metric name under [`NAMESPACE`].
 pub(crate) fn name(short: &str) -> String {
     format!("{NAMESPACE}_{short}")

@@ -7,10 +7,10 @@
 //! flush back to the runtime costs two thread wake-ups, 35-60 µs each on this kind of machine
 //! (BENCHMARKS.md, issue 21). A leader's own appends always go to the thread: openraft sends new
 //! entries to the followers only after `append` returns, so a leader syncing inline would make
-//! its followers' syncs wait for its own. Inline writes pause for [`INLINE_PAUSE`] once their
-//! moving average exceeds [`INLINE_SLOW`], so a slow disk does not keep holding a runtime thread
-//! (one late sync on a shared machine, a few ms, does not pause them).
+//! its followers' syncs wait for its own. Inline writes pause while they run slow (see
+//! [`super::pace`]), so a slow disk does not keep holding a runtime thread.
 
+use super::pace::{self, Pace};
 use super::wal::{Record, Wal};
 use crate::metrics::storage::StorageMetrics;
 use crate::types::{Entry, NodeId, TypeConfig};
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Metadata keys in the write-ahead log.
@@ -28,11 +28,6 @@ pub(super) const COMMITTED_KEY: u8 = 2;
 pub(super) const PURGED_KEY: u8 = 3;
 /// Most queued operations folded into one sync.
 const MAX_BATCH: usize = 4096;
-/// Inline writes pause when their moving average (each new write weighs 1/8) exceeds this; a
-/// sync on this kind of machine takes 0.1-0.2 ms.
-const INLINE_SLOW: Duration = Duration::from_millis(2);
-/// How long inline writes stay paused once they were slow.
-const INLINE_PAUSE: Duration = Duration::from_secs(5);
 
 /// Entries appended but not yet written, so readers see them at once.
 pub(super) type Unflushed = Mutex<BTreeMap<u64, Entry>>;
@@ -82,7 +77,7 @@ struct Core {
     /// This node, once known: appends of entries made by another node's leader may be inline.
     node: OnceLock<NodeId>,
     /// How long inline writes took lately, and until when they are paused.
-    pace: Mutex<Pace>,
+    pace: Pace,
 }
 
 /// The log's writer: cheap to clone, clones share the thread. The thread stops once every clone
@@ -91,37 +86,6 @@ struct Core {
 pub(super) struct Writer {
     core: Arc<Core>,
     tx: mpsc::Sender<WriteOp>,
-}
-
-/// The inline writes' moving average, and the end of a pause.
-#[derive(Default)]
-struct Pace {
-    average: Duration,
-    paused_until: Option<Instant>,
-}
-
-impl Pace {
-    fn paused(&mut self, now: Instant) -> bool {
-        match self.paused_until {
-            Some(t) if now < t => true,
-            Some(_) => {
-                self.paused_until = None;
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Counts a write that took `took`; true when that starts a pause.
-    fn took(&mut self, took: Duration, now: Instant) -> bool {
-        self.average = (self.average * 7 + took) / 8;
-        if self.average <= INLINE_SLOW {
-            return false;
-        }
-        self.average = Duration::ZERO;
-        self.paused_until = Some(now + INLINE_PAUSE);
-        true
-    }
 }
 
 impl Writer {
@@ -137,7 +101,7 @@ impl Writer {
             unflushed,
             metrics,
             node: OnceLock::new(),
-            pace: Mutex::default(),
+            pace: Pace::default(),
         });
         let (tx, rx) = mpsc::channel();
         let for_thread = core.clone();
@@ -181,7 +145,7 @@ impl Writer {
     fn try_inline(&self, op: WriteOp, leader: NodeId) -> Option<WriteOp> {
         let follower = self.core.node.get().is_some_and(|me| *me != leader);
         let idle = self.core.queued.load(Ordering::Acquire) == 0;
-        if !follower || !idle || self.lock_pace().paused(Instant::now()) {
+        if !follower || !idle || self.core.pace.paused(Instant::now()) {
             return Some(op);
         }
         // Never wait for the thread: a batch in progress means the log is not idle.
@@ -196,10 +160,10 @@ impl Writer {
         run_batch(&mut wal, &self.core, vec![op]);
         drop(wal);
         let took = started.elapsed();
-        if self.lock_pace().took(took, Instant::now()) {
+        if self.core.pace.took(took, Instant::now()) {
             tracing::info!(
                 ?took,
-                pause = ?INLINE_PAUSE,
+                pause = ?pace::PAUSE,
                 "a follower's inline log writes were slow; handing them to the writer thread"
             );
         }
@@ -207,10 +171,6 @@ impl Writer {
             m.inline_write();
         }
         None
-    }
-
-    fn lock_pace(&self) -> std::sync::MutexGuard<'_, Pace> {
-        self.core.pace.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -304,28 +264,5 @@ fn write_batch(wal: &mut Wal, batch: &[WriteOp], sync: bool) -> io::Result<()> {
         wal.write(&records)
     } else {
         wal.write_unsynced(&records)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_late_sync_does_not_pause_inline_writes_but_a_slow_disk_does() {
-        let (mut pace, now) = (Pace::default(), Instant::now());
-        let fast = Duration::from_micros(200);
-        for _ in 0..20 {
-            assert!(!pace.took(fast, now));
-        }
-        // A 10 ms sync among fast ones: the average stays under 2 ms.
-        assert!(!pace.took(Duration::from_millis(10), now));
-        assert!(!pace.paused(now));
-        // A disk that takes 5 ms each time: paused within a few writes, then again after.
-        let slow = Duration::from_millis(5);
-        let pausing = (0..8).position(|_| pace.took(slow, now));
-        assert!(matches!(pausing, Some(1..=4)), "{pausing:?}");
-        assert!(pace.paused(now + INLINE_PAUSE / 2));
-        assert!(!pace.paused(now + INLINE_PAUSE));
     }
 }

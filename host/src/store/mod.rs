@@ -6,7 +6,8 @@
 //! - `log`, [`wal`]: the log store and its segmented write-ahead log.
 //! - `state_machine`: applying entries, snapshots, the state hash; module switches.
 //! - `modules`: compiled modules by hash, kept on disk once activated; upgrade checks.
-//! - `offload`: the one helper that runs guest calls off the async workers.
+//! - `offload`: the one helper that runs guest calls off the async workers; `pace`: when work
+//!   is done on the worker that asked for it instead.
 //! - `snapshot`: the snapshot file format; `snapshot_build`: building one in place;
 //!   `backup`: the backup file around a snapshot.
 //! - `verify`: checking a stopped node's log and snapshot (`host wal verify`).
@@ -16,6 +17,7 @@ mod log;
 mod log_writer;
 mod modules;
 mod offload;
+mod pace;
 mod snapshot;
 mod snapshot_build;
 mod state_machine;

@@ -3,7 +3,8 @@
 //! large state, a restore, a query over many keys, a module compile for an upgrade); run on a
 //! worker it would stall every other task scheduled there (heartbeats, replies, other clients).
 //! Every guest call the state machine makes for async callers (openraft's apply, snapshot build
-//! and install, queries, state hashes, upgrade checks) goes through it.
+//! and install, queries, state hashes, upgrade checks) goes through it, but for a committed
+//! batch its guest is sure to apply briefly (see `StateMachine::apply_here`).
 
 use crate::fsm::FsmError;
 use thiserror::Error;

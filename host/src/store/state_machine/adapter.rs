@@ -154,8 +154,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let sm = self.clone();
-            let response = joined(offload(move || sm.apply_entry(entry)).await)?;
+            let response = match self.apply_here(entry) {
+                Ok(response) => response?,
+                Err(entry) => {
+                    let sm = self.clone();
+                    joined(offload(move || sm.apply_entry(entry)).await)?
+                }
+            };
             if let Some(responder) = responder {
                 responder.send(response);
             }

@@ -7,15 +7,53 @@ use super::{module_logged, observe, sm_err, Applied, StateMachine};
 use crate::fsm::{CallError, EntryContext, Machine, MachineSpec};
 use crate::metrics::guest::Call;
 use crate::store::modules::{migrate, ModuleRejected};
+use crate::store::pace;
 use crate::types::{Entry, ModuleRecord, Request, Response, StoredMembership};
 use openraft::EntryPayload;
 use std::io;
+use std::sync::TryLockError;
+use std::time::Instant;
 
 impl StateMachine {
     /// Applies one committed entry and returns its response (what openraft's `apply` does for
-    /// each entry it is given). Blocking: async callers go through [`offload`].
+    /// each entry it is given). Blocking: async callers go through [`offload`], or first try
+    /// [`StateMachine::apply_here`].
     pub fn apply_entry(&self, entry: Entry) -> Result<Response, io::Error> {
-        let mut applied = self.lock();
+        self.apply_locked(&mut self.lock(), entry)
+    }
+
+    /// Applies `entry` on the calling async worker when that is sure to be brief, and gives it
+    /// back otherwise (for [`offload`]): a batch of commands whose guest cannot block (see
+    /// [`Machine::applies_briefly`]), with the guest free now (a query or snapshot holding it
+    /// would hold the worker too) and inline applies not paused for running slow (see
+    /// [`pace`]). This spares a lone write the two thread wake-ups of a hand-off to the
+    /// blocking pool and back, several times a guest-kv put's own cost.
+    pub fn apply_here(&self, entry: Entry) -> Result<Result<Response, io::Error>, Entry> {
+        if self.shared.pace.paused(Instant::now()) {
+            return Err(entry);
+        }
+        let mut applied = match self.shared.applied.try_lock() {
+            Ok(applied) => applied,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(entry),
+        };
+        if !brief(&applied.fsm, &entry) {
+            return Err(entry);
+        }
+        let started = Instant::now();
+        let response = self.apply_locked(&mut applied, entry);
+        drop(applied);
+        let took = started.elapsed();
+        if self.shared.pace.took(took, Instant::now()) {
+            tracing::info!(?took, pause = ?pace::PAUSE, "inline applies were slow; handing them to the blocking pool");
+        }
+        if let Some(m) = self.metrics() {
+            m.guest().inline_apply();
+        }
+        Ok(response)
+    }
+
+    fn apply_locked(&self, applied: &mut Applied, entry: Entry) -> Result<Response, io::Error> {
         let index = entry.log_id.index;
         applied.last_applied = Some(entry.log_id);
         applied.sessions.expire(index);
@@ -43,20 +81,20 @@ impl StateMachine {
             EntryPayload::Normal(Request::Batch(commands)) => {
                 commands_applied = commands.len();
                 let unix_ms = applied.clock_ms;
-                self.apply_batch(&mut applied, &commands, &mut response, |n| at(n, unix_ms))?;
+                self.apply_batch(applied, &commands, &mut response, |n| at(n, unix_ms))?;
             }
             EntryPayload::Normal(Request::Stamped { unix_ms, commands }) => {
                 commands_applied = commands.len();
                 applied.clock_ms = applied.clock_ms.max(unix_ms);
                 let unix_ms = applied.clock_ms;
-                self.apply_batch(&mut applied, &commands, &mut response, |n| at(n, unix_ms))?;
+                self.apply_batch(applied, &commands, &mut response, |n| at(n, unix_ms))?;
             }
             EntryPayload::Normal(Request::OpenSession) => {
                 let id = applied.sessions.open(index);
                 response.results.push(Ok(id.to_le_bytes().to_vec()));
             }
             EntryPayload::Normal(Request::Module { bytes, seed }) => {
-                let result = self.apply_module(&mut applied, &bytes, seed, entry.log_id.index)?;
+                let result = self.apply_module(applied, &bytes, seed, entry.log_id.index)?;
                 response.results.push(result);
                 changed_module = true;
             }
@@ -68,7 +106,7 @@ impl StateMachine {
         self.feed().seal(index);
         self.shared.trigger.applied(commands_applied as u64);
         if changed_module {
-            self.publish(&applied);
+            self.publish(applied);
         } else {
             let mut summary = self.summary();
             summary.last_applied = applied.last_applied;
@@ -151,5 +189,17 @@ impl StateMachine {
             m.guest().upgraded();
         }
         Ok(Ok(serde_json::to_vec(&rec).unwrap_or_default()))
+    }
+}
+
+/// Whether `entry` is a batch of commands that `fsm` applies briefly (see
+/// [`Machine::applies_briefly`]).
+fn brief(fsm: &Machine, entry: &Entry) -> bool {
+    match &entry.payload {
+        EntryPayload::Normal(Request::Commands(c)) => fsm.applies_briefly(c.iter().map(|c| &c[..])),
+        EntryPayload::Normal(Request::Batch(c) | Request::Stamped { commands: c, .. }) => {
+            fsm.applies_briefly(c.iter().map(|c| &c.bytes[..]))
+        }
+        _ => false,
     }
 }

@@ -15,8 +15,9 @@
 //! log after it.
 //!
 //! Two locks: the guest (`applied`), held for a whole guest call and only off the async workers
-//! (every async caller goes through [`offload`]), and a summary of it (`summary`: applied index,
-//! membership, modules) that status and seeding read without waiting for a guest call.
+//! (every async caller goes through [`offload`]) except for a brief apply (`apply_here`), and a
+//! summary of it (`summary`: applied index, membership, modules) that status and seeding read
+//! without waiting for a guest call.
 //! `adapter` holds openraft's side: streamed applies and snapshot build, install and read;
 //! `apply` one committed entry; `command` one command through its session; `observe` a guest
 //! call's metrics, log lines and announced changes; `guest_log` the lines guests logged; `feed`
@@ -24,6 +25,7 @@
 
 use super::modules::{migrate, ModuleRejected, Modules};
 use super::offload::{offload, GuestCallError};
+use super::pace::Pace;
 use super::snapshot;
 use crate::fsm::{EntryContext, FsmError, Machine, MachineSpec, Outcome};
 use crate::metrics::guest::Call;
@@ -81,9 +83,12 @@ struct Applied {
 struct Shared {
     dir: PathBuf,
     modules: Modules,
-    /// The guest and the state it applied. A std mutex, only ever taken off the async workers
-    /// (see [`offload`]) or at start-up: a guest call holds it for its whole duration.
+    /// The guest and the state it applied. A std mutex, taken off the async workers (see
+    /// [`offload`]) or at start-up, or tried on one for a brief apply (see `apply_here`): a
+    /// guest call holds it for its whole duration.
     applied: Mutex<Applied>,
+    /// How long inline applies took lately (see `apply_here`).
+    pace: Pace,
     /// What status reports and seeding reads, copied from `applied` as it changes, so async
     /// code never waits for a guest call to learn the applied index or the active module.
     summary: Mutex<Summary>,
@@ -177,6 +182,7 @@ impl StateMachine {
                 dir,
                 summary: Mutex::new(Summary::of(&applied)),
                 applied: Mutex::new(applied),
+                pace: Pace::default(),
                 snapshot_file: tokio::sync::Mutex::new(disk_index),
                 metrics,
                 guest_log: GuestLog::default(),
