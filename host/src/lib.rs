@@ -3,6 +3,7 @@
 //!
 //! Layout (each module only imports from those listed before it; `tests/layout.rs` checks that
 //! no two modules import each other):
+//! - [`malloc`]: glibc's malloc settings for a node, set once at start.
 //! - [`config`]: the node's configuration, typed groups with defaults and validation.
 //! - [`auth`]: the users file, credentials (passwords, tokens, client certificates) and the
 //!   permissions a request's caller holds.
@@ -40,6 +41,7 @@ pub mod fsm;
 pub mod grpc;
 pub mod guests;
 pub mod http;
+pub mod malloc;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -18,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
     let cli = args::Cli::parse();
+    host::malloc::tune();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.worker_threads.into())
         .enable_all()
