@@ -23,6 +23,9 @@ pub(super) struct StoreState {
     /// What a 0.3.0 guest's `snapshot` writes or `restore` reads.
     pub(super) stream: SnapshotStream,
     wasi: WasiState,
+    /// Whether calls may block the thread (the module imports WASI: see
+    /// [`super::GuestModule::may_block`]).
+    pub(super) may_block: bool,
 }
 
 impl WasiView for StoreState {
@@ -36,7 +39,7 @@ impl WasiView for StoreState {
 
 impl StoreState {
     /// The data of a fresh store whose guest may grow its memories to `memory_bytes`.
-    pub(super) fn new(memory_bytes: usize) -> Self {
+    pub(super) fn new(memory_bytes: usize, may_block: bool) -> Self {
         let context = CallContext::default();
         let wasi = WasiState::new(context.shared());
         StoreState {
@@ -44,6 +47,7 @@ impl StoreState {
             context,
             stream: SnapshotStream::new(memory_bytes.saturating_mul(2)),
             wasi,
+            may_block,
         }
     }
 

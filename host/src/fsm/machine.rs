@@ -151,7 +151,6 @@ impl GuestFsm {
     ) -> Result<Outcome<Vec<u8>>, FsmError> {
         let budget = self.module.limits().fuel_per_apply;
         let (result, fuel_used) = call(
-            self.module.may_block(),
             &mut self.store,
             &self.fsm,
             budget,
@@ -192,7 +191,6 @@ impl GuestFsm {
     ) -> Result<Outcome<Vec<u8>>, FsmError> {
         let budget = self.module.limits().fuel_per_apply;
         let (result, fuel_used) = call(
-            self.module.may_block(),
             &mut self.store,
             &self.fsm,
             budget,
@@ -302,19 +300,12 @@ impl GuestFsm {
     fn write_snapshot(&mut self, sink: Sink) -> Result<(Sink, usize), FsmError> {
         let budget = self.module.limits().fuel_per_snapshot;
         let sink = std::cell::Cell::new(Some(sink));
-        let (result, _) = call(
-            self.module.may_block(),
-            &mut self.store,
-            &self.fsm,
-            budget,
-            IDLE,
-            &|fsm, store| {
-                let sink = sink
-                    .take()
-                    .ok_or_else(|| wasmtime::Error::msg("snapshot called twice"))?;
-                fsm.snapshot(store, sink)
-            },
-        );
+        let (result, _) = call(&mut self.store, &self.fsm, budget, IDLE, &|fsm, store| {
+            let sink = sink
+                .take()
+                .ok_or_else(|| wasmtime::Error::msg("snapshot called twice"))?;
+            fsm.snapshot(store, sink)
+        });
         match result {
             Ok(written) => Ok(written),
             Err(failure) => {
@@ -335,14 +326,9 @@ impl GuestFsm {
     pub fn restore_from(&mut self, state: SnapshotData) -> Result<Outcome<()>, FsmError> {
         let (mut store, fsm) = self.module.new_instance()?;
         let budget = self.module.limits().fuel_per_snapshot;
-        let (result, fuel_used) = call(
-            self.module.may_block(),
-            &mut store,
-            &fsm,
-            budget,
-            IDLE,
-            &|fsm, store| fsm.restore(store, &state),
-        );
+        let (result, fuel_used) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
+            fsm.restore(store, &state)
+        });
         let result = match result {
             Ok(Ok(())) => {
                 self.store = store;
@@ -390,14 +376,9 @@ impl GuestFsm {
         let (mut store, fsm) = self.module.new_instance()?;
         if let Some(state) = self.checkpoint.state() {
             let budget = self.module.limits().fuel_per_snapshot;
-            let (result, _) = call(
-                self.module.may_block(),
-                &mut store,
-                &fsm,
-                budget,
-                IDLE,
-                &|fsm, store| fsm.restore(store, &state),
-            );
+            let (result, _) = call(&mut store, &fsm, budget, IDLE, &|fsm, store| {
+                fsm.restore(store, &state)
+            });
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
@@ -412,14 +393,9 @@ impl GuestFsm {
         self.journal
             .replay(|i, command, entry| {
                 let replay = (Mode::Replay, entry);
-                let (result, _) = call(
-                    self.module.may_block(),
-                    &mut store,
-                    &fsm,
-                    REPLAY_FUEL,
-                    replay,
-                    &|fsm, store| fsm.apply(store, command),
-                );
+                let (result, _) = call(&mut store, &fsm, REPLAY_FUEL, replay, &|fsm, store| {
+                    fsm.apply(store, command)
+                });
                 result
                     .map(|_| ())
                     .map_err(|e| format!("replaying command {i} since the checkpoint: {e}"))
@@ -434,7 +410,6 @@ impl GuestFsm {
 /// Runs one guest call for `what` with `budget` fuel and classifies a failure. A call into a
 /// module that may block (see [`GuestModule::may_block`]) steps out of the async runtime first.
 fn call<R>(
-    blocks: bool,
     store: &mut Store<StoreState>,
     fsm: &Fsm,
     budget: u64,
@@ -452,7 +427,7 @@ fn call<R>(
             0,
         );
     }
-    let result = match blocks {
+    let result = match store.data().may_block {
         true => outside_async(|| f(fsm, store)),
         false => f(fsm, store),
     };

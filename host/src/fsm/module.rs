@@ -219,7 +219,8 @@ impl GuestModule {
     /// A fresh store and instance.
     pub(super) fn new_instance(&self) -> Result<(Store<StoreState>, Fsm), FsmError> {
         let inner = &self.inner;
-        let mut store = Store::new(&inner.engine, StoreState::new(inner.limits.memory_bytes()));
+        let state = StoreState::new(inner.limits.memory_bytes(), inner.may_block);
+        let mut store = Store::new(&inner.engine, state);
         store.limiter(|state| &mut state.limiter);
         // What a guest may hand back in one call (a snapshot is its whole state) is bounded by
         // its memory cap, not by wasmtime's 128 MiB default.
