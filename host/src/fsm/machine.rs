@@ -427,10 +427,7 @@ fn call<R>(
             0,
         );
     }
-    let result = match store.data().may_block {
-        true => outside_async(|| f(fsm, store)),
-        false => f(fsm, store),
-    };
+    let result = outside_async(store.data().may_block, || f(fsm, store));
     store.data_mut().log_output();
     let fuel_used = budget.saturating_sub(store.get_fuel().unwrap_or(0));
     let result = result.map_err(|e| {

@@ -229,12 +229,8 @@ impl GuestModule {
         store
             .set_fuel(inner.limits.fuel_per_snapshot)
             .map_err(|e| FsmError::Instantiate(format!("{e:#}")))?;
-        let instantiate = |store: &mut Store<StoreState>| inner.pre.instantiate(store);
-        let fsm = match inner.may_block {
-            true => outside_async(|| instantiate(&mut store)),
-            false => instantiate(&mut store),
-        };
-        let fsm = fsm.map_err(|e| {
+        let instantiate = || inner.pre.instantiate(&mut store);
+        let fsm = outside_async(inner.may_block, instantiate).map_err(|e| {
             if store.data().limiter.hit_memory_limit {
                 FsmError::Instantiate(format!(
                     "its initial memory is over the guest memory limit of {} MiB",

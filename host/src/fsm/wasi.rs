@@ -255,9 +255,13 @@ impl WasiState {
 /// `block_on` on the thread's Tokio runtime, which panics on a thread that drives async tasks.
 /// The node makes its guest calls on the blocking pool, where this costs a check; the guest
 /// checker and tests may call from async code, which `block_in_place` steps out of. On a
-/// current-thread runtime's own thread it cannot, so guest calls must not be made there.
-pub(super) fn outside_async<R>(call: impl FnOnce() -> R) -> R {
+/// current-thread runtime's own thread it cannot, so guest calls must not be made there. A call
+/// into a module that imports no WASI (`may_block` false) cannot block and runs as it is.
+pub(super) fn outside_async<R>(may_block: bool, call: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
+    if !may_block {
+        return call();
+    }
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(call)
