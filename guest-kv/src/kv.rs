@@ -99,7 +99,7 @@ impl Kv {
             Command::Put { key, value } => {
                 check_key(&key)?;
                 let prev = self.put(key, value, ChangeOp::Put, on_change);
-                Ok(to_json(&PutResponse { prev }))
+                Ok(PutResponse { prev }.encode())
             }
             Command::Delete { key } => {
                 check_key(&key)?;

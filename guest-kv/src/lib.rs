@@ -11,6 +11,7 @@
 //!   as a `raftwasm:fsm@0.3.0` component on the guest SDK. `examples/guest-kv-raw` exports the
 //!   same map on raw `wit-bindgen` bindings; `cargo bench --bench fsm` compares the two.
 
+mod json;
 pub mod kv;
 pub mod schema;
 

@@ -33,6 +33,7 @@
 //!
 //! Keys are non-empty strings; values are strings, empty allowed. Any Unicode text round-trips.
 
+use crate::json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -147,9 +148,33 @@ pub struct Change<'a> {
     pub prev: Option<std::borrow::Cow<'a, str>>,
 }
 
+impl ChangeOp {
+    /// The name it has in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeOp::Put => "put",
+            ChangeOp::Delete => "delete",
+            ChangeOp::Cas => "cas",
+            ChangeOp::Append => "append",
+            ChangeOp::Incr => "incr",
+        }
+    }
+}
+
 impl Change<'_> {
+    /// Its JSON, as serde would write it (see [`crate::json`]: every put writes one).
     pub fn encode(&self) -> Vec<u8> {
-        to_json(self)
+        let (value, prev) = (self.value.as_deref(), self.prev.as_deref());
+        let strings = value.map_or(0, str::len) + prev.map_or(0, str::len);
+        let mut out = Vec::with_capacity(strings + 48);
+        out.extend_from_slice(b"{\"op\":\"");
+        out.extend_from_slice(self.op.name().as_bytes());
+        out.extend_from_slice(b"\",\"value\":");
+        json::write_opt_str(&mut out, value);
+        out.extend_from_slice(b",\"prev\":");
+        json::write_opt_str(&mut out, prev);
+        out.push(b'}');
+        out
     }
 }
 
@@ -166,6 +191,18 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 #[serde(deny_unknown_fields)]
 pub struct PutResponse {
     pub prev: Option<String>,
+}
+
+impl PutResponse {
+    /// Its JSON, as serde would write it (see [`crate::json`]: every put writes one).
+    pub fn encode(&self) -> Vec<u8> {
+        let prev = self.prev.as_deref();
+        let mut out = Vec::with_capacity(prev.map_or(0, str::len) + 16);
+        out.extend_from_slice(b"{\"prev\":");
+        json::write_opt_str(&mut out, prev);
+        out.push(b'}');
+        out
+    }
 }
 
 /// Answer to `delete`.
