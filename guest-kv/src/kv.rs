@@ -78,7 +78,7 @@ impl Kv {
         command: &[u8],
         on_change: &mut impl FnMut(&str, Change<'_>),
     ) -> Result<Vec<u8>, KvError> {
-        let command: Command = serde_json::from_slice(command)
+        let command = Command::decode(command)
             .map_err(|e| KvError::InvalidInput(format!("invalid command: {e}")))?;
         self.apply_observed(command, on_change)
     }

@@ -75,7 +75,7 @@ mod export {
 
         // guest-kv's own messages for input that does not decode.
         fn decode_command(bytes: &[u8]) -> Result<Command, Error> {
-            serde_json::from_slice(bytes)
+            Command::decode(bytes)
                 .map_err(|e| Error::invalid_input(format!("invalid command: {e}")))
         }
 

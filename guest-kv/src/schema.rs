@@ -110,6 +110,15 @@ impl Command {
     pub fn encode(&self) -> Vec<u8> {
         to_json(self)
     }
+
+    /// A command from a log entry's JSON; a put as [`Command::encode`] writes it takes a short
+    /// path (see [`crate::json`]).
+    pub fn decode(bytes: &[u8]) -> Result<Command, serde_json::Error> {
+        match json::plain_put(bytes) {
+            Some((key, value)) => Ok(Command::Put { key, value }),
+            None => serde_json::from_slice(bytes),
+        }
+    }
 }
 
 impl Query {
