@@ -81,7 +81,7 @@ fn needs_escape(b: u8) -> bool {
 
 /// The first byte at or after `from` that needs escaping: sixteen bytes a step (fewer steps
 /// means less fuel metering), then byte by byte within the step that has one.
-pub(crate) fn next_special(bytes: &[u8], from: usize) -> Option<usize> {
+fn next_special(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(chunk) = bytes.get(i..i + 16) {
         if any_special(word(&chunk[..8])) || any_special(word(&chunk[8..])) {
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn every_byte_escapes_as_serde_json_escapes_it_at_every_offset() {
         // Each ASCII byte, and a few multi-byte characters, alone and at each place in and
-        // around an eight-byte word.
+        // around the first sixteen-byte step, and in the bytes after the last whole step.
         let mut specials: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
         specials.extend(["é", "€", "😀", "\u{7f}", "\u{2028}"].map(String::from));
         for special in &specials {
