@@ -50,6 +50,20 @@ pub(crate) fn plain_put(bytes: &[u8]) -> Option<(String, String)> {
     Some((text(key)?, text(value)?))
 }
 
+/// A put's answer as guest-kv writes it, `{"prev":null}` or `{"prev":V}` with nothing escaped
+/// in `V`, read without serde: the previous value. `None` for anything else (serde's to read).
+pub(crate) fn plain_put_answer(bytes: &[u8]) -> Option<Option<String>> {
+    let rest = bytes.strip_prefix(br#"{"prev":"#)?;
+    if rest == b"null}" {
+        return Some(None);
+    }
+    let (prev, rest) = plain_str(rest.strip_prefix(b"\"")?)?;
+    if rest != b"}" {
+        return None;
+    }
+    String::from_utf8(prev.to_vec()).ok().map(Some)
+}
+
 /// The bytes of a JSON string's body up to its closing quote, and what follows the quote;
 /// `None` if an escape or a control character comes first.
 fn plain_str(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -228,10 +242,43 @@ mod tests {
                 _ => panic!("{}: {ours:?} vs {serde:?}", String::from_utf8_lossy(input)),
             }
         }
+        for (key, value) in [("k", ""), ("€ 😀", "a \"quoted\" \\ line\n\u{1}")] {
+            let command = Command::Put {
+                key: key.into(),
+                value: value.into(),
+            };
+            assert_eq!(command.encode(), serde_json::to_vec(&command).unwrap());
+        }
         assert!(
             plain_put(&put("key1", "value1")).is_some(),
             "the common case takes the plain path"
         );
         assert!(plain_put(&put("k", "a\"b")).is_none());
+    }
+
+    #[test]
+    fn a_put_answer_decodes_as_serde_decodes_it() {
+        use crate::schema::PutResponse;
+        let inputs: [&[u8]; 9] = [
+            br#"{"prev":null}"#,
+            br#"{"prev":""}"#,
+            br#"{"prev":"value1"}"#,
+            br#"{"prev":"a\"b"}"#,
+            br#"{"prev": "v"}"#,
+            br#"{"prev":"v","x":1}"#,
+            br#"{"prev":5}"#,
+            b"{\"prev\":\"\xff\"}",
+            br#"{"prev":"v""#,
+        ];
+        for input in inputs {
+            let ours = PutResponse::decode(input);
+            let serde = serde_json::from_slice::<PutResponse>(input);
+            match (&ours, &serde) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(input)),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{}: {ours:?} vs {serde:?}", String::from_utf8_lossy(input)),
+            }
+        }
+        assert_eq!(plain_put_answer(br#"{"prev":"v"}"#), Some(Some("v".into())));
     }
 }

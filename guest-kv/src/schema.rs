@@ -106,9 +106,18 @@ pub enum Query {
 }
 
 impl Command {
-    /// The JSON bytes a log entry carries.
+    /// The JSON bytes a log entry carries; a put's written directly (see [`crate::json`]).
     pub fn encode(&self) -> Vec<u8> {
-        to_json(self)
+        let Command::Put { key, value } = self else {
+            return to_json(self);
+        };
+        let mut out = Vec::with_capacity(key.len() + value.len() + 32);
+        out.extend_from_slice(br#"{"op":"put","key":"#);
+        json::write_str(&mut out, key);
+        out.extend_from_slice(br#","value":"#);
+        json::write_str(&mut out, value);
+        out.push(b'}');
+        out
     }
 
     /// A command from a log entry's JSON; a put as [`Command::encode`] writes it takes a short
@@ -211,6 +220,14 @@ impl PutResponse {
         json::write_opt_str(&mut out, prev);
         out.push(b'}');
         out
+    }
+
+    /// An answer from the guest's JSON; guest-kv's own form is read directly.
+    pub fn decode(bytes: &[u8]) -> Result<PutResponse, serde_json::Error> {
+        match json::plain_put_answer(bytes) {
+            Some(prev) => Ok(PutResponse { prev }),
+            None => serde_json::from_slice(bytes),
+        }
     }
 }
 

@@ -55,11 +55,13 @@ impl ScanParams {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
-    schema::decode(bytes).map_err(|e| {
-        ServiceError::internal(format!(
-            "the guest's answer is not guest-kv JSON ({e}); is this node running guest-kv?"
-        ))
-    })
+    schema::decode(bytes).map_err(not_guest_kv)
+}
+
+fn not_guest_kv(e: serde_json::Error) -> ServiceError {
+    ServiceError::internal(format!(
+        "the guest's answer is not guest-kv JSON ({e}); is this node running guest-kv?"
+    ))
 }
 
 impl Service {
@@ -109,7 +111,7 @@ impl Service {
             Route::Here(applied) => applied,
             Route::Leader(leader) => return leader.put(key, value, session).await,
         };
-        let put: PutResponse = parse(&applied.response)?;
+        let put = PutResponse::decode(&applied.response).map_err(not_guest_kv)?;
         Ok(PutResult {
             prev: put.prev,
             log_index: applied.log_index,
