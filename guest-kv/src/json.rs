@@ -138,6 +138,19 @@ mod tests {
         out
     }
 
+    /// Asserts that `ours`, read from `input`, is what serde reads: the same value, or an error.
+    fn agrees_with_serde<T>(input: &[u8], ours: Result<T, serde_json::Error>)
+    where
+        T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let serde = serde_json::from_slice::<T>(input);
+        match (&ours, &serde) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(input)),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{}: {ours:?} vs {serde:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
     #[test]
     fn every_byte_escapes_as_serde_json_escapes_it_at_every_offset() {
         // Each ASCII byte, and a few multi-byte characters, alone and at each place in and
@@ -234,13 +247,7 @@ mod tests {
         ];
         inputs.push(put("k", "v")[..20].to_vec());
         for input in &inputs {
-            let ours = Command::decode(input);
-            let serde = serde_json::from_slice::<Command>(input);
-            match (&ours, &serde) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(input)),
-                (Err(_), Err(_)) => {}
-                _ => panic!("{}: {ours:?} vs {serde:?}", String::from_utf8_lossy(input)),
-            }
+            agrees_with_serde(input, Command::decode(input));
         }
         for (key, value) in [("k", ""), ("€ 😀", "a \"quoted\" \\ line\n\u{1}")] {
             let command = Command::Put {
@@ -271,13 +278,7 @@ mod tests {
             br#"{"prev":"v""#,
         ];
         for input in inputs {
-            let ours = PutResponse::decode(input);
-            let serde = serde_json::from_slice::<PutResponse>(input);
-            match (&ours, &serde) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(input)),
-                (Err(_), Err(_)) => {}
-                _ => panic!("{}: {ours:?} vs {serde:?}", String::from_utf8_lossy(input)),
-            }
+            agrees_with_serde(input, PutResponse::decode(input));
         }
         assert_eq!(plain_put_answer(br#"{"prev":"v"}"#), Some(Some("v".into())));
     }
