@@ -41,7 +41,6 @@ pub mod fsm;
 pub mod grpc;
 pub mod guests;
 pub mod http;
-pub mod malloc;
 pub mod metrics;
 pub mod network;
 pub mod node;

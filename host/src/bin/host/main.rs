@@ -4,6 +4,7 @@
 //! the embedded guest-kv and bootstraps a one-node cluster (first start only). Every flag can also
 //! be set through the environment variable named in `--help`.
 
+mod alloc;
 mod args;
 mod dev;
 mod scaffold;
@@ -18,7 +19,6 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
     let cli = args::Cli::parse();
-    host::malloc::tune();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.worker_threads.into())
         .enable_all()
