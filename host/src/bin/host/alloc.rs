@@ -12,7 +12,7 @@
 //! and freed pages go back to the system after 100 ms (a background thread does it), not
 //! jemalloc's default 10 s, so the resident set after a burst falls back instead of staying
 //! near its peak. Measured at put x64 against glibc with the settings this node used before:
-//! 89-92 against 82-85 MB per node under load, 67 against 63.5 idle.
+//! 87-90 against 80-83 MiB per node under load, 66 against 62 idle.
 //!
 //! jemalloc reads `_RJEM_MALLOC_CONF` from the environment after these, so an operator can
 //! override any of them (jemalloc's own `name:value,...` syntax).
