@@ -15,8 +15,7 @@
 //! Against glibc with the settings this node used before, over kvbench then h2load put x64 runs
 //! of 10 s: 36.8-36.9 against 40.0-41.4 µs of node CPU per put (h2load), 90-97 against 84-87
 //! MiB per node at the end of the h2load runs (peak 124-126 against 110-113), 61-62 against 61
-//! idle.
-//! jemalloc's default cache sizes saved a few µs more per put for 4 MiB more idle.
+//! idle. jemalloc's default cache sizes saved a few µs more per put for 4 MiB more idle.
 //!
 //! jemalloc reads `_RJEM_MALLOC_CONF` from the environment after these, so an operator can
 //! override any of them (jemalloc's own `name:value,...` syntax).
